@@ -1,0 +1,25 @@
+# Shared setup for scripts/up and scripts/test: idempotent, safe to re-run on a fresh machine.
+# Sourced, not executed. Everything is installed from the package registries this machine reaches.
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+VENV="$ROOT/.venv"
+PY="$VENV/bin/python"
+
+say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+
+# The project's virtual environment with the CLI, the hub plugins and the test tools.
+ensure_venv() {
+    if [ ! -x "$PY" ]; then
+        say "creating the virtual environment in $VENV"
+        python3 -m venv "$VENV"
+    fi
+    # Reinstall only when a project file changed since the last install.
+    local stamp="$VENV/.deployer-installed" digest
+    digest=$(cat "$ROOT/pyproject.toml" "$ROOT/hub/pyproject.toml" | sha256sum | cut -d' ' -f1)
+    if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$digest" ]; then
+        say "installing Deployer and its test tools"
+        "$PY" -m pip install --quiet -e "$ROOT/hub" -e "$ROOT[test]" 2>&1 | grep -v "is ignored: it is neither" >&2 || true
+        "$PY" -c "import deployer, deployer_hub" || { echo "installation failed" >&2; return 1; }
+        echo "$digest" >"$stamp"
+    fi
+}

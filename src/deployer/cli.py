@@ -1,0 +1,300 @@
+"""The ``deployer`` command line: the only place errors become messages and exit codes.
+
+Both styles work: subcommands (``deployer validate -i prod -t designsafe``) and the
+original flags (``deployer -p jupyterhub -i prod -t designsafe -a validate``). The
+deployment options may stand before or after the command.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from . import __version__, render
+from .discovery import DeploymentFiles, discover
+from .errors import ConfigError, DeployerError, NotAvailableError, Problem, UsageError
+from .example import write_example
+from .loader import Loaded, load, tenant_summary
+from .projects import PROJECTS, Project
+
+# Off a terminal (pipes, CI logs) rich would wrap at 80 columns; give tables room instead.
+out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160)
+err = Console(stderr=True, highlight=False, soft_wrap=True, width=None if sys.stderr.isatty() else 160)
+
+EXIT_INTERNAL = 70
+
+
+@dataclass
+class Options:
+    """Deployment options gathered from the group and the subcommand (the later wins)."""
+
+    values: dict[str, Any] = field(default_factory=dict)
+    verbose: int = 0
+
+    def get(self, name: str) -> Any:
+        return self.values.get(name)
+
+
+_OPTIONS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
+    (("-p", "--project"), {"help": "Project to act on (default: from deployment.yml, else jupyterhub)."}),
+    (("-i", "--instance"), {"help": "Instance, e.g. prod, staging, dev."}),
+    (("-t", "--tenant"), {"help": "Tenant scope, e.g. designsafe, sd2e."}),
+    (("-a", "--action"), {"help": "Action to execute (see list-actions)."}),
+    (("-s", "--servers"), {"help": "Servers file (*.hosts)."}),
+    (("-c", "--configs"), {"help": "Configs file (*.configs)."}),
+    (("-z", "--passwords"), {"help": "Passwords file (*.passwords), same shape as the configs file."}),
+    (("-e", "--extras"), {"help": "Directory of extra files (certificates, ...)."}),
+    (("-o", "--overrides"), {"help": "Overrides 'key1=value1&key2=value2', winning over every file."}),
+    (("-d", "--deployment"), {"help": "Deployment file naming the others (default: deployment.yml)."}),
+    (("-C", "--directory"), {"help": "Working directory holding the deployment files (default: .).", "type": click.Path(file_okay=False)}),
+    (("-k", "--keep-tempfiles", "--keep_tempfiles"), {"is_flag": True, "default": None, "help": "Keep generated temporary files for debugging."}),
+    (("-v", "--verbose"), {"count": True, "help": "More output; -vv adds tracebacks."}),
+]
+
+
+def deployment_options(func: Callable) -> Callable:
+    """Attach the shared deployment options to a command; they merge into ``ctx.obj``."""
+    for decls, kwargs in reversed(_OPTIONS):
+        name = decls[1].lstrip("-").replace("-", "_")
+        func = click.option(*decls, name, expose_value=False, callback=_remember, **kwargs)(func)
+    return func
+
+
+def _remember(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    options: Options = ctx.ensure_object(Options)
+    if param.name == "verbose":
+        options.verbose = max(options.verbose, value or 0)
+    elif value is not None:
+        options.values[param.name] = value
+    return value
+
+
+def reported(func: Callable) -> Callable:
+    """Run a command, turning Deployer errors into one-line messages and exit codes."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        options = click.get_current_context().ensure_object(Options)
+        try:
+            return func(*args, **kwargs)
+        except ConfigError as exc:
+            _print_warnings(exc.warnings)
+            err.print(f"error: {exc}:", style="bold red", markup=False)
+            for problem in exc.problems:
+                err.print(f"  {problem}", markup=False)
+            _traceback(options)
+            sys.exit(exc.exit_code)
+        except DeployerError as exc:
+            err.print(f"error: {exc}", style="bold red", markup=False)
+            _traceback(options)
+            sys.exit(exc.exit_code)
+        except (click.exceptions.Exit, click.ClickException, SystemExit, KeyboardInterrupt):
+            raise
+        except Exception as exc:  # a bug: say so plainly, traceback only on request
+            err.print(f"internal error: {type(exc).__name__}: {exc}", style="bold red", markup=False)
+            if options.verbose < 2:
+                err.print("  run again with -vv for the traceback, and please report it", markup=False)
+            _traceback(options)
+            sys.exit(EXIT_INTERNAL)
+
+    return wrapper
+
+
+def _traceback(options: Options) -> None:
+    if options.verbose >= 2:
+        err.print(traceback.format_exc(), markup=False)
+
+
+def _print_warnings(warnings: list[Problem]) -> None:
+    for warning in warnings:
+        err.print(f"warning: {warning}", style="yellow", markup=False)
+
+
+class DeployerGroup(click.Group):
+    """Accepts the original underscore names (``list_actions``) and runs ``-a`` without a command."""
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        return super().get_command(ctx, cmd_name.replace("_", "-"))
+
+    def resolve_command(self, ctx: click.Context, args: list[str]):
+        name, cmd, rest = super().resolve_command(ctx, args)
+        return (cmd.name if cmd else name), cmd, rest
+
+
+@click.group(cls=DeployerGroup, invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
+@deployment_options
+@click.pass_context
+def main(ctx: click.Context) -> None:
+    """Stand up TACC-style multi-tenant JupyterHubs on a Docker Swarm.
+
+    \b
+    Typical use, in a directory holding the deployment files:
+      deployer init mysite && cd mysite
+      deployer validate
+      deployer config -i prod -t designsafe
+      deployer -p jupyterhub -i prod -t designsafe -a validate
+    """
+    if ctx.invoked_subcommand is None:
+        if ctx.obj.get("action"):
+            ctx.invoke(execute)
+        else:
+            click.echo(ctx.get_help())
+
+
+# --- context helpers -----------------------------------------------------------------------
+
+
+def _files(options: Options) -> DeploymentFiles:
+    workdir = Path(options.get("directory") or ".")
+    if not workdir.is_dir():
+        raise UsageError(f"working directory not found: {workdir}")
+    return discover(
+        workdir,
+        deployment=options.get("deployment"),
+        servers=options.get("servers"),
+        configs=options.get("configs"),
+        passwords=options.get("passwords"),
+        extras=options.get("extras"),
+    )
+
+
+def _project(options: Options, files: DeploymentFiles | None = None) -> Project:
+    name = options.get("project") or (files.defaults.get("project") if files else None) or "jupyterhub"
+    project = PROJECTS.get(name)
+    if project is None:
+        raise UsageError(f"unknown project {name!r}; known projects: {', '.join(sorted(PROJECTS))} (see list-projects)")
+    return project
+
+
+def _load(options: Options) -> Loaded:
+    files = _files(options)
+    project = _project(options, files)
+    instance = options.get("instance") or files.defaults.get("instance")
+    tenant = options.get("tenant") or files.defaults.get("tenant")
+    loaded = load(files, project.name, instance, tenant, options.get("overrides"))
+    _print_warnings(loaded.warnings)
+    return loaded
+
+
+# --- commands ------------------------------------------------------------------------------
+
+
+@main.command()
+@deployment_options
+@reported
+def validate() -> None:
+    """Check the deployment files; report every problem at once (exit status 2)."""
+    loaded = _load(click.get_current_context().obj)
+    for deployment in loaded.deployments:
+        config = deployment.config
+        workers = deployment.workers
+        out.print(
+            f"ok {deployment.target}: {tenant_summary(config)}, hub {config.jupyterhub_host} on {deployment.hub.host_id}, "
+            f"{len(workers)} worker{'s' if len(workers) != 1 else ''}, {len(config.volume_mounts)} volume mount{'s' if len(config.volume_mounts) != 1 else ''}",
+            markup=False,
+        )
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of annotated YAML.")
+@deployment_options
+@reported
+def config(as_json: bool) -> None:
+    """Print the merged configuration, each value with its origin; secrets as ***."""
+    loaded = _load(click.get_current_context().obj)
+    if as_json:
+        out.print(render.to_json(loaded.deployments), markup=False)
+        return
+    out.print("---\n".join(render.to_yaml(d) for d in loaded.deployments), markup=False, end="")
+
+
+@main.command()
+@click.argument("target_dir", metavar="DIR", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--force", is_flag=True, help="Overwrite files that already exist.")
+@deployment_options
+@reported
+def init(target_dir: Path, force: bool) -> None:
+    """Write a commented example deployment into DIR (it validates as written)."""
+    written = write_example(target_dir, force=force)
+    for path in written:
+        out.print(f"wrote {path}", markup=False)
+    out.print(f"next: edit the files, then run 'deployer -C {target_dir} validate'", markup=False)
+
+
+@main.command()
+@deployment_options
+def version() -> None:
+    """Print Deployer's version."""
+    out.print(f"deployer {__version__}", markup=False)
+
+
+@main.command("list-projects")
+@deployment_options
+def list_projects() -> None:
+    """List the projects Deployer can manage."""
+    for project in PROJECTS.values():
+        out.print(f"{project.name}\t{project.summary}", markup=False)
+
+
+@main.command("list-actions")
+@deployment_options
+@reported
+def list_actions() -> None:
+    """List the actions of a project (-p) and whether this version offers them."""
+    project = _project(click.get_current_context().obj)
+    table = Table(box=None, show_header=True, pad_edge=False)
+    table.add_column("action")
+    table.add_column("status")
+    table.add_column("what it does")
+    for action in project.actions:
+        table.add_row(action.name, "available" if action.available else "not available yet", action.summary)
+    out.print(table)
+
+
+@main.command()
+@deployment_options
+@reported
+def execute() -> None:
+    """Execute the action given with -a (the original command style)."""
+    options: Options = click.get_current_context().obj
+    files = _files(options)
+    project = _project(options, files)
+    name = options.get("action") or files.defaults.get("action")
+    if not name:
+        raise UsageError("no action: pass -a ACTION (see 'deployer -p jupyterhub list-actions')")
+    action = project.action(name)
+    if action is None:
+        raise UsageError(f"project {project.name} has no action {name!r}; actions: {', '.join(a.name for a in project.actions)}")
+    ctx = click.get_current_context()
+    ctx.invoke(main.get_command(ctx, action.name))
+
+
+def _not_yet(name: str) -> click.Command:
+    action = PROJECTS["jupyterhub"].action(name)
+
+    @deployment_options
+    @reported
+    def command() -> None:
+        available = ", ".join(a.name for a in PROJECTS["jupyterhub"].actions if a.available)
+        raise NotAvailableError(
+            f"'{name}' is not available in Deployer {__version__} yet; nothing was changed. Available now: {available}"
+        )
+
+    command.__doc__ = f"{action.summary[0].upper()}{action.summary[1:]} (not available yet)."
+    return click.command(name)(command)
+
+
+for _name in ("plan", "deploy", "update", "status", "destroy"):
+    main.add_command(_not_yet(_name))
+
+
+def run() -> None:  # console-script entry point
+    main(prog_name="deployer")

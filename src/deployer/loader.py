@@ -1,0 +1,378 @@
+"""From the deployment files to validated :class:`Deployment` objects.
+
+Everything wrong is collected and raised at once as a :class:`ConfigError`; nothing
+here touches a host. Messages name the file, the scope and the key path, and never
+contain a secret value.
+"""
+
+from __future__ import annotations
+
+import difflib
+import stat
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from . import certs, overrides, yamlfile
+from .discovery import DeploymentFiles
+from .errors import ConfigError, Problem, UsageError
+from .model import HOST_KEYS, SECRET_KEYS, Host, JupyterHubConfig, cross_check
+from .projects import PROJECTS
+from .scopes import Layered, Origin, ScopedFile, Target, merge, split_scoped_file
+
+SERVER_GLOBALS = ("ssh_user", "ssh_key", "ssh_port")
+DERIVED = "derived"
+DEFAULT = "default"
+
+
+@dataclass
+class Deployment:
+    """One validated deployment: a target, its configuration and its servers."""
+
+    target: Target
+    config: JupyterHubConfig
+    hosts: list[Host]
+    files: DeploymentFiles
+    origins: dict[str, Origin] = field(default_factory=dict)
+    host_origins: dict[str, Origin] = field(default_factory=dict)
+
+    @property
+    def hub(self) -> Host:
+        return next(h for h in self.hosts if h.has("hub"))
+
+    @property
+    def workers(self) -> list[Host]:
+        return [h for h in self.hosts if h.has("worker")]
+
+    def ssh_key_path(self, host: Host) -> Path | None:
+        return resolve_ssh_key(host.ssh_key, self.files.servers) if host.ssh_key else None
+
+
+@dataclass
+class Loaded:
+    deployments: list[Deployment]
+    warnings: list[Problem]
+
+
+@dataclass
+class _Sources:
+    files: DeploymentFiles
+    configs: ScopedFile | None = None
+    passwords: ScopedFile | None = None
+    servers: ScopedFile | None = None
+    server_globals: dict[str, Any] = field(default_factory=dict)
+    problems: list[Problem] = field(default_factory=list)
+    warnings: list[Problem] = field(default_factory=list)
+
+    def scoped_files(self) -> list[ScopedFile]:
+        return [f for f in (self.configs, self.passwords) if f is not None]
+
+
+def resolve_ssh_key(ssh_key: str, servers_file: Path | None) -> Path:
+    """``ssh_key`` is relative to the servers file's directory (as in the original), ``~`` expands."""
+    path = Path(ssh_key).expanduser()
+    if not path.is_absolute() and servers_file is not None:
+        path = servers_file.parent / path
+    return path
+
+
+def _read_sources(files: DeploymentFiles, project: str) -> _Sources:
+    src = _Sources(files, warnings=list(files.warnings))
+    if files.configs is None:
+        src.problems.append(Problem("configs", "", f"no configs file: pass -c FILE, name it in deployment.yml, or add a *.configs file to {files.workdir}"))
+    if files.servers is None:
+        src.problems.append(Problem("servers", "", f"no servers file: pass -s FILE, name it in deployment.yml, or add a *.hosts file to {files.workdir}"))
+    if files.extras is not None and not files.extras.is_dir():
+        src.problems.append(Problem(files.name(files.extras), "", "extras directory not found (given with -e or in deployment.yml)"))
+
+    for kind, globals_allowed in (("configs", ()), ("passwords", ()), ("servers", SERVER_GLOBALS)):
+        path = getattr(files, kind)
+        if path is None:
+            continue
+        name = files.name(path)
+        try:
+            data = yamlfile.load(path, name)
+        except yamlfile.YamlProblem as exc:
+            src.problems.append(exc.problem)
+            continue
+        scoped, globals_ = split_scoped_file(data, name, PROJECTS, globals_allowed=globals_allowed)
+        src.problems += scoped.problems
+        src.warnings += scoped.warnings
+        setattr(src, kind, scoped)
+        if kind == "servers":
+            src.server_globals = globals_
+        if kind == "passwords":
+            _check_passwords_mode(path, name, src.warnings)
+        if kind == "configs":
+            for scope, stanza in scoped.stanzas.items():
+                for key in stanza:
+                    if key in SECRET_KEYS:
+                        src.warnings.append(Problem(name, f"{scope}/{key}", "is a secret: move it to the passwords file (chmod 600) so it is not shared with the configs"))
+    return src
+
+
+def _check_passwords_mode(path: Path, name: str, warnings: list[Problem]) -> None:
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+    except OSError:
+        return
+    if mode & 0o077:
+        warnings.append(Problem(name, "", f"readable by group or others (mode {mode:04o}); run: chmod 600 {path}"))
+
+
+def _targets(src: _Sources, project: str, instance: str | None, tenant: str | None) -> list[Target]:
+    files = [f for f in (src.configs, src.passwords, src.servers) if f is not None]
+    found: set[Target] = set()
+    for scoped in files:
+        found |= {t for t in scoped.targets() if t.project == project and t.tenant}
+    if instance:
+        wanted = Target(project, instance, tenant)
+        if not any(scope in f.stanzas for f in files for scope in wanted.scopes()[1:]):
+            names = ", ".join(f.source for f in files)
+            known = ", ".join(str(t) for t in sorted(found, key=str)) or "none"
+            raise UsageError(f"no stanza for {wanted} in {names}; deployments found: {known}")
+        if tenant:
+            return [wanted]
+    if instance:
+        found = {t for t in found if t.instance == instance} or {Target(project, instance, None)}
+    if tenant:
+        found = {t for t in found if t.tenant == tenant}
+    if not found:
+        raise UsageError(
+            f"no {project}.<instance>.<tenant> stanza found in the deployment files; "
+            "name the deployment with -i INSTANCE -t TENANT, or add such a stanza"
+        )
+    return sorted(found, key=str)
+
+
+# --- configuration -------------------------------------------------------------------------
+
+
+def _missing_origin(key: str, src: _Sources, target: Target) -> Origin:
+    if key in SECRET_KEYS and src.passwords is not None:
+        return Origin(src.passwords.source, str(target))
+    return Origin(src.configs.source if src.configs else "configs", str(target))
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _describe(error: dict[str, Any], key: str, src: _Sources, target: Target) -> str:
+    kind = error["type"]
+    if kind == "missing":
+        if key in SECRET_KEYS:
+            where = src.passwords.source if src.passwords else "a passwords file (<name>.passwords, chmod 600)"
+        else:
+            where = src.configs.source if src.configs else "the configs file"
+        return f"required key is missing; set it in {where} under {target} or a more general scope"
+    if kind == "extra_forbidden":
+        close = difflib.get_close_matches(key, JupyterHubConfig.model_fields, n=1)
+        hint = f"; did you mean {close[0]}?" if close else "; see the example written by 'deployer init' for every key"
+        return f"unknown key{hint}"
+    message = error["msg"]
+    if kind != "deployer":
+        message = message.replace("Input should be", "must be")
+        message = message[0].lower() + message[1:]
+        value = error.get("input")
+        if key not in SECRET_KEYS and isinstance(value, (str, int, float, bool)):
+            message += f", got {_short(value)}"
+    return message
+
+
+def _resolve_pem_files(layered: Layered, files: DeploymentFiles, problems: list[Problem]) -> None:
+    """``jupyterhub_cert``/``jupyterhub_key`` hold PEM text, or name a file in the extras directory."""
+    for key in ("jupyterhub_cert", "jupyterhub_key"):
+        value = layered.values.get(key)
+        if not isinstance(value, str) or value.lstrip().startswith("-----BEGIN") or "\n" in value.strip():
+            continue
+        origin = layered.origins[key]
+        shown = f" {value!r}" if key not in SECRET_KEYS else ""
+        if files.extras is None:
+            problems.append(Problem(origin.source, origin.path(key), f"is not PEM text, and there is no extras directory to find the file{shown} in; paste the PEM or pass -e DIR"))
+            continue
+        path = (files.extras / value).resolve()
+        if files.extras.resolve() not in path.parents:
+            problems.append(Problem(origin.source, origin.path(key), f"the file{shown} must be inside the extras directory {files.name(files.extras)}"))
+        elif not path.is_file():
+            problems.append(Problem(origin.source, origin.path(key), f"is not PEM text and no file{shown} exists in the extras directory {files.name(files.extras)}"))
+        else:
+            layered.values[key] = path.read_text(encoding="utf-8", errors="replace")
+
+
+def _derive(layered: Layered, target: Target) -> None:
+    """Values the operator may leave out: the tenant from ``-t``."""
+    if "tenant" not in layered.values and target.tenant:
+        layered.set("tenant", target.tenant, Origin(DERIVED, f"the deployment's tenant scope {target}"))
+
+
+def _config_for(target: Target, src: _Sources, override_pairs: list[tuple[str, Any]], problems: list[Problem], warnings: list[Problem]) -> tuple[JupyterHubConfig | None, dict[str, Origin]]:
+    layered = merge(target, src.scoped_files())
+    warnings += layered.warnings
+    overrides.apply(layered, override_pairs)
+    _derive(layered, target)
+    _resolve_pem_files(layered, src.files, problems)
+
+    def report(key: str, rest: tuple = (), message: str = "", error: bool = True) -> None:
+        origin = layered.origins.get(key) or _missing_origin(key, src, target)
+        (problems if error else warnings).append(Problem(origin.source, origin.path(key, *rest), message))
+
+    try:
+        config = JupyterHubConfig.model_validate(layered.values)
+    except ValidationError as exc:
+        for error in exc.errors():
+            key, rest = str(error["loc"][0]), tuple(error["loc"][1:])
+            report(key, rest, _describe(error, key, src, target))
+        return None, layered.origins
+
+    for finding in cross_check(config):
+        key, *rest = finding.key.split("/")
+        report(key, tuple(rest), finding.message, finding.error)
+    if config.jupyterhub_cert and config.jupyterhub_key:
+        result = certs.check(config.jupyterhub_cert.encode(), config.jupyterhub_key.get_secret_value().encode(), config.jupyterhub_host)
+        for message in result.cert_errors:
+            report("jupyterhub_cert", (), message)
+        for message in result.key_errors:
+            report("jupyterhub_key", (), message)
+        for message in result.warnings:
+            report("jupyterhub_cert", (), message, error=False)
+
+    origins = dict(layered.origins)
+    if "jupyterhub_tenant_base_url" not in origins:
+        origins["jupyterhub_tenant_base_url"] = Origin(DERIVED, "the tenant registry")
+    for key in JupyterHubConfig.model_fields:
+        origins.setdefault(key, Origin(DEFAULT, ""))
+    return config, origins
+
+
+# --- servers -------------------------------------------------------------------------------
+
+
+def _hosts_for(target: Target, src: _Sources, problems: list[Problem], warnings: list[Problem]) -> tuple[list[Host], dict[str, Origin]]:
+    scoped = src.servers
+    if scoped is None:
+        return [], {}
+    merged: dict[str, dict[str, Any]] = {}
+    origins: dict[str, Origin] = {}
+    for scope in target.scopes():
+        stanza = scoped.stanzas.get(scope)
+        if stanza is None:
+            continue
+        hosts = stanza.get("hosts", [])
+        if not isinstance(hosts, list):
+            problems.append(Problem(scoped.source, f"{scope}/hosts", "must be a list of hosts (each with host_id and ssh_host)"))
+            continue
+        defaults = {k: v for k, v in stanza.items() if k != "hosts"}
+        first_seen: dict[str, int] = {}
+        for index, entry in enumerate(hosts):
+            origin = Origin(scoped.source, f"{scope}/hosts/{index}")
+            if not isinstance(entry, dict):
+                problems.append(Problem(origin.source, origin.scope, "must be a mapping with host_id, ssh_host and roles"))
+                continue
+            host_id = entry.get("host_id")
+            if not isinstance(host_id, str) or not host_id:
+                problems.append(Problem(origin.source, origin.path("host_id"), "required: give every host a unique host_id"))
+                continue
+            if host_id in first_seen:
+                problems.append(Problem(origin.source, origin.path("host_id"), f'duplicate host_id "{host_id}" (also at {scope}/hosts/{first_seen[host_id]}); host ids must be unique'))
+                continue
+            first_seen[host_id] = index
+            for key in entry:
+                close = difflib.get_close_matches(str(key), HOST_KEYS, n=1, cutoff=0.8)
+                if key not in HOST_KEYS and close:
+                    warnings.append(Problem(origin.source, origin.path(key), f"kept as a free-form label; did you mean {close[0]}?"))
+            merged[host_id] = {**src.server_globals, **merged.get(host_id, {}), **defaults, **entry}
+            origins[host_id] = origin
+
+    hosts: list[Host] = []
+    for host_id, values in merged.items():
+        origin = origins[host_id]
+        try:
+            hosts.append(Host.model_validate(values))
+        except ValidationError as exc:
+            for error in exc.errors():
+                key = str(error["loc"][0])
+                message = error["msg"] if error["type"] == "deployer" else _describe(error, key, src, target)
+                if error["type"] == "missing":
+                    message = "required key is missing"
+                problems.append(Problem(origin.source, origin.path(*error["loc"]), message))
+    return hosts, origins
+
+
+def _check_hosts(target: Target, hosts: list[Host], origins: dict[str, Origin], src: _Sources, problems: list[Problem], warnings: list[Problem]) -> None:
+    source = src.servers.source if src.servers else "servers"
+    if not origins:
+        scopes = " or ".join(f"{s}:" for s in reversed(target.scopes()))
+        problems.append(Problem(source, str(target), f"no hosts for this deployment; add a {scopes} stanza with a hosts: list"))
+        return
+    if not hosts:
+        return  # each host already has its own problem
+    hubs = [h for h in hosts if h.has("hub")]
+    if not hubs:
+        problems.append(Problem(source, str(target), "no host has the hub role; give exactly one host roles: [hub]"))
+    elif len(hubs) > 1:
+        ids = ", ".join(h.host_id for h in hubs)
+        problems.append(Problem(source, str(target), f"{len(hubs)} hosts have the hub role ({ids}); a deployment has exactly one hub"))
+    if not any(h.has("worker") for h in hosts):
+        problems.append(Problem(source, str(target), "no host has the worker role; notebooks run on workers, so give at least one host roles: [worker]"))
+    by_ip: dict[str, str] = {}
+    for host in hosts:
+        origin = origins[host.host_id]
+        if not host.roles:
+            warnings.append(Problem(origin.source, origin.path("roles"), "no roles: this host takes no part in the deployment"))
+        if host.private_ip:
+            if host.private_ip in by_ip:
+                problems.append(Problem(origin.source, origin.path("private_ip"), f"{host.private_ip} is also the private_ip of {by_ip[host.private_ip]}; each host needs its own address"))
+            by_ip[host.private_ip] = host.host_id
+        if host.ssh_key:
+            key_path = resolve_ssh_key(host.ssh_key, src.files.servers)
+            if not key_path.is_file():
+                problems.append(Problem(origin.source, origin.path("ssh_key"), f"file not found: {key_path} (paths are relative to the servers file's directory)"))
+            elif stat.S_IMODE(key_path.stat().st_mode) & 0o077:
+                warnings.append(Problem(origin.source, origin.path("ssh_key"), f"{key_path} is readable by group or others, and ssh will refuse it; run: chmod 600 {key_path}"))
+
+
+# --- entry point ---------------------------------------------------------------------------
+
+
+def load(files: DeploymentFiles, project: str, instance: str | None = None, tenant: str | None = None, override_text: str | None = None) -> Loaded:
+    """Load, merge and validate every deployment the arguments select."""
+    if project not in PROJECTS:
+        raise UsageError(f"unknown project {project!r}; known projects: {', '.join(sorted(PROJECTS))}")
+    src = _read_sources(files, project)
+    override_pairs: list[tuple[str, Any]] = []
+    if override_text:
+        override_pairs, bad = overrides.parse(override_text)
+        src.problems += bad
+        for key, _ in override_pairs:
+            if key in SECRET_KEYS:
+                src.warnings.append(Problem(overrides.SOURCE, key, "is a secret: on the command line it is visible to other users (ps) and kept in shell history; put it in the passwords file"))
+    if src.problems:  # unreadable files: nothing below would be meaningful
+        raise ConfigError(src.problems, warnings=src.warnings)
+
+    problems: list[Problem] = []
+    warnings: list[Problem] = list(src.warnings)
+    deployments = []
+    for target in _targets(src, project, instance, tenant):
+        config, origins = _config_for(target, src, override_pairs, problems, warnings)
+        hosts, host_origins = _hosts_for(target, src, problems, warnings)
+        _check_hosts(target, hosts, host_origins, src, problems, warnings)
+        if config is not None:
+            deployments.append(Deployment(target, config, hosts, files, origins, host_origins))
+    if problems:
+        raise ConfigError(_unique(problems), warnings=_unique(warnings))
+    return Loaded(deployments, _unique(warnings))
+
+
+def _unique(problems: list[Problem]) -> list[Problem]:
+    """The same problem found for several deployments is reported once."""
+    return list(dict.fromkeys(problems))
+
+
+def tenant_summary(config: JupyterHubConfig) -> str:
+    info = config.tenant_info
+    return f"tenant {info.id} ({info.flavour.value}, {info.base_url})"
+

@@ -1,0 +1,343 @@
+"""The typed deployment configuration: what every key means and which values it accepts.
+
+Field validators check one value at a time and raise messages that say what is
+wrong and what to write instead. Checks that span several keys live in
+:func:`cross_check` (configuration) and :func:`check_hosts` (servers), so each
+finding can be reported at the key it is about.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainValidator, SecretStr, field_validator
+from pydantic_core import PydanticCustomError
+
+from deployer_hub import tenants
+from deployer_hub.tenants import Flavour
+
+from . import mounts
+
+DEFAULT_HUB_IMAGE = "deployer/jupyterhub:0.1.0"
+DEFAULT_USER_IMAGE = "taccsciapps/jupyteruser-base:latest"
+DEFAULT_CULL_TIMEOUT = 86400
+
+#: Keys whose values are secrets: kept in the passwords file, never printed.
+SECRET_KEYS = frozenset({"jupyterhub_oauth_client_secret", "tas_role_pass", "jupyterhub_key"})
+#: Per-user template variables that need TAS.
+TAS_TEMPLATE_VARIABLES = mounts.TAS_VARIABLES
+
+
+def fail(message: str) -> None:
+    raise PydanticCustomError("deployer", message)
+
+
+# --- single values -------------------------------------------------------------------------
+
+_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
+_IMAGE = re.compile(
+    r"^(?:(?:[A-Za-z0-9-]+\.)*[A-Za-z0-9-]+(?::[0-9]+)?/)?"  # registry
+    r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*"  # path
+    r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(?:@sha256:[0-9a-f]{64})?$"  # tag, digest
+)
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+_MEMORY = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)\s*$", re.IGNORECASE)
+_MEMORY_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
+MIN_MEMORY = 6 * 1024**2  # Docker refuses smaller memory limits
+
+
+def is_hostname(value: str) -> bool:
+    value = value.rstrip(".")
+    return 0 < len(value) <= 253 and all(_LABEL.match(label) for label in value.split("."))
+
+
+def is_ip(value: str) -> bool:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _hub_host(value: Any) -> str:
+    if not isinstance(value, str):
+        fail(f"must be a domain name such as jupyter.example.org, got {type(value).__name__}")
+    if "://" in value:
+        fail(f"give the domain without the protocol: {value.split('://', 1)[1].split('/')[0]!r} instead of {value!r}")
+    if "/" in value:
+        fail(f"give only the domain, without a path: {value.split('/')[0]!r} instead of {value!r}")
+    host, port = value, None
+    if value.startswith("["):  # [IPv6]:port
+        host, _, rest = value[1:].partition("]")
+        port = rest[1:] if rest.startswith(":") else None
+        if not is_ip(host):
+            fail(f"{value!r} is not a valid IPv6 address in brackets")
+    elif value.count(":") == 1:
+        host, port = value.split(":")
+    if port is not None and not (port.isdigit() and 0 < int(port) < 65536):
+        fail(f"port must be a number from 1 to 65535, got {port!r}")
+    if not (is_hostname(host) or is_ip(host)):
+        fail(f"{value!r} is not a valid domain name (letters, digits and '-' in dot-separated labels)")
+    return value.lower()
+
+
+def _ssh_host(value: Any) -> str:
+    if not isinstance(value, str) or not (is_hostname(value) or is_ip(value)):
+        fail(f"must be a host name or IP address, got {value!r}")
+    return value
+
+
+def _private_ip(value: Any) -> str | None:
+    if value is None:
+        return None
+    if not is_ip(str(value)):
+        fail(f'must be an IPv4 or IPv6 address, got "{value}"')
+    return str(ipaddress.ip_address(str(value)))
+
+
+def _image(value: Any) -> str:
+    if not isinstance(value, str) or not _IMAGE.match(value):
+        fail(f"not a valid Docker image reference: {value!r}; expected e.g. taccsciapps/jupyteruser-base:1.2.0")
+    return value
+
+
+def _identifier(value: Any) -> str:
+    if not isinstance(value, str) or not _ID.match(value):
+        fail(f"must be letters, digits, '.', '_' or '-' (at most 63), starting with a letter or digit, got {value!r}")
+    return value
+
+
+def _base_url(value: Any) -> str:
+    if not isinstance(value, str):
+        fail(f"must be a URL such as https://api.example.org, got {type(value).__name__}")
+    parts = urlsplit(value)
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        fail(f"must be an http(s) URL such as https://api.example.org, got {value!r}")
+    if parts.query or parts.fragment:
+        fail(f"must not have a query or fragment, got {value!r}")
+    if parts.scheme == "http" and parts.hostname not in ("localhost",) and not parts.hostname.startswith("127."):
+        fail(f"must use https (tokens and client secrets travel over it), got {value!r}")
+    return value.rstrip("/")
+
+
+def _secret(value: Any) -> Any:
+    if value is not None and not isinstance(value, (str, SecretStr)):
+        # Never echo the value: YAML may have turned a password into a number or a date.
+        fail("must be a string; quote the value in the YAML file so it is read exactly as written")
+    if isinstance(value, str) and not value.strip():
+        fail("must not be empty")
+    return value
+
+
+def parse_memory(value: Any) -> int | None:
+    """Docker-style memory size (``3G``, ``512m``, ``2GiB`` or bytes) to bytes."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        fail(f"must be a size such as 3G or 512M, got {value!r}")
+    if isinstance(value, int):
+        size = value
+    else:
+        match = _MEMORY.match(str(value))
+        if not match or (match.group(3) and not match.group(2) and match.group(3).lower() != "b"):
+            fail(f"must be a size such as 3G or 512M, got {value!r}")
+        size = int(float(match.group(1)) * _MEMORY_UNITS[match.group(2).lower()])
+    if size < MIN_MEMORY:
+        fail(f"must be at least 6M (Docker's minimum), got {value!r}")
+    return size
+
+
+def _mount(value: Any) -> mounts.VolumeMount:
+    try:
+        return mounts.parse(value)
+    except mounts.MountError as exc:
+        fail(str(exc))
+        raise  # unreachable; keeps type checkers content
+
+
+def _posix_id(value: Any) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        fail(f"must be a whole number, got {value!r}")
+    if value == 0:
+        fail("must not be 0: notebooks never run as root; use an unprivileged id such as 1000")
+    if not 0 < value < 2**31:
+        fail(f"must be between 1 and 2147483647, got {value}")
+    return value
+
+
+HubHost = Annotated[str, PlainValidator(_hub_host)]
+Image = Annotated[str, PlainValidator(_image)]
+Secret = Annotated[SecretStr, BeforeValidator(_secret)]
+OptionalSecret = Annotated[SecretStr | None, BeforeValidator(_secret)]
+Mount = Annotated[mounts.VolumeMount, PlainValidator(_mount)]
+PosixId = Annotated[int | None, PlainValidator(_posix_id)]
+MemorySize = Annotated[int | None, PlainValidator(parse_memory)]
+
+
+# --- the JupyterHub project configuration --------------------------------------------------
+
+
+class JupyterHubConfig(BaseModel):
+    """Every key of a ``jupyterhub`` deployment (see the example that ``deployer init`` writes)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
+
+    tenant: Annotated[str, PlainValidator(_identifier)]
+    tenant_type: Flavour | None = None
+    jupyterhub_tenant_base_url: Annotated[str | None, PlainValidator(lambda v: None if v is None else _base_url(v))] = None
+    jupyterhub_host: HubHost
+    jupyterhub_oauth_client_id: str = Field(min_length=1)
+    jupyterhub_oauth_client_secret: Secret
+    jupyterhub_cert: str | None = None
+    jupyterhub_key: OptionalSecret = None
+    volume_mounts: list[Mount] = Field(default_factory=list)
+    jupyterhub_image: Image = DEFAULT_HUB_IMAGE
+    jupyter_user_image: Image = DEFAULT_USER_IMAGE
+    jupyteruser_uid: PosixId = None
+    jupyteruser_gid: PosixId = None
+    use_tas_uid: bool = False
+    use_tas_gid: bool = False
+    tas_role_account: str | None = Field(default=None, min_length=1)
+    tas_role_pass: OptionalSecret = None
+    tas_base_url: Annotated[str, PlainValidator(_base_url)] = tenants.DEFAULT_TAS_BASE_URL
+    cull_idle_notebook_timeout: int = Field(default=DEFAULT_CULL_TIMEOUT, ge=0)
+    notebook_memory_limit: MemorySize = None
+    notebook_offer_lab: bool = True
+    use_stock_nfs: bool = False
+
+    @field_validator("volume_mounts", mode="before")
+    @classmethod
+    def _mounts_list(cls, value: Any) -> Any:
+        if value is None:
+            return []
+        if not isinstance(value, list):
+            fail("must be a list of host_path:container_path:mode strings")
+        return value
+
+    @property
+    def uses_tas(self) -> bool:
+        return self.use_tas_uid or self.use_tas_gid
+
+    @property
+    def flavour(self) -> Flavour:
+        return self.tenant_type or tenants.default_flavour(self.tenant) or Flavour.AGAVE
+
+    @property
+    def tenant_info(self) -> tenants.Tenant:
+        """The tenant with its base URL: the configured one, else the registry's."""
+        if self.jupyterhub_tenant_base_url:
+            standard = tenants.lookup(self.tenant, self.flavour)
+            tacc = standard.tacc_identity if standard else False
+            return tenants.Tenant(self.tenant, self.flavour, self.jupyterhub_tenant_base_url, tacc)
+        found = tenants.lookup(self.tenant, self.flavour)
+        if found is None:  # cross_check reports this before anyone asks
+            raise LookupError(f"tenant {self.tenant!r} has no base URL")
+        return found
+
+    @property
+    def callback_url(self) -> str:
+        return f"https://{self.jupyterhub_host}/hub/oauth_callback"
+
+
+@dataclass(frozen=True)
+class Finding:
+    key: str
+    message: str
+    error: bool = True
+
+
+def cross_check(cfg: JupyterHubConfig) -> list[Finding]:
+    """Checks that involve several keys. Certificate checks live in the loader (they read files)."""
+    found: list[Finding] = []
+    flavour = cfg.flavour
+    standard = tenants.lookup(cfg.tenant, flavour) if flavour is not Flavour.OIDC else None
+    if cfg.jupyterhub_tenant_base_url is None and standard is None:
+        if flavour is Flavour.OIDC:
+            why = "tenant_type oidc needs the provider's issuer URL"
+        else:
+            known = ", ".join(sorted(tenants.AGAVE_TENANTS))
+            why = f"{cfg.tenant!r} is not a standard tenant (standard Agave v2 tenants: {known})"
+        found.append(Finding("jupyterhub_tenant_base_url", f"required: {why}; set jupyterhub_tenant_base_url to its base URL"))
+
+    if (cfg.jupyterhub_cert is None) != (cfg.jupyterhub_key is None):
+        have, missing = ("jupyterhub_cert", "jupyterhub_key") if cfg.jupyterhub_key is None else ("jupyterhub_key", "jupyterhub_cert")
+        found.append(Finding(missing, f"required because {have} is set: give both, or neither for a self-signed pair"))
+
+    if cfg.uses_tas:
+        which = " and ".join(k for k in ("use_tas_uid", "use_tas_gid") if getattr(cfg, k))
+        for key in ("tas_role_account", "tas_role_pass"):
+            if getattr(cfg, key) is None:
+                where = "in the passwords file" if key == "tas_role_pass" else ""
+                found.append(Finding(key, f"required because {which} is true: set the TAS role account's {'password' if key == 'tas_role_pass' else 'name'} {where}".rstrip()))
+        if standard is not None and not standard.tacc_identity:
+            tacc = ", ".join(sorted(t for t, v in tenants.AGAVE_TENANTS.items() if v.tacc_identity))
+            found.append(Finding(
+                "use_tas_uid" if cfg.use_tas_uid else "use_tas_gid",
+                f"tenant {cfg.tenant!r} does not use TACC's identity provider, so its users are not in TAS "
+                f"(TAS tenants: {tacc}, and Tapis v3 tacc, designsafe); set use_tas_uid/use_tas_gid to false",
+            ))
+        for key, flag in (("jupyteruser_uid", "use_tas_uid"), ("jupyteruser_gid", "use_tas_gid")):
+            if getattr(cfg, key) is not None and getattr(cfg, flag):
+                found.append(Finding(key, f"ignored: {flag} is true, so notebooks run with the user's TAS id", error=False))
+
+    for index, mount in enumerate(cfg.volume_mounts):
+        tas_vars = mount.variables & TAS_TEMPLATE_VARIABLES
+        if tas_vars and not cfg.uses_tas:
+            var = "{" + sorted(tas_vars)[0] + "}"
+            found.append(Finding(f"volume_mounts/{index}", f"{var} needs TAS integration: set use_tas_uid and use_tas_gid to true (with tas_role_account and tas_role_pass), or remove {var}"))
+    seen: dict[str, int] = {}
+    for index, mount in enumerate(cfg.volume_mounts):
+        target = mount.container_path.rstrip("/")
+        if target in seen:
+            found.append(Finding(f"volume_mounts/{index}", f"container_path {mount.container_path!r} is already used by volume_mounts/{seen[target]}; each mount needs its own container path"))
+        seen.setdefault(target, index)
+    if not cfg.volume_mounts:
+        found.append(Finding("volume_mounts", "no mounts: users' files are lost when their notebook server stops; mount a per-user directory such as /data/{username}:/home/jupyter/permanent:rw", error=False))
+    return found
+
+
+# --- servers --------------------------------------------------------------------------------
+
+HOST_KEYS = ("host_id", "ssh_host", "private_ip", "roles", "ssh_user", "ssh_key", "ssh_port")
+ROLES = ("hub", "worker")
+
+
+class Host(BaseModel):
+    """One server of the servers file. Keys beyond the known ones are free-form labels."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    host_id: Annotated[str, PlainValidator(_identifier)]
+    ssh_host: Annotated[str, PlainValidator(_ssh_host)]
+    private_ip: Annotated[str | None, PlainValidator(_private_ip)] = None
+    roles: list[Literal["hub", "worker"]] = Field(default_factory=list)
+    ssh_user: str = Field(default="root", min_length=1)
+    ssh_key: str | None = None
+    ssh_port: int = Field(default=22, ge=1, le=65535)
+
+    @field_validator("roles", mode="before")
+    @classmethod
+    def _roles_list(cls, value: Any) -> Any:
+        if value is None:
+            return []
+        if isinstance(value, str):
+            fail(f"must be a list such as [{value}], not a string")
+        return value
+
+    @property
+    def address(self) -> str:
+        """Where other nodes reach this one: private_ip, else ssh_host (the seed's rule)."""
+        return self.private_ip or self.ssh_host
+
+    @property
+    def labels(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+    def has(self, role: str) -> bool:
+        return role in self.roles

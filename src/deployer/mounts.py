@@ -1,0 +1,85 @@
+"""``volume_mounts`` entries: ``<host_path>:<container_path>:<mode>`` with template variables.
+
+Parsing here only checks the *shape* of a mount. Rendering a mount for a real user
+(and refusing usernames that would escape their directory) is the spawner's job.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import string
+from dataclasses import dataclass
+
+TEMPLATE_VARIABLES = ("username", "tenant_id", "tas_homeDirectory")
+TAS_VARIABLES = frozenset({"tas_homeDirectory"})
+MODES = ("ro", "rw")
+
+
+class MountError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class VolumeMount:
+    host_path: str
+    container_path: str
+    mode: str
+
+    @property
+    def read_only(self) -> bool:
+        return self.mode == "ro"
+
+    @property
+    def variables(self) -> frozenset[str]:
+        return template_variables(self.host_path) | template_variables(self.container_path)
+
+    def __str__(self) -> str:
+        return f"{self.host_path}:{self.container_path}:{self.mode}"
+
+
+def template_variables(path: str) -> frozenset[str]:
+    """The ``{names}`` used in ``path``; raises MountError on malformed braces or format tricks."""
+    names = set()
+    try:
+        parsed = list(string.Formatter().parse(path))
+    except ValueError as exc:
+        raise MountError(f"malformed template in {path!r}: {exc}; write variables as {{username}}") from None
+    for _literal, name, spec, conversion in parsed:
+        if name is None:
+            continue
+        if spec or conversion:
+            raise MountError(f"template variable {{{name}}} in {path!r} may not have a format spec or conversion")
+        if name not in TEMPLATE_VARIABLES:
+            allowed = ", ".join("{" + v + "}" for v in TEMPLATE_VARIABLES)
+            raise MountError(f"unknown template variable {{{name}}} in {path!r}; allowed: {allowed}")
+        names.add(name)
+    return frozenset(names)
+
+
+def _check_path(path: str, role: str) -> None:
+    if not path:
+        raise MountError(f"{role} is empty")
+    if not path.startswith("/"):
+        raise MountError(f"{role} must be an absolute path, got {path!r}")
+    if "\0" in path or "\n" in path:
+        raise MountError(f"{role} contains a control character")
+    if ".." in path.split("/"):
+        raise MountError(f"{role} must not contain '..', got {path!r}")
+    if posixpath.normpath(path) == "/":
+        raise MountError(f"{role} must not be / (the whole filesystem)")
+
+
+def parse(entry: object) -> VolumeMount:
+    if not isinstance(entry, str):
+        raise MountError(f"must be a string host_path:container_path:mode, got {type(entry).__name__}")
+    parts = entry.split(":")
+    if len(parts) != 3:
+        raise MountError(f"expected host_path:container_path:mode (three parts separated by ':'), got {entry!r}")
+    host, container, mode = (p.strip() for p in parts)
+    if mode not in MODES:
+        raise MountError(f'mode must be ro or rw, got "{mode}"')
+    _check_path(host, "host_path")
+    _check_path(container, "container_path")
+    template_variables(host)
+    template_variables(container)
+    return VolumeMount(host, container, mode)

@@ -1,0 +1,40 @@
+"""Projects Deployer manages, and the actions each one offers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Action:
+    name: str
+    summary: str
+    available: bool = True
+
+
+@dataclass(frozen=True)
+class Project:
+    name: str
+    summary: str
+    actions: tuple[Action, ...]
+
+    def action(self, name: str) -> Action | None:
+        name = name.replace("_", "-")
+        return next((a for a in self.actions if a.name == name), None)
+
+
+JUPYTERHUB = Project(
+    "jupyterhub",
+    "TACC-style multi-tenant JupyterHub: a hub and notebook workers in a Docker Swarm",
+    (
+        Action("validate", "check the deployment files without touching any host"),
+        Action("config", "print the merged configuration, secrets shown as ***"),
+        Action("plan", "show what deploy would change on each host", available=False),
+        Action("deploy", "bring the hosts to the configured state", available=False),
+        Action("update", "roll out a new hub image or configuration, keeping notebooks running", available=False),
+        Action("status", "nodes, roles, hub health and notebooks per node", available=False),
+        Action("destroy", "remove the services and swarm state (user data kept)", available=False),
+    ),
+)
+
+PROJECTS: dict[str, Project] = {JUPYTERHUB.name: JUPYTERHUB}

@@ -1,0 +1,89 @@
+"""Showing a deployment to the operator: the merged configuration, secrets as ``***``."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import yaml
+from pydantic import SecretStr
+
+from .loader import DEFAULT, DERIVED, Deployment
+from .model import SECRET_KEYS
+from .mounts import VolumeMount
+
+REDACTED = "***"
+
+
+def format_size(size: int) -> str:
+    for unit, factor in (("T", 1024**4), ("G", 1024**3), ("M", 1024**2), ("K", 1024)):
+        if size % factor == 0:
+            return f"{size // factor}{unit}"
+    return str(size)
+
+
+def _plain(key: str, value: Any) -> Any:
+    if key in SECRET_KEYS or isinstance(value, SecretStr):
+        return None if value is None else REDACTED
+    if isinstance(value, VolumeMount):
+        return str(value)
+    if isinstance(value, list):
+        return [_plain(key, v) for v in value]
+    if hasattr(value, "value") and not isinstance(value, (str, int)):  # enums
+        return value.value
+    if key == "notebook_memory_limit" and isinstance(value, int):
+        return format_size(value)
+    if key == "jupyterhub_cert" and isinstance(value, str):
+        return f"<PEM certificate, {len(value)} characters>"
+    return value
+
+
+def config_data(deployment: Deployment) -> dict[str, Any]:
+    """The deployment as plain data with every secret replaced by ``***``."""
+    config = deployment.config
+    values = {key: _plain(key, getattr(config, key)) for key in type(config).model_fields}
+    if values["jupyterhub_tenant_base_url"] is None:
+        values["jupyterhub_tenant_base_url"] = config.tenant_info.base_url
+        values["tenant_type"] = config.flavour.value
+    hosts = [
+        {k: v for k, v in host.model_dump().items() if v is not None} for host in deployment.hosts
+    ]
+    return {"deployment": str(deployment.target), "config": values, "hosts": hosts}
+
+
+def _origin_comment(deployment: Deployment, key: str) -> str:
+    origin = deployment.origins.get(key)
+    if origin is None or origin.source == DEFAULT:
+        return "default"
+    if origin.source == DERIVED:
+        return f"derived from {origin.scope}"
+    return f"{origin.source}: {origin.scope}"
+
+
+def _dump(key: str, value: Any) -> list[str]:
+    text = yaml.safe_dump({key: value}, default_flow_style=False, sort_keys=False, width=1000)
+    return text.rstrip("\n").splitlines()
+
+
+def to_yaml(deployment: Deployment) -> str:
+    data = config_data(deployment)
+    lines = [f"# merged configuration of {data['deployment']}; secrets shown as {REDACTED}", f"{data['deployment']}:"]
+    for key, value in data["config"].items():
+        if key == "tenant_type" and deployment.config.tenant_type is None:
+            comment = "derived from the tenant registry"
+        else:
+            comment = _origin_comment(deployment, key)
+        dumped = _dump(key, value)
+        lines.append(f"  {dumped[0]}  # {comment}")
+        lines += [f"  {line}" for line in dumped[1:]]
+    lines.append("hosts:")
+    for host in data["hosts"]:
+        origin = deployment.host_origins.get(host["host_id"])
+        dumped = yaml.safe_dump([host], default_flow_style=False, sort_keys=False).rstrip("\n").splitlines()
+        lines.append(f"  {dumped[0]}  # {origin.source}: {origin.scope}" if origin else f"  {dumped[0]}")
+        lines += [f"  {line}" for line in dumped[1:]]
+    return "\n".join(lines) + "\n"
+
+
+def to_json(deployments: list[Deployment]) -> str:
+    return json.dumps([config_data(d) for d in deployments], indent=2)

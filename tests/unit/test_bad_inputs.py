@@ -1,0 +1,247 @@
+"""A table of bad deployments: each is refused with its exact file/scope/key path, exit status 2,
+no traceback, and no secret value anywhere in the output."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import pytest
+
+from conftest import (
+    HUB_HOST,
+    SCOPE,
+    SECRET_VALUES,
+    base_configs,
+    base_hosts,
+    base_passwords,
+    key_body,
+    make_cert,
+    run_cli,
+)
+
+Mutation = Callable[[dict], Any]
+
+CERT, KEY = make_cert()
+OTHER_CERT, OTHER_KEY = make_cert()
+EXPIRED_CERT, EXPIRED_KEY = make_cert(days=-1, start_days_ago=30)
+WRONG_HOST_CERT, WRONG_HOST_KEY = make_cert("other.example.org")
+KEY_LINES = [line for pem in (KEY, OTHER_KEY, EXPIRED_KEY, WRONG_HOST_KEY) for line in key_body(pem)]
+
+
+def conf(**values: Any) -> Mutation:
+    """Set keys in the deployment's most specific configs scope."""
+    return lambda d: d[SCOPE].update(values)
+
+
+def drop(key: str) -> Mutation:
+    return lambda d: d[SCOPE].pop(key)
+
+
+def mount(index: int, value: Any) -> Mutation:
+    def apply(d: dict) -> None:
+        d[SCOPE]["volume_mounts"][index] = value
+
+    return apply
+
+
+def host(index: int, **values: Any) -> Mutation:
+    def apply(d: dict) -> None:
+        entry = d[SCOPE]["hosts"][index]
+        for key, value in values.items():
+            if value is None:
+                entry.pop(key, None)
+            else:
+                entry[key] = value
+
+    return apply
+
+
+def secret(**values: Any) -> Mutation:
+    return lambda d: d[SCOPE].update(values)
+
+
+def both(*mutations: Mutation) -> Mutation:
+    def apply(d: dict) -> None:
+        for m in mutations:
+            m(d)
+
+    return apply
+
+
+P = f"site.configs: {SCOPE}"
+H = f"site.hosts: {SCOPE}"
+TAS_ON = conf(use_tas_uid=True, use_tas_gid=True, tas_role_account="jhub-role")
+
+
+@dataclass
+class Case:
+    id: str
+    expect: list[str]
+    configs: Mutation | str | None = None
+    passwords: Mutation | str | None = None
+    hosts: Mutation | str | None = None
+    args: list[str] = field(default_factory=list)
+    files: dict[str, str] = field(default_factory=dict)
+
+
+CASES = [
+    # --- YAML and file shape
+    Case("yaml-syntax", ["site.configs: line 3, column 1: YAML syntax error"], configs="jupyterhub:\n  volume_mounts: [a, b\n"),
+    Case("yaml-duplicate-key", ['site.configs: line 3, column 3: YAML syntax error: duplicate key "jupyterhub_host"'],
+         configs=f"{SCOPE}:\n  jupyterhub_host: a.org\n  jupyterhub_host: b.org\n"),
+    Case("top-level-list", ["site.configs: the top level must be a mapping of scopes"], configs="- jupyterhub\n"),
+    Case("scope-not-mapping", ["site.configs: jupyterhub.prod: a scope must hold a mapping of keys, got int"],
+         configs=lambda d: d.update({"jupyterhub.prod": 5})),
+    Case("not-a-scope", ["site.configs: volume mounts: not a scope"], configs=lambda d: d.update({"volume mounts": []})),
+    Case("misspelt-project", ["site.configs: jupyterhb: unknown top-level key; did you mean jupyterhub?"], configs=lambda d: d.update({"jupyterhb": {}})),
+    Case("servers-yaml-syntax", ["site.hosts: line 2, column 5: YAML syntax error: mapping values are not allowed here"], hosts="a: b\nc: d: e\n"),
+    Case("missing-configs-file", ["nothing.configs: file not found"], args=["-c", "nothing.configs"]),
+    Case("deployment-yml-unknown-key", ["deployment.yml: servrs: unknown key"], files={"deployment.yml": "servrs: site.hosts\n"}),
+    # --- required keys
+    Case("missing-host", [f"{P}/jupyterhub_host: required key is missing; set it in site.configs under {SCOPE}"], configs=drop("jupyterhub_host")),
+    Case("missing-client-id", [f"{P}/jupyterhub_oauth_client_id: required key is missing"], configs=drop("jupyterhub_oauth_client_id")),
+    Case("missing-client-secret", [f"site.passwords: {SCOPE}/jupyterhub_oauth_client_secret: required key is missing; set it in site.passwords"],
+         passwords=lambda d: d[SCOPE].pop("jupyterhub_oauth_client_secret")),
+    Case("empty-client-secret", [f"site.passwords: {SCOPE}/jupyterhub_oauth_client_secret: must not be empty"],
+         passwords=secret(jupyterhub_oauth_client_secret="  ")),
+    Case("secret-not-string", [f"site.passwords: {SCOPE}/tas_role_pass: must be a string; quote the value"],
+         configs=TAS_ON, passwords=secret(tas_role_pass=31415926)),
+    # --- jupyterhub_host
+    Case("host-with-scheme", [f"{P}/jupyterhub_host: give the domain without the protocol: 'jupyter.example.org'"],
+         configs=conf(jupyterhub_host="https://jupyter.example.org")),
+    Case("host-with-path", [f"{P}/jupyterhub_host: give only the domain, without a path"], configs=conf(jupyterhub_host="jupyter.example.org/hub")),
+    Case("host-bad-chars", [f"{P}/jupyterhub_host: 'jupyter_hub!.org' is not a valid domain name"], configs=conf(jupyterhub_host="jupyter_hub!.org")),
+    Case("host-bad-port", [f"{P}/jupyterhub_host: port must be a number from 1 to 65535, got '99999'"], configs=conf(jupyterhub_host="jupyter.example.org:99999")),
+    Case("unknown-key", [f"{P}/jupyterhub_hots: unknown key; did you mean jupyterhub_host?"], configs=conf(jupyterhub_hots="x.org")),
+    # --- volume_mounts
+    Case("mount-mode", [f'{P}/volume_mounts/1: mode must be ro or rw, got "rx"'], configs=mount(1, "/data/shared:/home/jupyter/shared:rx")),
+    Case("mount-relative-host", [f"{P}/volume_mounts/0: host_path must be an absolute path, got 'data/{{username}}'"],
+         configs=mount(0, "data/{username}:/home/jupyter/permanent:rw")),
+    Case("mount-relative-container", [f"{P}/volume_mounts/0: container_path must be an absolute path"], configs=mount(0, "/data/{username}:permanent:rw")),
+    Case("mount-dotdot", [f"{P}/volume_mounts/0: host_path must not contain '..'"], configs=mount(0, "/data/../etc:/home/jupyter/etc:ro")),
+    Case("mount-two-parts", [f"{P}/volume_mounts/1: expected host_path:container_path:mode"], configs=mount(1, "/data/shared:/home/jupyter/shared")),
+    Case("mount-unknown-variable", [f"{P}/volume_mounts/0: unknown template variable {{user}}"], configs=mount(0, "/data/{user}:/home/jupyter/permanent:rw")),
+    Case("mount-tas-without-tas", [f"{P}/volume_mounts/0: {{tas_homeDirectory}} needs TAS integration"],
+         configs=mount(0, "/work/{tas_homeDirectory}:/home/jupyter/tacc-work:rw")),
+    Case("mount-format-spec", [f"{P}/volume_mounts/0: template variable {{username}} in '/data/{{username!r}}' may not have a format spec"],
+         configs=mount(0, "/data/{username!r}:/home/jupyter/permanent:rw")),
+    Case("mount-not-string", [f"{P}/volume_mounts/1: must be a string host_path:container_path:mode, got int"], configs=mount(1, 42)),
+    Case("mounts-not-list", [f"{P}/volume_mounts: must be a list"], configs=conf(volume_mounts="/a:/b:rw")),
+    Case("mount-root", [f"{P}/volume_mounts/1: host_path must not be / (the whole filesystem)"], configs=mount(1, "/:/host:ro")),
+    Case("mount-duplicate-target", [f"{P}/volume_mounts/1: container_path '/home/jupyter/permanent' is already used by volume_mounts/0"],
+         configs=mount(1, "/data/other:/home/jupyter/permanent:ro")),
+    Case("mount-unclosed-brace", [f"{P}/volume_mounts/0: malformed template"], configs=mount(0, "/data/{username:/home/jupyter/permanent:rw")),
+    # --- tenant
+    Case("unknown-tenant", [f"{P}/jupyterhub_tenant_base_url: required: 'mytenant' is not a standard tenant"], configs=conf(tenant="mytenant")),
+    Case("base-url-not-url", [f"{P}/jupyterhub_tenant_base_url: must be an http(s) URL"], configs=conf(tenant="mytenant", jupyterhub_tenant_base_url="ftp://x.org")),
+    Case("base-url-plain-http", [f"{P}/jupyterhub_tenant_base_url: must use https"], configs=conf(jupyterhub_tenant_base_url="http://api.example.org")),
+    Case("tenant-type", [f"{P}/tenant_type: must be 'agave', 'tapis' or 'oidc', got 'keycloak'"], configs=conf(tenant_type="keycloak")),
+    Case("oidc-without-url", [f"{P}/jupyterhub_tenant_base_url: required: tenant_type oidc needs the provider's issuer URL"], configs=conf(tenant_type="oidc")),
+    Case("tenant-bad-id", [f"{P}/tenant: must be letters, digits"], configs=conf(tenant="my tenant")),
+    # --- TLS
+    Case("cert-without-key", [f"site.passwords: {SCOPE}/jupyterhub_key: required because jupyterhub_cert is set"], configs=conf(jupyterhub_cert=CERT)),
+    Case("key-without-cert", [f"{P}/jupyterhub_cert: required because jupyterhub_key is set"], passwords=secret(jupyterhub_key=KEY)),
+    Case("cert-key-mismatch", [f"site.passwords: {SCOPE}/jupyterhub_key: does not match jupyterhub_cert"],
+         configs=conf(jupyterhub_cert=CERT), passwords=secret(jupyterhub_key=OTHER_KEY)),
+    Case("cert-garbage", [f"{P}/jupyterhub_cert: not a PEM certificate"],
+         configs=conf(jupyterhub_cert="-----BEGIN CERTIFICATE-----\nnope\n-----END CERTIFICATE-----\n"), passwords=secret(jupyterhub_key=KEY)),
+    Case("key-garbage", [f"site.passwords: {SCOPE}/jupyterhub_key: not a PEM private key"],
+         configs=conf(jupyterhub_cert=CERT), passwords=secret(jupyterhub_key="-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n")),
+    Case("cert-expired", [f"{P}/jupyterhub_cert: expired on"], configs=conf(jupyterhub_cert=EXPIRED_CERT), passwords=secret(jupyterhub_key=EXPIRED_KEY)),
+    Case("cert-wrong-host", [f"{P}/jupyterhub_cert: does not cover jupyterhub_host '{HUB_HOST}' (it covers: other.example.org)"],
+         configs=conf(jupyterhub_cert=WRONG_HOST_CERT), passwords=secret(jupyterhub_key=WRONG_HOST_KEY)),
+    Case("cert-file-missing", [f"{P}/jupyterhub_cert: is not PEM text and no file 'hub.crt' exists in the extras directory extras"],
+         configs=conf(jupyterhub_cert="hub.crt"), passwords=secret(jupyterhub_key="hub.key"), files={"extras/hub.key": KEY}),
+    Case("cert-file-escapes-extras", [f"{P}/jupyterhub_cert: the file '../site.hosts' must be inside the extras directory"],
+         configs=conf(jupyterhub_cert="../site.hosts"), passwords=secret(jupyterhub_key="hub.key"), files={"extras/hub.key": KEY}),
+    # --- TAS and identities
+    Case("tas-missing-account", [f"{P}/tas_role_account: required because use_tas_uid is true",
+                                 f"site.passwords: {SCOPE}/tas_role_pass: required because use_tas_uid is true"],
+         configs=conf(use_tas_uid=True)),
+    Case("tas-non-tacc-tenant", [f"{P}/use_tas_uid: tenant '3dem' does not use TACC's identity provider"],
+         configs=both(TAS_ON, conf(tenant="3dem")), passwords=secret(tas_role_pass="x")),
+    Case("uid-root", [f"{P}/jupyteruser_uid: must not be 0: notebooks never run as root"], configs=conf(jupyteruser_uid=0)),
+    Case("uid-not-number", [f"{P}/jupyteruser_uid: must be a whole number, got 'abc'"], configs=conf(jupyteruser_uid="abc")),
+    Case("gid-negative", [f"{P}/jupyteruser_gid: must be between 1 and 2147483647, got -5"], configs=conf(jupyteruser_gid=-5)),
+    Case("tas-flag-not-bool", [f"{P}/use_tas_gid: must be a valid boolean, unable to interpret input, got 'maybe'"], configs=conf(use_tas_gid="maybe")),
+    # --- notebook limits and images
+    Case("cull-negative", [f"{P}/cull_idle_notebook_timeout: must be greater than or equal to 0, got -1"], configs=conf(cull_idle_notebook_timeout=-1)),
+    Case("memory-garbage", [f"{P}/notebook_memory_limit: must be a size such as 3G or 512M, got 'lots'"], configs=conf(notebook_memory_limit="lots")),
+    Case("memory-too-small", [f"{P}/notebook_memory_limit: must be at least 6M"], configs=conf(notebook_memory_limit="1K")),
+    Case("offer-lab-not-bool", [f"{P}/notebook_offer_lab: must be a valid boolean"], configs=conf(notebook_offer_lab="sometimes")),
+    Case("hub-image", ["site.configs: jupyterhub/jupyterhub_image: not a valid Docker image reference: 'Bad Image!'"],
+         configs=lambda d: d["jupyterhub"].update(jupyterhub_image="Bad Image!")),
+    Case("user-image", [f"{P}/jupyter_user_image: not a valid Docker image reference"], configs=conf(jupyter_user_image="taccsciapps/JupyterUser:")),
+    # --- servers
+    Case("duplicate-host-id", [f'{H}/hosts/2/host_id: duplicate host_id "worker1" (also at {SCOPE}/hosts/1)'], hosts=host(2, host_id="worker1")),
+    Case("no-worker", [f"{H}: no host has the worker role"], hosts=both(host(1, roles=["hub"]), host(2, roles=["hub"]), host(1, roles=[]), host(2, roles=[]))),
+    Case("no-hub", [f"{H}: no host has the hub role"], hosts=host(0, roles=["worker"])),
+    Case("two-hubs", [f"{H}: 2 hosts have the hub role (hub1, worker1)"], hosts=host(1, roles=["hub", "worker"])),
+    Case("bad-private-ip", [f'{H}/hosts/1/private_ip: must be an IPv4 or IPv6 address, got "10.0.0.300"'], hosts=host(1, private_ip="10.0.0.300")),
+    Case("missing-ssh-host", [f"{H}/hosts/1/ssh_host: required key is missing"], hosts=host(1, ssh_host=None)),
+    Case("missing-host-id", [f"{H}/hosts/0/host_id: required: give every host a unique host_id"], hosts=host(0, host_id=None)),
+    Case("bad-role", [f"{H}/hosts/0/roles/0: must be 'hub' or 'worker', got 'manager'"], hosts=host(0, roles=["manager"])),
+    Case("roles-string", [f"{H}/hosts/0/roles: must be a list such as [hub], not a string"], hosts=host(0, roles="hub")),
+    Case("ssh-port-zero", [f"{H}/hosts/0/ssh_port: must be greater than or equal to 1, got 0"], hosts=host(0, ssh_port=0)),
+    Case("ssh-key-missing", [f"{H}/hosts/0/ssh_key: file not found:"], hosts=host(0, ssh_key="nope.key")),
+    Case("duplicate-private-ip", [f"{H}/hosts/2/private_ip: 10.10.0.11 is also the private_ip of worker1"], hosts=host(2, private_ip="10.10.0.11")),
+    Case("hosts-not-list", [f"{H}/hosts: must be a list of hosts"], hosts=lambda d: d[SCOPE].update(hosts={"host_id": "x"})),
+    Case("no-hosts", [f"{H}: no hosts for this deployment; add a {SCOPE}: or jupyterhub.prod: or jupyterhub: stanza"],
+         hosts=lambda d: d.update({"jupyterhub.staging": d.pop(SCOPE)})),
+    Case("bad-ssh-host", [f"{H}/hosts/0/ssh_host: must be a host name or IP address, got 'hub host'"], hosts=host(0, ssh_host="hub host")),
+    Case("bad-host-id", [f"{H}/hosts/0/host_id: must be letters, digits"], hosts=host(0, host_id="hub 1")),
+    Case("unknown-global", ["site.hosts: ssh_usr: unknown top-level key; did you mean ssh_user?"], hosts=lambda d: d.update(ssh_usr="root")),
+    # --- overrides
+    Case("override-no-equals", ["-o: overrides/0: expected key=value, got 'novalue'"], args=["-o", "novalue"]),
+    Case("override-unknown-key", ["-o: overrides/jupyterhub_hots: unknown key; did you mean jupyterhub_host?"], args=["-o", "jupyterhub_hots=a.org"]),
+    Case("override-bad-value", ["-o: overrides/notebook_offer_lab: must be a valid boolean"], args=["-o", "notebook_offer_lab=maybe&x_y=1"]),
+]
+
+
+def _apply(mutation: Mutation | str | None, data: dict) -> Any:
+    if mutation is None:
+        return data
+    if isinstance(mutation, str):
+        return mutation
+    mutation(data)  # mutations change the data in place
+    return data
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_bad_input_is_refused_with_its_path(case: Case, site) -> None:
+    s = site(
+        configs=_apply(case.configs, base_configs()),
+        passwords=_apply(case.passwords, base_passwords()),
+        hosts=_apply(case.hosts, base_hosts()),
+    )
+    for name, text in case.files.items():
+        s.write(name, text)
+    result = run_cli(["-i", "prod", "-t", "designsafe", *case.args, "validate"], s.path)
+
+    assert result.exit_code == 2, result.output
+    for expected in case.expect:
+        assert expected in result.stderr, f"expected {expected!r} in:\n{result.stderr}"
+    assert "Traceback" not in result.output
+    for value in (*SECRET_VALUES, *KEY_LINES):
+        assert value not in result.output, "a secret value leaked into the output"
+
+
+def test_table_is_large_enough() -> None:
+    assert len(CASES) >= 40
+    assert len({c.id for c in CASES}) == len(CASES)
+
+
+def test_every_problem_is_reported_in_one_run(site) -> None:
+    configs = base_configs()
+    configs[SCOPE]["volume_mounts"][1] = "/data/shared:/home/jupyter/shared:rx"
+    configs[SCOPE]["jupyterhub_host"] = "https://jupyter.example.org"
+    hosts = base_hosts()
+    hosts[SCOPE]["hosts"][1]["private_ip"] = "999.1.1.1"
+    s = site(configs=configs, hosts=hosts)
+    result = run_cli(["-i", "prod", "-t", "designsafe", "validate"], s.path)
+    assert result.exit_code == 2
+    assert "error: 3 problems in the deployment files:" in result.stderr
+    assert f'{P}/volume_mounts/1: mode must be ro or rw, got "rx"' in result.stderr
+    assert f"{P}/jupyterhub_host: give the domain without the protocol" in result.stderr
+    assert f"{H}/hosts/1/private_ip: must be an IPv4 or IPv6 address" in result.stderr
