@@ -8,6 +8,7 @@ deployment options may stand before or after the command.
 from __future__ import annotations
 
 import functools
+import os
 import sys
 import traceback
 from dataclasses import dataclass, field
@@ -22,7 +23,9 @@ from . import __version__, render
 from .discovery import DeploymentFiles, discover
 from .errors import ConfigError, DeployerError, NotAvailableError, Problem, UsageError
 from .example import write_example
-from .loader import Loaded, load, tenant_summary
+from .loader import Deployment, Loaded, load, tenant_summary
+from .oauth_clients import register
+from .passwords_file import set_values
 from .projects import PROJECTS, Project
 
 # Off a terminal (pipes, CI logs) rich would wrap at 80 columns; give tables room instead.
@@ -174,14 +177,21 @@ def _project(options: Options, files: DeploymentFiles | None = None) -> Project:
     return project
 
 
-def _load(options: Options) -> Loaded:
+def _load(options: Options, **kwargs: Any) -> Loaded:
     files = _files(options)
     project = _project(options, files)
     instance = options.get("instance") or files.defaults.get("instance")
     tenant = options.get("tenant") or files.defaults.get("tenant")
-    loaded = load(files, project.name, instance, tenant, options.get("overrides"))
+    loaded = load(files, project.name, instance, tenant, options.get("overrides"), **kwargs)
     _print_warnings(loaded.warnings)
     return loaded
+
+
+def _one(loaded: Loaded) -> Deployment:
+    if len(loaded.deployments) != 1:
+        names = ", ".join(str(d.target) for d in loaded.deployments)
+        raise UsageError(f"this command acts on one deployment; choose one of {names} with -i INSTANCE -t TENANT")
+    return loaded.deployments[0]
 
 
 # --- commands ------------------------------------------------------------------------------
@@ -275,6 +285,43 @@ def execute() -> None:
         raise UsageError(f"project {project.name} has no action {name!r}; actions: {', '.join(a.name for a in project.actions)}")
     ctx = click.get_current_context()
     ctx.invoke(main.get_command(ctx, action.name))
+
+
+@main.group("oauth-client", cls=DeployerGroup)
+def oauth_client() -> None:
+    """The hub's OAuth client at its tenant."""
+
+
+@oauth_client.command("create")
+@click.option("--name", help="Client name at the tenant (default: jupyterhub-<instance>-<tenant>).")
+@click.option("-y", "--yes", is_flag=True, help="Register and write the passwords file without asking.")
+@deployment_options
+@reported
+def oauth_client_create(name: str | None, yes: bool) -> None:
+    """Register the hub's OAuth client with the tenant and store its id and secret.
+
+    The callback is https://<jupyterhub_host>/hub/oauth_callback. The service account's
+    name and password are asked for (or read from DEPLOYER_SERVICE_ACCOUNT and
+    DEPLOYER_SERVICE_PASSWORD); the client secret is written to the passwords file
+    (mode 0600) and never shown.
+    """
+    options: Options = click.get_current_context().obj
+    deployment = _one(_load(options, unregistered_client=True))
+    config = deployment.config
+    tenant = config.tenant_info
+    name = name or f"jupyterhub-{deployment.target.instance}-{deployment.target.tenant}".replace(".", "-")
+    files = deployment.files
+    passwords = files.passwords or files.workdir / f"{(files.configs or Path('site.configs')).stem}.passwords"
+    out.print(f"client {name} at {tenant.id} ({tenant.flavour.value}, {tenant.base_url}), callback {config.callback_url}", markup=False)
+    if not yes:
+        if not sys.stdin.isatty():
+            raise UsageError("not on a terminal: pass --yes to register the client and write its secret to the passwords file")
+        click.confirm(f"Register it and write its id and secret to {files.name(passwords)} under {deployment.target}?", abort=True)
+    account = os.environ.get("DEPLOYER_SERVICE_ACCOUNT") or click.prompt("Service account")
+    password = os.environ.get("DEPLOYER_SERVICE_PASSWORD") or click.prompt("Service account password", hide_input=True)
+    client = register(tenant, name, config.callback_url, account, password)
+    set_values(passwords, str(deployment.target), {"jupyterhub_oauth_client_id": client.client_id, "jupyterhub_oauth_client_secret": client.client_secret})
+    out.print(f"registered client id {client.client_id}; id and secret written to {files.name(passwords)} under {deployment.target} (the secret is not shown)", markup=False)
 
 
 def _not_yet(name: str) -> click.Command:

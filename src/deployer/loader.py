@@ -209,11 +209,20 @@ def _derive(layered: Layered, target: Target) -> None:
         layered.set("tenant", target.tenant, Origin(DERIVED, f"the deployment's tenant scope {target}"))
 
 
-def _config_for(target: Target, src: _Sources, override_pairs: list[tuple[str, Any]], problems: list[Problem], warnings: list[Problem]) -> tuple[JupyterHubConfig | None, dict[str, Origin]]:
+#: Keys ``deployer oauth-client create`` may find missing: it is about to produce them.
+CLIENT_KEYS = ("jupyterhub_oauth_client_id", "jupyterhub_oauth_client_secret")
+UNREGISTERED = "(not registered yet)"
+
+
+def _config_for(target: Target, src: _Sources, override_pairs: list[tuple[str, Any]], problems: list[Problem], warnings: list[Problem], *, unregistered_client: bool = False) -> tuple[JupyterHubConfig | None, dict[str, Origin]]:
     layered = merge(target, src.scoped_files())
     warnings += layered.warnings
     overrides.apply(layered, override_pairs)
     _derive(layered, target)
+    if unregistered_client:
+        for key in CLIENT_KEYS:
+            if key not in layered.values:
+                layered.set(key, UNREGISTERED, Origin(DERIVED, "a client not registered yet"))
     _resolve_pem_files(layered, src.files, problems)
 
     def report(key: str, rest: tuple = (), message: str = "", error: bool = True) -> None:
@@ -338,8 +347,11 @@ def _check_hosts(target: Target, hosts: list[Host], origins: dict[str, Origin], 
 # --- entry point ---------------------------------------------------------------------------
 
 
-def load(files: DeploymentFiles, project: str, instance: str | None = None, tenant: str | None = None, override_text: str | None = None) -> Loaded:
-    """Load, merge and validate every deployment the arguments select."""
+def load(files: DeploymentFiles, project: str, instance: str | None = None, tenant: str | None = None, override_text: str | None = None, *, unregistered_client: bool = False) -> Loaded:
+    """Load, merge and validate every deployment the arguments select.
+
+    ``unregistered_client`` accepts a deployment without an OAuth client id/secret yet.
+    """
     if project not in PROJECTS:
         raise UsageError(f"unknown project {project!r}; known projects: {', '.join(sorted(PROJECTS))}")
     src = _read_sources(files, project)
@@ -357,7 +369,7 @@ def load(files: DeploymentFiles, project: str, instance: str | None = None, tena
     warnings: list[Problem] = list(src.warnings)
     deployments = []
     for target in _targets(src, project, instance, tenant):
-        config, origins = _config_for(target, src, override_pairs, problems, warnings)
+        config, origins = _config_for(target, src, override_pairs, problems, warnings, unregistered_client=unregistered_client)
         hosts, host_origins = _hosts_for(target, src, problems, warnings)
         _check_hosts(target, hosts, host_origins, src, problems, warnings)
         if config is not None:
