@@ -23,3 +23,26 @@ ensure_venv() {
         echo "$digest" >"$stamp"
     fi
 }
+
+# Debian packages, installed only when missing (a fresh machine of this kind has none of them).
+ensure_apt() {
+    local missing=() pkg
+    for pkg in "$@"; do
+        dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+    done
+    [ ${#missing[@]} -eq 0 ] && return 0
+    say "installing Debian packages: ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+}
+
+# Node.js (the OIDC test provider) and configurable-http-proxy, the proxy JupyterHub starts.
+ensure_proxy() {
+    if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+        ensure_apt nodejs npm
+    fi
+    if ! command -v configurable-http-proxy >/dev/null; then
+        say "installing configurable-http-proxy from npm"
+        npm install -g --silent configurable-http-proxy@5 >/dev/null
+    fi
+}

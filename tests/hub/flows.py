@@ -1,0 +1,39 @@
+"""Driving a hub the way a browser does: login through the tenant simulator, then look around."""
+
+from __future__ import annotations
+
+import httpx
+
+from hub.harness import HubProcess
+from sim.tenant import complete_login
+
+CLIENT_ID = "hub-client"
+CLIENT_SECRET = "S3CR3T-client-xyzzy"
+TAS_ROLE = ("jhub-role", "S3CR3T-tas-plugh")
+
+
+def begin_login(browser: httpx.Client) -> str:
+    response = browser.get("/hub/oauth_login")
+    assert response.status_code == 302, response.text
+    return response.headers["location"]
+
+
+def login(hub: HubProcess, username: str, password: str) -> tuple[httpx.Client, httpx.Response]:
+    browser = hub.browser()
+    authorize = begin_login(browser)
+    with httpx.Client(timeout=30) as idp:
+        callback = complete_login(idp, authorize, username, password)
+    return browser, browser.get(callback)
+
+
+def logged_in(browser: httpx.Client) -> bool:
+    response = browser.get("/hub/home")
+    return response.status_code == 200
+
+
+def auth_state(hub: HubProcess, name: str) -> dict:
+    response = hub.api("GET", f"/users/{name}")
+    assert response.status_code == 200, response.text
+    return response.json()["auth_state"]
+
+
