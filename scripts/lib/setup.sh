@@ -32,8 +32,10 @@ ensure_apt() {
     done
     [ ${#missing[@]} -eq 0 ] && return 0
     say "installing Debian packages: ${missing[*]}"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+    [ "$(id -u)" -eq 0 ] || { echo "installing ${missing[*]} needs root" >&2; return 1; }
+    apt-get update -qq >&2 || { echo "apt-get update failed" >&2; return 1; }
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2 \
+        || { echo "apt-get install ${missing[*]} failed" >&2; return 1; }
 }
 
 # Node.js (the OIDC test provider) and configurable-http-proxy, the proxy JupyterHub starts.
