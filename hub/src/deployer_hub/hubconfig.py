@@ -1,0 +1,106 @@
+"""JupyterHub configuration from Deployer's settings file and secret files.
+
+The hub image's ``jupyterhub_config.py`` is two lines calling :func:`apply`; everything
+deployment-specific comes from ``hub.json`` (written by ``deployer`` from the validated
+deployment) and from secret files (Docker secrets under ``/run/secrets``), so no one
+edits Python and no secret travels in an environment variable.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from .auth import AgaveOAuthenticator, TapisOAuthenticator, TenantOIDCAuthenticator
+from .spawner import TenantSwarmSpawner
+
+AUTHENTICATORS = {"agave": AgaveOAuthenticator, "tapis": TapisOAuthenticator, "oidc": TenantOIDCAuthenticator}
+
+
+class Secrets:
+    def __init__(self, directory: str):
+        self.directory = Path(directory)
+
+    def __call__(self, name: str, *, required: bool = True) -> str | None:
+        path = self.directory / name
+        if not path.exists():
+            if required:
+                raise RuntimeError(f"secret file {path} is missing")
+            return None
+        return path.read_text().strip()
+
+
+def apply(c: Any, settings_path: str, secrets_dir: str = "/run/secrets") -> dict:
+    settings = json.loads(Path(settings_path).read_text())
+    secret = Secrets(secrets_dir)
+    tenant, oauth, hub, tas, nb = settings["tenant"], settings["oauth"], settings["hub"], settings["tas"], settings["notebooks"]
+
+    # --- the hub process
+    c.JupyterHub.bind_url = f"https://0.0.0.0:{hub['https_port']}" if hub.get("ssl_cert") else f"http://0.0.0.0:{hub['https_port']}"
+    if hub.get("ssl_cert"):
+        c.JupyterHub.ssl_cert = hub["ssl_cert"]
+        c.JupyterHub.ssl_key = hub["ssl_key"]
+        # Plain HTTP on the redirect port only answers with a redirect to HTTPS.
+        c.ConfigurableHTTPProxy.command = ["configurable-http-proxy", f"--redirect-port={hub['http_port']}", f"--redirect-to={hub['public_https_port']}"]
+    c.JupyterHub.hub_bind_url = "http://0.0.0.0:8081"
+    c.JupyterHub.hub_connect_url = f"http://{hub['service_name']}:8081"
+    c.JupyterHub.db_url = f"sqlite:///{hub['data_dir']}/jupyterhub.sqlite"
+    c.JupyterHub.cookie_secret = bytes.fromhex(secret("cookie_secret"))
+    c.CryptKeeper.keys = [bytes.fromhex(secret("crypt_key"))]
+    c.JupyterHub.cleanup_servers = False  # a hub restart leaves running notebooks alone
+    c.JupyterHub.cleanup_proxy = True
+    c.ConfigurableHTTPProxy.pid_file = f"{hub['data_dir']}/proxy.pid"
+
+    # --- login
+    auth_cls = AUTHENTICATORS[tenant["flavour"]]
+    c.JupyterHub.authenticator_class = auth_cls
+    a = c[auth_cls.__name__]
+    a.tenant_id = tenant["id"]
+    a.tenant_base_url = tenant["base_url"]
+    a.client_id = oauth["client_id"]
+    a.client_secret = secret("oauth_client_secret")
+    a.oauth_callback_url = oauth["callback_url"]
+    a.allow_all = True  # every user of the tenant may use the hub, as TACC's hubs did
+    a.token_root = nb["token_root"]
+    if tenant.get("ca_bundle"):
+        a.http_request_kwargs = {"ca_certs": tenant["ca_bundle"]}
+    if tas["use_uid"] or tas["use_gid"]:
+        a.use_tas_uid, a.use_tas_gid = tas["use_uid"], tas["use_gid"]
+        a.tas_url = tas["url"]
+        a.tas_role_account = tas["role_account"]
+        a.tas_role_password = secret("tas_role_pass")
+    a.notebook_uid, a.notebook_gid = nb.get("uid"), nb.get("gid")
+    if nb.get("token_file_uid") is not None:
+        a.token_file_uid, a.token_file_gid = nb["token_file_uid"], nb["token_file_gid"]
+
+    # --- notebooks
+    c.JupyterHub.spawner_class = TenantSwarmSpawner
+    s = c.TenantSwarmSpawner
+    s.image = nb["image"]
+    s.tenant_id = tenant["id"]
+    s.volume_mounts = nb["volume_mounts"]
+    s.token_root = nb["token_root"]
+    s.managed_root = nb.get("managed_root", "")
+    s.network_name = nb["network"]
+    s.prefix = nb["service_prefix"]
+    s.notebook_uid, s.notebook_gid = nb.get("uid"), nb.get("gid")
+    s.offer_lab = nb["offer_lab"]
+    s.worker_constraints = nb["constraints"]
+    if nb.get("memory_limit"):
+        s.mem_limit = nb["memory_limit"]
+    if nb.get("nfs"):
+        s.nfs_server, s.nfs_root, s.nfs_export = nb["nfs"]["server"], nb["nfs"]["root"], nb["nfs"]["export"]
+    s.start_timeout = nb.get("start_timeout", 180)
+    s.http_timeout = 120
+    s.task_timeout = nb.get("task_timeout", 150)
+
+    # --- idle culling
+    if nb["cull_idle_timeout"]:
+        c.JupyterHub.load_roles = [{"name": "idle-culler", "scopes": ["list:users", "read:users:activity", "read:servers", "delete:servers"], "services": ["idle-culler"]}]
+        c.JupyterHub.services = [{
+            "name": "idle-culler",
+            "command": [sys.executable, "-m", "jupyterhub_idle_culler", f"--timeout={nb['cull_idle_timeout']}", f"--cull-every={nb.get('cull_every', max(10, min(300, nb['cull_idle_timeout'] // 2)))}"],
+        }]
+    return settings

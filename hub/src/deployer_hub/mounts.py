@@ -1,0 +1,73 @@
+"""Rendering ``volume_mounts`` templates for one user, safely.
+
+``{username}`` and ``{tenant_id}`` must each be one safe path component;
+``{tas_homeDirectory}`` may be several (TAS gives e.g. ``04/12345/jdoe``) but each
+must be safe. After rendering, a host path must still lie below the static part of
+its template (the text before the first variable), so no value can escape it.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import string
+from dataclasses import dataclass
+
+from . import paths
+
+
+class MountRenderError(ValueError):
+    """A mount cannot be rendered for this user; the message is safe to show them."""
+
+
+@dataclass(frozen=True)
+class RenderedMount:
+    source: str  # host path (bind) or path below the NFS export (nfs)
+    target: str  # path in the container
+    read_only: bool
+    nfs: bool = False
+
+
+def _relative_path(value: str, what: str) -> str:
+    parts = [p for p in value.strip("/").split("/") if p]
+    if not parts:
+        raise MountRenderError(f"{what} is empty")
+    return "/".join(paths.safe_component(paths.normalize(p), what) for p in parts)
+
+
+def template_values(username: str, tenant_id: str, tas_home_directory: str | None) -> dict[str, str]:
+    values = {
+        "username": paths.safe_component(username),
+        "tenant_id": paths.safe_component(tenant_id, "tenant id"),
+    }
+    if tas_home_directory:
+        values["tas_homeDirectory"] = _relative_path(tas_home_directory, "TAS home directory")
+    return values
+
+
+def _render(template: str, values: dict[str, str]) -> str:
+    fields = [name for _, name, _, _ in string.Formatter().parse(template) if name]
+    missing = [name for name in fields if name not in values]
+    if missing:
+        raise MountRenderError(f"no value for {{{missing[0]}}} (TAS gave no home directory?)")
+    rendered = template.format_map(values)
+    static = template.split("{", 1)[0]
+    prefix = static.rsplit("/", 1)[0] or "/"
+    normal = posixpath.normpath(rendered)
+    if not (normal == prefix or normal.startswith(prefix.rstrip("/") + "/")):
+        raise MountRenderError(f"{rendered!r} escapes {prefix!r}")
+    return normal
+
+
+def render(specs: list[str], values: dict[str, str], nfs_root: str = "") -> list[RenderedMount]:
+    """Render ``host:container:mode`` specs; host paths under ``nfs_root`` become NFS mounts."""
+    mounts = []
+    for spec in specs:
+        host, container, mode = spec.split(":")
+        source = _render(host, values)
+        target = _render(container, values)
+        nfs = bool(nfs_root) and (source == nfs_root or source.startswith(nfs_root.rstrip("/") + "/"))
+        if nfs:
+            relative = posixpath.relpath(source, nfs_root)
+            source = "/" if relative == "." else "/" + relative
+        mounts.append(RenderedMount(source, target, mode == "ro", nfs))
+    return mounts

@@ -1,0 +1,263 @@
+"""The tenant-aware Swarm spawner: one Docker service per user, on worker nodes only.
+
+It keeps dockerspawner's ``SwarmSpawner`` (service naming, state, polling) and fixes
+what that one lacks for a TACC-style hub:
+
+* ``volume_mounts`` rendered per user with ``{username}``, ``{tenant_id}`` and
+  ``{tas_homeDirectory}``, every value sanitised (:mod:`deployer_hub.mounts`);
+* bind mounts *and* NFS-backed volume mounts (the stock one only builds binds);
+* the container runs as the TAS uid/gid, else the configured ids, else the image's user;
+* the user's token directory mounted where agavepy and tapipy look;
+* Docker calls run on a pool shared by all users, not one thread for the whole hub;
+* every wait is bounded, and the usual failures (image missing on the node, bind path
+  missing on the node, no worker available) become messages the user reads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import docker.errors
+from docker.types import ContainerSpec, DriverConfig, EndpointSpec, Mount, Placement, Resources, RestartPolicy, TaskTemplate
+from dockerspawner import SwarmSpawner
+from traitlets import Bool, Float, Integer, List, Unicode, default
+
+from . import mounts, paths, tokenfiles
+from .auth import Identity, UserFacingError
+
+
+class TenantSwarmSpawner(SwarmSpawner):
+    tenant_id = Unicode(config=True, help="Tenant id, for {tenant_id} in volume_mounts and the token directory.")
+    volume_mounts = List(Unicode(), config=True, help="host_path:container_path:ro|rw templates, rendered per user.")
+    token_root = Unicode("", config=True, help="Root of the per-user token directories (as the authenticator's); empty: none mounted.")
+    token_mount_path = Unicode("/home/jupyter/.agave", config=True, help="Where the user's token directory appears in the container.")
+    nfs_server = Unicode("", config=True, help="Address of the NFS server (the hub); empty: everything is a bind mount.")
+    nfs_root = Unicode("", config=True, help="Host paths below this directory are served by nfs_server and mounted over NFS.")
+    nfs_export = Unicode("", config=True, help="The directory nfs_root corresponds to in the server's export.")
+    nfs_options = Unicode("nfsvers=4", config=True, help="Mount options for NFS volumes (addr= and ro/rw are added).")
+    notebook_uid = Integer(None, allow_none=True, config=True, help="uid when TAS gives none (None: the image's user).")
+    notebook_gid = Integer(None, allow_none=True, config=True, help="gid when TAS gives none (None: the image's group).")
+    worker_constraints = List(Unicode(), ["node.labels.deployer.worker==true"], config=True, help="Placement constraints: workers only.")
+    docker_threads = Integer(16, config=True, help="Threads for Docker API calls, shared by all users' spawns.")
+    task_timeout = Float(120.0, config=True, help="Seconds to wait for the notebook's task to run before giving up with a message.")
+    offer_lab = Bool(True, config=True, help="Open JupyterLab after login (else the classic notebook).")
+    image_user = Unicode("jupyter", config=True, help="The image's user name, used when only a gid is configured.")
+    managed_root = Unicode(
+        "", config=True,
+        help="Mount sources below this directory (the share the hub exports) are created by the hub when missing, "
+        "owned by the notebook's uid/gid. Sources elsewhere must already exist on the workers.",
+    )
+
+    # Shared by every spawner of the hub on purpose: one pool sized for concurrent users,
+    # one cache of node names (node ids never change meaning).
+    _pool: ThreadPoolExecutor | None = None
+    _node_names: dict[str, str] = {}
+
+    @default("default_url")
+    def _default_url_default(self) -> str:
+        return "/lab" if self.offer_lab else "/tree"
+
+    @default("cmd")
+    def _cmd_default(self) -> list[str]:
+        # The stock spawner asks the *hub's* engine for the image's command, which fails on a
+        # multi-node swarm where only the workers hold the user image.
+        return ["jupyterhub-singleuser"]
+
+    @default("use_internal_hostname")
+    def _internal_hostname_default(self) -> bool:
+        return True  # reach the notebook by its service name on the overlay network
+
+    @default("name_template")
+    def _name_template_default(self) -> str:
+        return "{prefix}-{username}"
+
+    # --- concurrency ----------------------------------------------------------------------
+
+    @property
+    def executor(self) -> ThreadPoolExecutor:
+        cls = TenantSwarmSpawner
+        if cls._pool is None:
+            cls._pool = ThreadPoolExecutor(self.docker_threads, thread_name_prefix="docker")
+        return cls._pool
+
+    # --- identity and mounts --------------------------------------------------------------
+
+    _identity: Identity | None = None
+
+    def apply_identity(self, identity: Identity) -> None:
+        """Called by the tenant authenticator before every start."""
+        self._identity = identity
+
+    @property
+    def run_as(self) -> tuple[int | None, int | None]:
+        identity = self._identity or Identity()
+        uid = identity.uid if identity.uid is not None else self.notebook_uid
+        gid = identity.gid if identity.gid is not None else self.notebook_gid
+        return uid, gid
+
+    def rendered_mounts(self) -> list[mounts.RenderedMount]:
+        home = self._identity.home_directory if self._identity else None
+        try:
+            values = mounts.template_values(self.user.name, self.tenant_id, home)
+            rendered = mounts.render(list(self.volume_mounts), values, self.nfs_root if self.nfs_server else "")
+        except (mounts.MountRenderError, paths.UnsafeName) as exc:
+            self.log.error("Cannot render the mounts of %s: %s", self.user.name, exc)
+            raise UserFacingError(403, f"Your storage cannot be set up: {exc}. Please contact support.") from None
+        if self.token_root:
+            source = tokenfiles.user_dir(self.token_root, self.tenant_id, self.user.name)
+            rendered.extend(mounts.render([f"{source}:{self.token_mount_path}:rw"], {}, self.nfs_root if self.nfs_server else ""))
+        return rendered
+
+    def _docker_mount(self, m: mounts.RenderedMount) -> Mount:
+        if not m.nfs:
+            return Mount(target=m.target, source=m.source, type="bind", read_only=m.read_only)
+        export = (self.nfs_export.rstrip("/") + m.source) if m.source != "/" else self.nfs_export
+        access = "ro" if m.read_only else "rw"
+        # A named volume per user and path: NFS mounted by the worker's Docker engine, no host setup.
+        name = "deployer-nfs-" + hashlib.sha256(f"{self.nfs_server}:{export}".encode()).hexdigest()[:16]
+        return Mount(
+            target=m.target,
+            source=name,
+            type="volume",
+            read_only=m.read_only,
+            driver_config=DriverConfig("local", {"type": "nfs", "o": f"addr={self.nfs_server},{access},{self.nfs_options}", "device": f":{export}"}),
+        )
+
+    @property
+    def mounts(self) -> list[Mount]:  # the stock property only builds binds
+        return [self._docker_mount(m) for m in self.rendered_mounts()]
+
+    # --- the service ----------------------------------------------------------------------
+
+    def get_env(self) -> dict[str, str]:
+        env = super().get_env()
+        env["HOME"] = "/home/jupyter"
+        if self.token_root:
+            env["AGAVE_CACHE_DIR"] = self.token_mount_path
+            env["TAPIS_TOKEN_FILE"] = f"{self.token_mount_path}/tapis.json"
+        return env
+
+    def _create_managed_dirs(self, rendered: list[mounts.RenderedMount], uid: int | None, gid: int | None) -> None:
+        root = self.managed_root.rstrip("/")
+        if not root:
+            return
+        for m in rendered:
+            local = (self.nfs_root.rstrip("/") + m.source) if m.nfs else m.source
+            if m.read_only or not local.startswith(root + "/") or os.path.isdir(local):
+                continue
+            os.makedirs(local, mode=0o750)
+            os.chown(local, uid if uid is not None else self.token_file_owner[0], gid if gid is not None else self.token_file_owner[1])
+            self.log.info("Created %s for %s", local, self.user.name)
+
+    token_file_owner = (1000, 100)  # the user image's own uid/gid, when none is configured
+
+    async def create_object(self) -> dict:
+        uid, gid = self.run_as
+        self._create_managed_dirs(self.rendered_mounts(), uid, gid)
+        container = dict(image=self.image, env=self.get_env(), args=(await self.get_command()), mounts=self.mounts)
+        if uid is not None or gid is not None:
+            user = str(uid) if uid is not None else self.image_user
+            container["user"] = f"{user}:{gid}" if gid is not None else user
+        container.update(self.extra_container_spec)
+        resources = Resources(
+            mem_limit=self.mem_limit,
+            mem_reservation=self.mem_guarantee,
+            cpu_limit=int(self.cpu_limit * 1e9) if self.cpu_limit else None,
+            cpu_reservation=int(self.cpu_guarantee * 1e9) if self.cpu_guarantee else None,
+            **self.extra_resources_spec,
+        )
+        task = TaskTemplate(
+            container_spec=ContainerSpec(**{k: v for k, v in container.items() if v is not None}),
+            resources=resources,
+            networks=[self.network_name] if self.network_name else [],
+            placement=Placement(constraints=list(self.worker_constraints) or None, **self.extra_placement_spec),
+            # A failed notebook is reported to the user, not restarted behind their back.
+            restart_policy=RestartPolicy(condition="none"),
+            **self.extra_task_spec,
+        )
+        try:
+            return await self._create_service(task)
+        except docker.errors.APIError as exc:
+            self.log.error("Creating the service of %s failed: %s", self.user.name, exc)
+            raise UserFacingError(503, f"Your server could not be created: {exc.explanation or exc}. Please contact support.") from None
+
+    async def _create_service(self, task: TaskTemplate) -> dict:
+        service = await self.docker(
+            "create_service", task_template=task, endpoint_spec=EndpointSpec(**{"mode": "dnsrr", **self.extra_endpoint_spec}), name=self.service_name,
+            labels={"deployer.user": self.user.name, "deployer.tenant": self.tenant_id}, **self.extra_create_kwargs,
+        )
+        return service
+
+    async def start_object(self) -> None:
+        """Wait, bounded, until the task runs; translate failures into the user's words.
+
+        A service that failed to start is removed here: JupyterHub only stops servers that
+        poll as running, so a dead service would otherwise stay behind.
+        """
+        try:
+            await self._wait_running()
+        except UserFacingError:
+            try:
+                await self.remove_object()
+            except docker.errors.APIError as exc:
+                self.log.warning("Could not remove the failed service of %s: %s", self.user.name, exc)
+            raise
+
+    async def _wait_running(self) -> None:
+        deadline = time.monotonic() + self.task_timeout
+        delay = 0.2
+        last = "not scheduled yet"
+        while time.monotonic() < deadline:
+            task = await self.get_task()
+            if task:
+                status = task.get("Status", {})
+                state = status.get("State", "").lower()
+                if state == "running":
+                    return
+                problem = status.get("Err") or ""
+                if state in {"rejected", "failed", "shutdown", "orphaned", "remove", "complete"}:
+                    raise UserFacingError(503, await self._explain(task, problem or status.get("Message", state)))
+                last = problem or status.get("Message") or state
+                if state == "pending" and "no suitable node" in last:
+                    raise UserFacingError(503, "No worker node can run your server right now (" + last.split("(", 1)[-1].rstrip(")") + "). Please try again later or contact support.")
+            await asyncio.sleep(delay)
+            delay = min(delay * 1.5, 2.0)
+        raise UserFacingError(504, f"Your server did not start within {int(self.task_timeout)} seconds (last state: {last}). Please try again.")
+
+    async def _explain(self, task: dict, error: str) -> str:
+        node = await self._node_name(task.get("NodeID"))
+        where = f" on worker {node}" if node else ""
+        lowered = error.lower()
+        if "no such image" in lowered or "image" in lowered and ("not found" in lowered or "pull access denied" in lowered):
+            return f"The notebook image {self.image} is not available{where}. Please contact support (the operator must load it onto the workers)."
+        if "bind source path does not exist" in lowered or "invalid mount config" in lowered:
+            path = error.rsplit(":", 1)[-1].strip()
+            return f"A storage directory for your server is missing{where}: {path}. Please contact support."
+        return f"Your server could not start{where}: {error}"
+
+    async def _node_name(self, node_id: str | None) -> str:
+        if not node_id:
+            return ""
+        if node_id not in self._node_names:
+            try:
+                node = await self.docker("inspect_node", node_id)
+                self._node_names[node_id] = node.get("Description", {}).get("Hostname") or node_id[:12]
+            except Exception:  # the name is a courtesy; never fail the message for it
+                return node_id[:12]
+        return self._node_names[node_id]
+
+    def get_state(self) -> dict[str, Any]:
+        state = super().get_state()
+        if self._identity:
+            state["identity"] = [self._identity.uid, self._identity.gid, self._identity.home_directory]
+        return state
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        super().load_state(state)
+        if state.get("identity"):
+            self._identity = Identity(*state["identity"])
