@@ -87,3 +87,11 @@ def check(cert_pem: bytes, key_pem: bytes, host: str, now: dt.datetime | None = 
     if not covers(cert_names, host.split(":")[0] if not host.startswith("[") else host[1:host.index("]")]):
         result.cert_errors.append(f"does not cover jupyterhub_host {host!r} (it covers: {', '.join(cert_names) or 'no names'})")
     return result
+
+
+def is_ca_bundle(pem: bytes) -> bool:
+    """Whether ``pem`` holds one or more PEM certificates (an extra CA bundle)."""
+    try:
+        return bool(x509.load_pem_x509_certificates(pem))
+    except ValueError:
+        return False

@@ -185,7 +185,7 @@ def _describe(error: dict[str, Any], key: str, src: _Sources, target: Target) ->
 
 def _resolve_pem_files(layered: Layered, files: DeploymentFiles, problems: list[Problem]) -> None:
     """``jupyterhub_cert``/``jupyterhub_key`` hold PEM text, or name a file in the extras directory."""
-    for key in ("jupyterhub_cert", "jupyterhub_key"):
+    for key in ("jupyterhub_cert", "jupyterhub_key", "tenant_ca_bundle"):
         value = layered.values.get(key)
         if not isinstance(value, str) or value.lstrip().startswith("-----BEGIN") or "\n" in value.strip():
             continue
@@ -240,6 +240,8 @@ def _config_for(target: Target, src: _Sources, override_pairs: list[tuple[str, A
     for finding in cross_check(config):
         key, *rest = finding.key.split("/")
         report(key, tuple(rest), finding.message, finding.error)
+    if config.tenant_ca_bundle and not certs.is_ca_bundle(config.tenant_ca_bundle.encode()):
+        report("tenant_ca_bundle", (), "not a PEM bundle of certificates (expected -----BEGIN CERTIFICATE----- blocks)")
     if config.jupyterhub_cert and config.jupyterhub_key:
         result = certs.check(config.jupyterhub_cert.encode(), config.jupyterhub_key.get_secret_value().encode(), config.jupyterhub_host)
         for message in result.cert_errors:

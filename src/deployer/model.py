@@ -206,6 +206,7 @@ class JupyterHubConfig(BaseModel):
     tas_role_account: str | None = Field(default=None, min_length=1)
     tas_role_pass: OptionalSecret = None
     tas_base_url: Annotated[str, PlainValidator(_base_url)] = tenants.DEFAULT_TAS_BASE_URL
+    tenant_ca_bundle: str | None = None
     cull_idle_notebook_timeout: int = Field(default=DEFAULT_CULL_TIMEOUT, ge=0)
     notebook_memory_limit: MemorySize = None
     notebook_offer_lab: bool = True

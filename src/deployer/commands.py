@@ -1,0 +1,27 @@
+"""Commands as data: what to run, with secrets only ever on standard input.
+
+A :class:`Command` prints as a shell line with its input hidden, so logs and error
+messages can show every command Deployer runs without showing a secret.
+"""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Command:
+    argv: tuple[str, ...]
+    #: Bytes for standard input (secret values go here, never into argv).
+    input: bytes | None = field(default=None, repr=False)
+    #: Why this command runs, for plans and progress output.
+    why: str = ""
+
+    def __str__(self) -> str:
+        text = shlex.join(self.argv)
+        return f"{text} < (hidden input)" if self.input is not None else text
+
+
+def cmd(*argv: str, input: bytes | None = None, why: str = "") -> Command:
+    return Command(tuple(str(a) for a in argv), input, why)

@@ -1,0 +1,105 @@
+"""The hub's settings file (``hub.json``) from a validated deployment: a pure function.
+
+The hub image turns it into JupyterHub configuration (``deployer_hub.hubconfig``).
+Secrets are not in it: they travel as Docker secrets, named in :data:`SECRET_FILES`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .loader import Deployment
+
+#: Files under /run/secrets in the hub container.
+SECRET_FILES = ("oauth_client_secret", "tas_role_pass", "cookie_secret", "crypt_key", "ssl_key")
+
+HUB_ROOT = "/srv/jupyterhub"
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where things live on the hosts and in the hub container for one deployment."""
+
+    name: str  # e.g. jupyterhub-prod-designsafe: prefix of every Docker object
+    state_root: str = "/srv/deployer"  # on the hub's local disk (database) and the NFS export
+
+    @classmethod
+    def of(cls, deployment: Deployment, state_root: str = "/srv/deployer") -> "Layout":
+        return cls(str(deployment.target).replace(".", "-"), state_root)
+
+    @property
+    def network(self) -> str:
+        return f"{self.name}-net"
+
+    @property
+    def hub_service(self) -> str:
+        return f"{self.name}-hub"
+
+    @property
+    def data_dir(self) -> str:
+        """The hub's database: local disk of the hub node."""
+        return f"{self.state_root}/{self.name}/hub-data"
+
+    @property
+    def share_dir(self) -> str:
+        """The NFS management share: exported by the hub, mounted on the workers."""
+        return f"{self.state_root}/{self.name}/share"
+
+    @property
+    def token_root(self) -> str:
+        return f"{self.share_dir}/tokens"
+
+    @property
+    def notebook_prefix(self) -> str:
+        return f"{self.name}-nb"
+
+
+def settings(deployment: Deployment, layout: Layout, *, ssl: bool = True, https_port: int = 443, http_port: int = 80,
+             nfs_server: str | None = None) -> dict:
+    config = deployment.config
+    tenant = config.tenant_info
+    host = config.jupyterhub_host
+    public_port = int(host.rsplit(":", 1)[1]) if ":" in host and not host.endswith("]") else https_port
+    return {
+        "deployment": str(deployment.target),
+        "tenant": {
+            "id": tenant.id,
+            "flavour": tenant.flavour.value,
+            "base_url": tenant.base_url,
+            "ca_bundle": f"{HUB_ROOT}/tenant-ca.pem" if config.tenant_ca_bundle else None,
+        },
+        "oauth": {"client_id": config.jupyterhub_oauth_client_id, "callback_url": config.callback_url},
+        "hub": {
+            "host": host,
+            "https_port": https_port,
+            "public_https_port": public_port,
+            "http_port": http_port,
+            "ssl_cert": f"{HUB_ROOT}/ssl/cert.pem" if ssl else None,
+            "ssl_key": "/run/secrets/ssl_key" if ssl else None,
+            "service_name": layout.hub_service,
+            "data_dir": f"{HUB_ROOT}/data",
+        },
+        "tas": {
+            "use_uid": config.use_tas_uid,
+            "use_gid": config.use_tas_gid,
+            "url": config.tas_base_url,
+            "role_account": config.tas_role_account,
+        },
+        "notebooks": {
+            "image": config.jupyter_user_image,
+            "uid": config.jupyteruser_uid,
+            "gid": config.jupyteruser_gid,
+            "token_file_uid": config.jupyteruser_uid,
+            "token_file_gid": config.jupyteruser_gid,
+            "volume_mounts": [str(m) for m in config.volume_mounts],
+            "memory_limit": config.notebook_memory_limit,
+            "offer_lab": config.notebook_offer_lab,
+            "cull_idle_timeout": config.cull_idle_notebook_timeout,
+            "network": layout.network,
+            "service_prefix": layout.notebook_prefix,
+            "token_root": layout.token_root,
+            "managed_root": layout.share_dir,
+            "constraints": ["node.labels.deployer.worker==true"],
+            "nfs": {"server": nfs_server, "root": layout.share_dir, "export": "/"} if nfs_server else None,
+        },
+    }

@@ -1,0 +1,36 @@
+"""What a deployment must keep between runs on the operator's machine: generated secrets
+(cookie secret, auth-state key) and the self-signed certificate. Directory 0700, files 0600."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import tempfile
+from pathlib import Path
+
+
+class StateDir:
+    def __init__(self, path: Path):
+        self.path = path
+
+    def read(self, name: str) -> str | None:
+        target = self.path / name
+        return target.read_text() if target.exists() else None
+
+    def write(self, name: str, text: str) -> None:
+        target = self.path / name
+        target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(self.path, 0o700)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")  # created 0600
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+        os.replace(tmp, target)
+
+    def secret(self, name: str, nbytes: int = 32) -> str:
+        """A random hex secret, generated on first use and kept: the hub's cookie secret and
+        auth-state key must survive redeploys, or every user is logged out and loses tokens."""
+        value = self.read(name)
+        if not value:
+            value = secrets.token_hex(nbytes)
+            self.write(name, value)
+        return value.strip()
