@@ -17,6 +17,7 @@ TAS down or make it slow.
 from __future__ import annotations
 
 import asyncio
+import ssl
 import base64
 import datetime as dt
 import hashlib
@@ -752,7 +753,12 @@ class TenantSimulator:
     ``with TenantSimulator().start() as sim:`` (or ``with TenantSimulator() as sim:``) stops it afterwards.
     """
 
-    def __init__(self, *, tenant_id: str = "sim", access_token_ttl: int = 14400, refresh_token_ttl: int = 86400 * 30):
+    def __init__(self, *, tenant_id: str = "sim", access_token_ttl: int = 14400, refresh_token_ttl: int = 86400 * 30,
+                 host: str = "127.0.0.1", ssl_context: "ssl.SSLContext | None" = None):
+        # host/ssl_context: the swarm tier serves HTTPS on the Docker gateway address, so that
+        # both the browser on this machine and the hub in its container reach the same URL.
+        self._host = host
+        self._ssl = ssl_context
         self._tenant = _Tenant(tenant_id, access_token_ttl, refresh_token_ttl)
         self.tenant_id = tenant_id
         self.requests: list[tuple[str, str]] = []
@@ -842,8 +848,9 @@ class TenantSimulator:
     def start(self) -> TenantSimulator:
         if self._thread is not None:
             return self
-        sockets = tornado.netutil.bind_sockets(0, "127.0.0.1")
-        self._url = f"http://127.0.0.1:{sockets[0].getsockname()[1]}"
+        sockets = tornado.netutil.bind_sockets(0, self._host)
+        scheme = "https" if self._ssl else "http"
+        self._url = f"{scheme}://{self._host}:{sockets[0].getsockname()[1]}"
         self._tenant.tapis_issuer = f"{self.tapis_base_url}/v3/tokens"
         self._loop = asyncio.new_event_loop()
         ready = threading.Event()
@@ -862,7 +869,7 @@ class TenantSimulator:
         asyncio.set_event_loop(loop)
 
         async def serve() -> None:  # HTTPServer must be set up on the loop that runs it
-            self._server = tornado.httpserver.HTTPServer(_application(self))
+            self._server = tornado.httpserver.HTTPServer(_application(self), ssl_options=self._ssl)
             self._server.add_sockets(sockets)
 
         try:

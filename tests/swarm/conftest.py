@@ -1,0 +1,140 @@
+"""The swarm tier: a real Docker engine in swarm mode on this machine, the real images,
+a hub deployed from deployment files, the tenant simulator over HTTPS."""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import os
+import shutil
+import ssl
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from deployer import localhub
+from deployer.discovery import discover
+from deployer.executor import LocalExecutor
+from deployer.loader import Deployment, load
+from sim.tenant import TenantSimulator
+
+ROOT = Path(__file__).resolve().parents[2]
+CLIENT = ("swarm-hub", "S3CR3T-client-xyzzy")
+TAS_ROLE = ("jhub-role", "S3CR3T-tas-plugh")
+USERS = {"jdoe": ("pw-jdoe", 5001, 6001), "alice": ("pw-alice", 5003, 6003)}
+NAME = "jupyterhub-test-sim"
+SHARE = f"/srv/deployer/{NAME}/share"
+
+
+def docker(*args: str, check: bool = True) -> str:
+    return subprocess.run(["docker", *args], capture_output=True, text=True, check=check, timeout=300).stdout.strip()
+
+
+@pytest.fixture(scope="session")
+def images() -> None:
+    """The engine and the images, as an operator's machine gets them (cached by content hash)."""
+    result = subprocess.run(["bash", str(ROOT / "scripts" / "build-images")], capture_output=True, text=True, timeout=1800)
+    if result.returncode != 0:
+        pytest.fail(f"scripts/build-images failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+    for command in localhub.swarm_commands(LocalExecutor()) + localhub.swarm_commands(LocalExecutor()):
+        LocalExecutor().run(command)
+
+
+def _tls_for(ip: str) -> tuple[str, ssl.SSLContext, Path]:
+    """A private CA and a server certificate for ``ip``: the tenant's TLS, trusted by the hub
+    through tenant_ca_bundle (exactly what a site with a private CA configures)."""
+    now = dt.datetime.now(dt.timezone.utc)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Deployer test tenant CA")])
+    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
+          .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(hours=1)).not_valid_after(now + dt.timedelta(days=2))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True).sign(ca_key, hashes.SHA256()))
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, ip)])).issuer_name(ca_name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(hours=1))
+            .not_valid_after(now + dt.timedelta(days=2)).add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(ip))]), critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    directory = Path(os.environ.get("TMPDIR", "/tmp")) / "deployer-swarm-tls"
+    directory.mkdir(exist_ok=True)
+    (directory / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (directory / "key.pem").write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(directory / "cert.pem", directory / "key.pem")
+    return ca.public_bytes(serialization.Encoding.PEM).decode(), context, directory
+
+
+@pytest.fixture(scope="session")
+def gateway_ip(images) -> str:
+    """This machine's address on the swarm's gateway bridge: reachable from the browser here
+    and from containers on the overlay network alike."""
+    return docker("network", "inspect", "docker_gwbridge", "--format", "{{(index .IPAM.Config 0).Gateway}}")
+
+
+@pytest.fixture(scope="session")
+def tenant(gateway_ip: str):
+    ca, context, _ = _tls_for(gateway_ip)
+    with TenantSimulator(tenant_id="sim", host=gateway_ip, ssl_context=context).start() as sim:
+        for name, (password, uid, gid) in USERS.items():
+            sim.add_user(name, password, uid=uid, gid=gid, home_directory=f"05/{uid}/{name}")
+        sim.add_user("../evil", "pw-evil", uid=5099, gid=6099)
+        sim.add_tas_role_account(*TAS_ROLE)
+        sim.add_client(*CLIENT, "https://127.0.0.1/hub/oauth_callback")
+        sim.ca_pem = ca
+        yield sim
+
+
+@dataclass
+class Site:
+    path: Path
+    tenant: TenantSimulator
+
+    def deployment(self, overrides: str | None = None) -> Deployment:
+        return load(discover(self.path), "jupyterhub", "test", "sim", overrides).deployments[0]
+
+
+@pytest.fixture(scope="session")
+def site(tenant: TenantSimulator, tmp_path_factory) -> Site:
+    path = tmp_path_factory.mktemp("site")
+    (path / "extras").mkdir()
+    (path / "extras" / "tenant-ca.pem").write_text(tenant.ca_pem)
+    (path / "site.hosts").write_text(yaml.safe_dump({"jupyterhub.test.sim": {"hosts": [
+        {"host_id": "local", "ssh_host": "127.0.0.1", "roles": ["hub", "worker"]}]}}))
+    (path / "site.configs").write_text(yaml.safe_dump({"jupyterhub.test.sim": {
+        "tenant": "sim", "tenant_type": "agave",
+        "jupyterhub_tenant_base_url": tenant.agave_base_url,
+        "tenant_ca_bundle": "tenant-ca.pem",
+        "tas_base_url": tenant.tas_base_url,
+        "jupyterhub_host": "127.0.0.1",
+        "jupyterhub_oauth_client_id": CLIENT[0],
+        "jupyterhub_image": "deployer/jupyterhub:0.1.0",
+        "jupyter_user_image": "deployer/jupyteruser:0.1.0",
+        "use_tas_uid": True, "use_tas_gid": True, "tas_role_account": TAS_ROLE[0],
+        "volume_mounts": [f"{SHARE}/data/{{tenant_id}}/{{username}}:/home/jupyter/permanent:rw", f"{SHARE}/shared:/home/jupyter/shared:ro"],
+        "notebook_memory_limit": "1G", "notebook_offer_lab": True, "cull_idle_notebook_timeout": 3600,
+    }}))
+    passwords = path / "site.passwords"
+    passwords.write_text(yaml.safe_dump({"jupyterhub.test.sim": {"jupyterhub_oauth_client_secret": CLIENT[1], "tas_role_pass": TAS_ROLE[1]}}))
+    os.chmod(passwords, 0o600)
+    return Site(path, tenant)
+
+
+def remove_everything(deployment: Deployment) -> None:
+    localhub.down(deployment)
+    shutil.rmtree(f"/srv/deployer/{NAME}", ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def hub(site: Site):
+    deployment = site.deployment()
+    remove_everything(deployment)  # leftovers of a killed run
+    outcome = localhub.up(deployment)
+    yield outcome
+    if os.environ.get("DEPLOYER_KEEP_SWARM") != "1":
+        remove_everything(deployment)

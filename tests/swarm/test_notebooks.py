@@ -1,0 +1,243 @@
+"""Notebooks on a real single-node swarm, end to end: browser login through the tenant
+simulator, JupyterLab, files with the user's TAS identity, mounts, tokens, failures."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from deployer import localhub
+from sim.tenant import complete_login
+from swarm.conftest import NAME, SHARE, USERS, Site, docker
+
+pytestmark = pytest.mark.swarm
+
+ARTIFACTS = Path(os.environ.get("DEPLOYER_ARTIFACTS", "/tmp/deployer-artifacts"))
+ARTIFACTS.mkdir(parents=True, exist_ok=True)
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--disable-quic"]
+
+CELL = """import os, json
+open('/home/jupyter/permanent/from-notebook.txt', 'w').write('written in JupyterLab')
+try:
+    open('/home/jupyter/shared/nope.txt', 'w')
+    ro = 'writable'
+except OSError as e:
+    ro = type(e).__name__
+from agavepy.agave import Agave
+ag = Agave.restore()
+print('RESULT' + json.dumps({'uid': os.getuid(), 'gid': os.getgid(), 'ro': ro, 'user': ag.username, 'token': ag._token}))
+"""
+
+
+def notebook_container(user: str) -> str:
+    """The container of the user's notebook service on this (single) node."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        ids = docker("ps", "--filter", f"label=com.docker.swarm.service.name={NAME}-nb-{user}", "--format", "{{.ID}}")
+        if ids:
+            return ids.splitlines()[0]
+        time.sleep(0.5)
+    raise AssertionError(f"no running container for {user}")
+
+
+def http_login(user: str) -> httpx.Client:
+    """Log a user in without a browser (same OAuth flow), returning a client with the hub cookies."""
+    browser = httpx.Client(base_url="https://127.0.0.1", verify=False, follow_redirects=False, timeout=60)
+    authorize = browser.get("/hub/oauth_login").headers["location"]
+    with httpx.Client(verify=False, timeout=60) as idp:
+        callback = complete_login(idp, authorize, user, USERS.get(user, ("pw-evil",))[0])
+    browser.get(callback)
+    return browser
+
+
+def spawn(browser: httpx.Client, user: str, timeout: float = 180) -> str:
+    """Ask for the server as the spawn page does; return 'ready' or the message the page shows."""
+    browser.get(f"/hub/spawn/{user}")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        page = browser.get(f"/hub/spawn-pending/{user}")
+        if page.status_code >= 400:
+            return page.text
+        if page.status_code == 302 and f"/user/{user}/" in page.headers.get("location", ""):
+            # Spawned: opening the server's page does its OAuth with the hub, then its API answers.
+            browser.get(page.headers["location"], follow_redirects=True)
+            if browser.get(f"/user/{user}/api/status").status_code == 200:
+                return "ready"
+        time.sleep(1)
+    raise AssertionError(f"spawn of {user} neither finished nor failed within {timeout} s")
+
+
+def failure_message(page: str) -> str:
+    """The page's text as the user reads it (tags and script blocks removed)."""
+    text = re.sub(r"<script.*?</script>|<style.*?</style>", "", page, flags=re.S)
+    return " ".join(re.sub(r"<[^>]+>", " ", text).split())
+
+
+def test_browser_login_jupyterlab_files_and_tokens(hub, site: Site) -> None:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        context = chromium.new_context(ignore_https_errors=True)
+        page = context.new_page()
+        page.set_default_timeout(60_000)
+        page.goto(hub.url + "/")
+        page.get_by_role("button", name="Sign in with sim").click()
+        page.fill("input[name=username]", "jdoe")
+        page.fill("input[name=password]", USERS["jdoe"][0])
+        page.locator("form [type=submit]").first.click()
+        page.wait_for_url(re.compile(r"/user/jdoe/lab"), timeout=240_000)
+        page.locator('.jp-LauncherCard[data-category="Notebook"]').first.click()
+        page.get_by_text("Python 3 (ipykernel) | Idle").wait_for(timeout=120_000)  # the kernel is up and connected
+        editor = page.locator(".jp-Notebook .jp-Cell .cm-content").first
+        editor.click()
+        page.keyboard.insert_text(CELL)
+        page.keyboard.press("Shift+Enter")
+        output = page.locator(".jp-OutputArea-output", has_text="RESULT").first
+        try:
+            output.wait_for(timeout=120_000)
+            result = json.loads(output.inner_text().split("RESULT", 1)[1])
+        finally:  # what the user saw, for the record and for debugging a failure
+            page.screenshot(path=str(ARTIFACTS / "jupyterlab.png"))
+            chromium.close()
+
+    assert (result["uid"], result["gid"]) == (5001, 6001)  # the user's TAS identity
+    assert result["ro"] in ("OSError", "PermissionError")  # the read-only mount refuses writes
+    written = f"{SHARE}/data/sim/jdoe/from-notebook.txt"
+    info = os.stat(written)
+    assert (info.st_uid, info.st_gid) == (5001, 6001)
+    assert open(written).read() == "written in JupyterLab"
+    tokens = json.load(open(f"{SHARE}/tokens/sim/jdoe/current"))
+    assert result["user"] == "jdoe" and result["token"] == tokens["access_token"]  # agavepy picked the hub's tokens up
+
+
+def test_tapipy_in_the_container_reads_the_token_file(hub, site: Site) -> None:
+    browser = http_login("jdoe")
+    assert spawn(browser, "jdoe") == "ready"
+    container = notebook_container("jdoe")
+    # The hub writes tapis.json only for Tapis tenants; build one from the agave tokens to prove
+    # the notebook image's tapipy loads it as documented (an offline JWT is what tapipy needs).
+    script = (
+        "import json, os\nfrom tapipy.tapis import Tapis\n"
+        "cfg = json.load(open(os.environ['TAPIS_TOKEN_FILE']))\n"
+        "t = Tapis(base_url=cfg['base_url'], tenant_id=cfg['tenant_id'], username=cfg['username'], access_token=cfg['access_token'])\n"
+        "print(t.username, t.tenant_id, t.get_access_jwt() == cfg['access_token'])"
+    )
+    import jwt as pyjwt
+
+    token = pyjwt.encode({"exp": int(time.time()) + 3600, "tapis/username": "jdoe", "tapis/tenant_id": "sim"}, "k" * 32, algorithm="HS256")
+    tapis = {"base_url": site.tenant.tapis_base_url, "tenant_id": "sim", "username": "jdoe", "access_token": token, "refresh_token": "", "verify": True}
+    path = f"{SHARE}/tokens/sim/jdoe/tapis.json"
+    with open(path, "w") as handle:
+        json.dump(tapis, handle)
+    os.chown(path, 5001, 6001)
+    os.chmod(path, 0o600)
+    out = docker("exec", "-u", "5001:6001", container, "python3", "-c", script)
+    assert out.split() == ["jdoe", "sim", "True"]
+
+
+def test_two_users_get_separate_containers_and_mounts(hub) -> None:
+    jdoe, alice = http_login("jdoe"), http_login("alice")
+    assert spawn(jdoe, "jdoe") == "ready" and spawn(alice, "alice") == "ready"
+    a, b = notebook_container("jdoe"), notebook_container("alice")
+    assert a != b
+    mounts_alice = json.loads(docker("inspect", b, "--format", "{{json .Mounts}}"))
+    sources = [m["Source"] for m in mounts_alice]
+    assert not any("/jdoe" in s for s in sources), sources
+    assert f"{SHARE}/data/sim/alice" in sources
+    listing = docker("exec", b, "ls", "-la", "/home/jupyter/permanent")
+    assert "from-notebook.txt" not in listing
+    assert docker("exec", b, "id", "-u") == "5003"
+    # nor through the host path: it is simply not in her container
+    result = subprocess.run(["docker", "exec", b, "ls", f"{SHARE}/data/sim/jdoe"], capture_output=True)
+    assert result.returncode != 0
+
+
+def test_hostile_username_gets_no_mount(hub) -> None:
+    browser = http_login("../evil")
+    assert browser.get("/hub/home").status_code != 200  # the login itself is refused
+    assert not docker("service", "ls", "--filter", f"name={NAME}-nb-", "--format", "{{.Name}}").count("evil")
+    data = f"{SHARE}/data/sim"
+    assert not os.path.isdir(data) or not any("evil" in p for p in os.listdir(data))
+
+
+def test_hub_restart_keeps_notebooks_running(hub) -> None:
+    browser = http_login("jdoe")
+    assert spawn(browser, "jdoe") == "ready"
+    service = f"{NAME}-nb-jdoe"
+    created = docker("service", "inspect", service, "--format", "{{.CreatedAt}}")
+    container = notebook_container("jdoe")
+    docker("service", "update", "--force", "--detach", f"{NAME}-hub")
+    time.sleep(3)
+    localhub.wait_for_hub("https://127.0.0.1", 120, localhub.LocalExecutor(), localhub.Layout(NAME))
+    assert docker("service", "inspect", service, "--format", "{{.CreatedAt}}") == created
+    assert notebook_container("jdoe") == container
+    deadline = time.monotonic() + 60
+    while browser.get("/user/jdoe/api/status").status_code != 200:  # the restarted hub found it and routes to it
+        assert time.monotonic() < deadline, "the restarted hub did not route to the running notebook"
+        time.sleep(1)
+
+
+def _redeploy(site: Site, overrides: str | None) -> None:
+    localhub.up(site.deployment(overrides))
+
+
+def _stop(user: str) -> None:
+    """Stop the user's server the way the user does (the hub's API with their session)."""
+    browser = http_login(user)
+    browser.get("/hub/home")  # sets the _xsrf cookie
+    xsrf = next((c.value for c in browser.cookies.jar if c.name == "_xsrf"), "")
+    response = browser.delete(f"/hub/api/users/{user}/server", headers={"X-XSRFToken": xsrf})
+    assert response.status_code in (202, 204, 400), response.text  # 400: it was not running
+    deadline = time.monotonic() + 60
+    while docker("service", "ls", "-q", "--filter", f"name={NAME}-nb-{user}"):
+        assert time.monotonic() < deadline, f"{user}'s server did not stop"
+        time.sleep(0.5)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        ("jupyter_user_image=deployer/not-loaded:1", "The notebook image deployer/not-loaded:1 is not available on worker"),
+        ("volume_mounts=['/srv/deployer-nowhere/{username}:/home/jupyter/x:rw']", "A storage directory for your server is missing on worker"),
+    ],
+    ids=["missing-image", "missing-bind-path"],
+)
+def test_failures_reach_the_spawn_page(hub, site: Site, overrides: str, expected: str) -> None:
+    _stop("alice")
+    try:
+        _redeploy(site, overrides)
+        browser = http_login("alice")
+        started = time.monotonic()
+        page = spawn(browser, "alice", timeout=120)
+        assert expected in failure_message(page), failure_message(page)
+        assert time.monotonic() - started < 90  # a clear message, not a hang
+    finally:
+        logs = subprocess.run(["docker", "service", "logs", f"{NAME}-hub"], capture_output=True, text=True)
+        (ARTIFACTS / f"hub-{overrides.split('=')[0]}.log").write_text(logs.stdout + logs.stderr)
+        _redeploy(site, None)
+
+
+def test_failed_spawns_leave_no_service_behind(hub) -> None:
+    assert not docker("service", "ls", "-q", "--filter", f"name={NAME}-nb-alice")
+
+
+def test_no_worker_available_is_explained(hub) -> None:
+    # A worker that takes no new tasks (paused, or down) is what users meet; running notebooks stay.
+    node = docker("info", "--format", "{{.Swarm.NodeID}}")
+    _stop("alice")
+    browser = http_login("alice")
+    docker("node", "update", "--availability", "pause", node)
+    try:
+        page = spawn(browser, "alice", timeout=120)
+        assert "No worker node can run your server right now" in failure_message(page)
+    finally:
+        docker("node", "update", "--availability", "active", node)

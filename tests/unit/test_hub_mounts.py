@@ -1,0 +1,44 @@
+"""Per-user mount rendering: values are sanitised and a rendered path never leaves its prefix."""
+
+from __future__ import annotations
+
+import pytest
+
+from deployer_hub import mounts, paths
+
+SPECS = ["/data/{tenant_id}/{username}:/home/jupyter/permanent:rw", "/work/{tas_homeDirectory}:/home/jupyter/tacc-work:rw",
+         "/data/shared:/home/jupyter/shared:ro"]
+
+
+def test_renders_every_variable() -> None:
+    values = mounts.template_values("jdoe", "designsafe", "04/12345/jdoe")
+    rendered = mounts.render(SPECS, values)
+    assert [(m.source, m.target, m.read_only) for m in rendered] == [
+        ("/data/designsafe/jdoe", "/home/jupyter/permanent", False),
+        ("/work/04/12345/jdoe", "/home/jupyter/tacc-work", False),
+        ("/data/shared", "/home/jupyter/shared", True),
+    ]
+
+
+@pytest.mark.parametrize("username", ["..", "../root", "a/b", "a\x00b", ".", "", "a\u2215b", "a\u2024\u2024", "ROOT/../x"])
+def test_hostile_usernames_never_render(username: str) -> None:
+    with pytest.raises((paths.UnsafeName, mounts.MountRenderError)):
+        mounts.render(SPECS[:1], mounts.template_values(paths.normalize(username), "designsafe", None))
+
+
+@pytest.mark.parametrize("home", ["../../etc", "/04/../../etc", "04/12345/..", "a/\x00/b", "a/b\u2215c"])
+def test_hostile_tas_home_directories_never_render(home: str) -> None:
+    with pytest.raises((paths.UnsafeName, mounts.MountRenderError)):
+        mounts.render(SPECS[1:2], mounts.template_values("jdoe", "designsafe", home))
+
+
+def test_tas_variable_without_tas_value_is_a_clear_error() -> None:
+    with pytest.raises(mounts.MountRenderError, match="tas_homeDirectory"):
+        mounts.render(SPECS[1:2], mounts.template_values("jdoe", "designsafe", None))
+
+
+def test_mounts_below_the_nfs_root_become_nfs_mounts() -> None:
+    rendered = mounts.render(["/srv/share/data/{username}:/home/jupyter/permanent:rw", "/corral/x:/x:ro"],
+                             mounts.template_values("jdoe", "t", None), nfs_root="/srv/share")
+    assert (rendered[0].nfs, rendered[0].source) == (True, "/data/jdoe")
+    assert (rendered[1].nfs, rendered[1].source) == (False, "/corral/x")

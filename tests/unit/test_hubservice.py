@@ -1,0 +1,62 @@
+"""The hub service plan: only what changed is done; secrets only ever on standard input."""
+
+from __future__ import annotations
+
+import json
+
+from conftest import CLIENT_SECRET
+from deployer.discovery import discover
+from deployer.hubservice import HubSpec, SwarmFacts, network_commands, object_commands, service_commands
+from deployer.hubsettings import Layout, settings
+from deployer.loader import load
+
+
+def spec_for(site, secret: str = CLIENT_SECRET) -> HubSpec:
+    deployment = load(discover(site.path), "jupyterhub", "prod", "designsafe").deployments[0]
+    layout = Layout.of(deployment)
+    return HubSpec(layout, "deployer/jupyterhub:0.1.0", settings(deployment, layout),
+                   {"oauth_client_secret": secret, "cookie_secret": "c" * 64, "crypt_key": "k" * 64, "ssl_key": "KEY"})
+
+
+def everything(spec: HubSpec, facts: SwarmFacts):
+    return network_commands(spec.layout, facts) + object_commands(spec, facts) + service_commands(spec, facts)
+
+
+def test_first_run_creates_everything_and_never_puts_a_secret_in_argv(site) -> None:
+    spec = spec_for(site())
+    commands = everything(spec, SwarmFacts())
+    argvs = [" ".join(c.argv) for c in commands]
+    assert argvs[0].startswith("docker network create --driver overlay --attachable")
+    assert sum(a.startswith("docker secret create") for a in argvs) == 4
+    assert argvs[-1].startswith("docker service create --detach --name jupyterhub-prod-designsafe-hub")
+    assert not any(CLIENT_SECRET in a or "c" * 64 in a for a in argvs)
+    assert any(c.input == CLIENT_SECRET.encode() for c in commands)
+    assert all(CLIENT_SECRET not in str(c) for c in commands)  # printed form hides the input too
+
+
+def test_second_run_with_nothing_changed_does_nothing(site) -> None:
+    spec = spec_for(site())
+    facts = SwarmFacts(
+        networks={spec.layout.network},
+        secrets={spec.secret_name(k) for k in spec.secrets},
+        configs={spec.config_name(p) for p in spec.config_files()},
+        hub_spec_hash=spec.spec_hash,
+    )
+    assert everything(spec, facts) == []
+
+
+def test_a_changed_secret_gets_a_new_name_and_replaces_the_hub(site) -> None:
+    s = site()
+    old, new = spec_for(s), spec_for(s, secret="another-secret")
+    facts = SwarmFacts({old.layout.network}, {old.secret_name(k) for k in old.secrets}, {old.config_name(p) for p in old.config_files()}, old.spec_hash)
+    commands = everything(new, facts)
+    assert [c.argv[:3] for c in commands] == [("docker", "secret", "create"), ("docker", "service", "rm"), ("docker", "service", "create")]
+
+
+def test_settings_carry_no_secret(site) -> None:
+    spec = spec_for(site())
+    text = json.dumps(spec.settings)
+    assert CLIENT_SECRET not in text
+    assert spec.settings["tenant"] == {"id": "designsafe", "flavour": "agave", "base_url": "https://agave.designsafe-ci.org", "ca_bundle": None}
+    assert spec.settings["oauth"]["callback_url"] == "https://jupyter.example.org/hub/oauth_callback"
+    assert spec.settings["notebooks"]["volume_mounts"][0] == "/data/{tenant_id}/{username}:/home/jupyter/permanent:rw"
