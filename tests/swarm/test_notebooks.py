@@ -156,6 +156,10 @@ def test_two_users_get_separate_containers_and_mounts(hub) -> None:
     listing = docker("exec", b, "ls", "-la", "/home/jupyter/permanent")
     assert "from-notebook.txt" not in listing
     assert docker("exec", b, "id", "-u") == "5003"
+    spec = json.loads(docker("service", "inspect", f"{NAME}-nb-alice", "--format", "{{json .Spec.TaskTemplate}}"))
+    assert spec["Resources"]["Limits"]["MemoryBytes"] == 1024**3  # notebook_memory_limit: 1G
+    assert spec["Placement"]["Constraints"] == ["node.labels.deployer.worker==true"]  # workers only
+    assert spec["ContainerSpec"]["User"] == "5003:6003"
     # nor through the host path: it is simply not in her container
     result = subprocess.run(["docker", "exec", b, "ls", f"{SHARE}/data/sim/jdoe"], capture_output=True)
     assert result.returncode != 0
@@ -223,6 +227,22 @@ def test_failures_reach_the_spawn_page(hub, site: Site, overrides: str, expected
     finally:
         logs = subprocess.run(["docker", "service", "logs", f"{NAME}-hub"], capture_output=True, text=True)
         (ARTIFACTS / f"hub-{overrides.split('=')[0]}.log").write_text(logs.stdout + logs.stderr)
+        _redeploy(site, None)
+
+
+def test_idle_culling_and_the_classic_interface(hub, site: Site) -> None:
+    _stop("alice")
+    try:
+        _redeploy(site, "cull_idle_notebook_timeout=20&notebook_offer_lab=false")
+        browser = http_login("alice")
+        assert spawn(browser, "alice") == "ready"
+        landed = browser.get("/user/alice/", follow_redirects=True)
+        assert landed.url.path == "/user/alice/tree", landed.url  # notebook_offer_lab: false
+        deadline = time.monotonic() + 120
+        while docker("service", "ls", "-q", "--filter", f"name={NAME}-nb-alice"):  # idle: culled
+            assert time.monotonic() < deadline, "the idle server was not culled"
+            time.sleep(2)
+    finally:
         _redeploy(site, None)
 
 
