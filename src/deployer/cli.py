@@ -22,8 +22,12 @@ from rich.table import Table
 from . import __version__, render
 from .discovery import DeploymentFiles, discover
 from .errors import ConfigError, DeployerError, NotAvailableError, Problem, UsageError
-from .example import write_example
+from .example import write_example, write_local_example
+from . import localhub
+from .commands import cmd
+from .executor import LocalExecutor
 from .loader import Deployment, Loaded, load, tenant_summary
+from .model import LOCAL_HOSTS
 from .oauth_clients import register
 from .passwords_file import set_values
 from .projects import PROJECTS, Project
@@ -229,11 +233,12 @@ def config(as_json: bool) -> None:
 @main.command()
 @click.argument("target_dir", metavar="DIR", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--force", is_flag=True, help="Overwrite files that already exist.")
+@click.option("--local", is_flag=True, help="A hub on this machine only, with the local-dev login (a generated shared password).")
 @deployment_options
 @reported
-def init(target_dir: Path, force: bool) -> None:
+def init(target_dir: Path, force: bool, local: bool) -> None:
     """Write a commented example deployment into DIR (it validates as written)."""
-    written = write_example(target_dir, force=force)
+    written = (write_local_example if local else write_example)(target_dir, force=force)
     for path in written:
         out.print(f"wrote {path}", markup=False)
     out.print(f"next: edit the files, then run 'deployer -C {target_dir} validate'", markup=False)
@@ -324,6 +329,36 @@ def oauth_client_create(name: str | None, yes: bool) -> None:
     out.print(f"registered client id {client.client_id}; id and secret written to {files.name(passwords)} under {deployment.target} (the secret is not shown)", markup=False)
 
 
+@main.command()
+@deployment_options
+@reported
+def deploy() -> None:
+    """Bring the hosts to the configured state (for now: a hub on this machine)."""
+    deployment = _one(_load(click.get_current_context().obj))
+    remote = [h.host_id for h in deployment.hosts if h.ssh_host not in LOCAL_HOSTS]
+    if remote:
+        raise NotAvailableError(
+            f"deploying to remote hosts over SSH ({', '.join(remote)}) is not available in Deployer {__version__} yet; "
+            "nothing was changed. A deployment whose hosts are all this machine (ssh_host: 127.0.0.1) deploys now."
+        )
+    executor = LocalExecutor()
+    for image in (deployment.config.jupyterhub_image, deployment.config.jupyter_user_image):
+        if executor.run(cmd("docker", "image", "inspect", image), check=False).code != 0:
+            raise DeployerError(f"image {image} is not on this machine: build it with scripts/build-images (or docker load it)")
+    err.print(f"deploying {deployment.target} on this machine", markup=False)
+    outcome = localhub.up(deployment, executor)
+    if outcome.ran:
+        out.print(f"changed: {len(outcome.ran)} commands ({', '.join(c.why for c in outcome.ran if c.why)})", markup=False)
+    else:
+        out.print("nothing to change: the hub already runs as configured", markup=False)
+    out.print(f"hub: {outcome.url}", markup=False)
+    if outcome.self_signed:
+        out.print("TLS: self-signed certificate (kept in .deployer/); browsers will warn until you supply jupyterhub_cert/jupyterhub_key", markup=False)
+    if deployment.config.login == "local-dev":
+        passwords = deployment.files.name(deployment.files.passwords) if deployment.files.passwords else "the passwords file"
+        out.print(f"login (LOCAL USE ONLY): any username, with the password local_dev_password in {passwords}", markup=False)
+
+
 def _not_yet(name: str) -> click.Command:
     action = PROJECTS["jupyterhub"].action(name)
 
@@ -339,7 +374,7 @@ def _not_yet(name: str) -> click.Command:
     return click.command(name)(command)
 
 
-for _name in ("plan", "deploy", "update", "status", "destroy"):
+for _name in ("plan", "update", "status", "destroy"):
     main.add_command(_not_yet(_name))
 
 

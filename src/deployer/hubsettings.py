@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from .loader import Deployment
 
 #: Files under /run/secrets in the hub container.
-SECRET_FILES = ("oauth_client_secret", "tas_role_pass", "cookie_secret", "crypt_key", "ssl_key")
+SECRET_FILES = ("oauth_client_secret", "tas_role_pass", "cookie_secret", "crypt_key", "ssl_key", "local_dev_password")
 
 HUB_ROOT = "/srv/jupyterhub"
 
@@ -57,15 +57,16 @@ class Layout:
 def settings(deployment: Deployment, layout: Layout, *, ssl: bool = True, https_port: int = 443, http_port: int = 80,
              nfs_server: str | None = None) -> dict:
     config = deployment.config
-    tenant = config.tenant_info
+    local_dev = config.login == "local-dev"
     host = config.jupyterhub_host
     public_port = int(host.rsplit(":", 1)[1]) if ":" in host and not host.endswith("]") else https_port
     return {
         "deployment": str(deployment.target),
-        "tenant": {
-            "id": tenant.id,
-            "flavour": tenant.flavour.value,
-            "base_url": tenant.base_url,
+        "login": config.login,
+        "tenant": {"id": config.tenant, "flavour": None, "base_url": None, "ca_bundle": None} if local_dev else {
+            "id": config.tenant_info.id,
+            "flavour": config.tenant_info.flavour.value,
+            "base_url": config.tenant_info.base_url,
             "ca_bundle": f"{HUB_ROOT}/tenant-ca.pem" if config.tenant_ca_bundle else None,
         },
         "oauth": {"client_id": config.jupyterhub_oauth_client_id, "callback_url": config.callback_url},
@@ -97,7 +98,7 @@ def settings(deployment: Deployment, layout: Layout, *, ssl: bool = True, https_
             "cull_idle_timeout": config.cull_idle_notebook_timeout,
             "network": layout.network,
             "service_prefix": layout.notebook_prefix,
-            "token_root": layout.token_root,
+            "token_root": "" if local_dev else layout.token_root,  # no tenant tokens to deliver
             "managed_root": layout.share_dir,
             "constraints": ["node.labels.deployer.worker==true"],
             "nfs": {"server": nfs_server, "root": layout.share_dir, "export": "/"} if nfs_server else None,

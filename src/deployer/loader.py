@@ -18,7 +18,7 @@ from pydantic import ValidationError
 from . import certs, overrides, yamlfile
 from .discovery import DeploymentFiles
 from .errors import ConfigError, Problem, UsageError
-from .model import HOST_KEYS, SECRET_KEYS, Host, JupyterHubConfig, cross_check
+from .model import HOST_KEYS, LOCAL_HOSTS, SECRET_KEYS, Host, JupyterHubConfig, cross_check
 from .projects import PROJECTS
 from .scopes import Layered, Origin, ScopedFile, Target, merge, split_scoped_file
 
@@ -219,10 +219,12 @@ def _config_for(target: Target, src: _Sources, override_pairs: list[tuple[str, A
     warnings += layered.warnings
     overrides.apply(layered, override_pairs)
     _derive(layered, target)
-    if unregistered_client:
+    local_dev = layered.values.get("login") == "local-dev"
+    if unregistered_client or local_dev:
+        why = "the local-dev login (no OAuth client)" if local_dev else "a client not registered yet"
         for key in CLIENT_KEYS:
             if key not in layered.values:
-                layered.set(key, UNREGISTERED, Origin(DERIVED, "a client not registered yet"))
+                layered.set(key, UNREGISTERED, Origin(DERIVED, why))
     _resolve_pem_files(layered, src.files, problems)
 
     def report(key: str, rest: tuple = (), message: str = "", error: bool = True) -> None:
@@ -252,7 +254,7 @@ def _config_for(target: Target, src: _Sources, override_pairs: list[tuple[str, A
             report("jupyterhub_cert", (), message, error=False)
 
     origins = dict(layered.origins)
-    if "jupyterhub_tenant_base_url" not in origins:
+    if "jupyterhub_tenant_base_url" not in origins and config.login != "local-dev":
         origins["jupyterhub_tenant_base_url"] = Origin(DERIVED, "the tenant registry")
     for key in JupyterHubConfig.model_fields:
         origins.setdefault(key, Origin(DEFAULT, ""))
@@ -374,6 +376,12 @@ def load(files: DeploymentFiles, project: str, instance: str | None = None, tena
         config, origins = _config_for(target, src, override_pairs, problems, warnings, unregistered_client=unregistered_client)
         hosts, host_origins = _hosts_for(target, src, problems, warnings)
         _check_hosts(target, hosts, host_origins, src, problems, warnings)
+        if config is not None and config.login == "local-dev":
+            remote = [h.host_id for h in hosts if h.ssh_host not in LOCAL_HOSTS]
+            if remote:
+                origin = origins.get("login") or Origin(src.configs.source if src.configs else "configs", str(target))
+                problems.append(Problem(origin.source, origin.path("login"), f"local-dev is for a hub on this machine only, but {', '.join(remote)} "
+                                        "is remote: use login: tenant, or ssh_host: localhost"))
         if config is not None:
             deployments.append(Deployment(target, config, hosts, files, origins, host_origins))
     if problems:
@@ -387,6 +395,8 @@ def _unique(problems: list[Problem]) -> list[Problem]:
 
 
 def tenant_summary(config: JupyterHubConfig) -> str:
+    if config.login == "local-dev":
+        return "local-dev login with a shared password (LOCAL USE ONLY)"
     info = config.tenant_info
     return f"tenant {info.id} ({info.flavour.value}, {info.base_url})"
 

@@ -38,12 +38,11 @@ def hub_spec(deployment: Deployment, layout: Layout, state: StateDir, *, https_p
     config = deployment.config
     supplied = (config.jupyterhub_cert, config.jupyterhub_key.get_secret_value()) if config.jupyterhub_cert and config.jupyterhub_key else None
     cert, key, self_signed = tls.hub_pair(state, config.jupyterhub_host, supplied)
-    secrets = {
-        "oauth_client_secret": config.jupyterhub_oauth_client_secret.get_secret_value(),
-        "cookie_secret": state.secret("cookie_secret"),
-        "crypt_key": state.secret("crypt_key"),
-        "ssl_key": key,
-    }
+    secrets = {"cookie_secret": state.secret("cookie_secret"), "crypt_key": state.secret("crypt_key"), "ssl_key": key}
+    if config.login == "local-dev":
+        secrets["local_dev_password"] = config.local_dev_password.get_secret_value()
+    else:
+        secrets["oauth_client_secret"] = config.jupyterhub_oauth_client_secret.get_secret_value()
     if config.tas_role_pass is not None and config.uses_tas:
         secrets["tas_role_pass"] = config.tas_role_pass.get_secret_value()
     files = {f"{HUB_ROOT}/ssl/cert.pem": cert}
@@ -92,9 +91,10 @@ def directory_commands(deployment: Deployment, layout: Layout) -> list[Command]:
         head = head if "{" not in mount.host_path else head.rsplit("/", 1)[0]
         if head.startswith(layout.share_dir):
             static.append(head)
-    commands = [cmd("install", "-d", "-m", "0700", layout.data_dir), cmd("install", "-d", "-m", "0711", layout.share_dir, layout.token_root)]
+    commands = [cmd("install", "-d", "-m", "0700", layout.data_dir, why="the hub's database directory"),
+                cmd("install", "-d", "-m", "0711", layout.share_dir, layout.token_root, why="the share and its token root")]
     if static:
-        commands.append(cmd("install", "-d", "-m", "0755", *sorted(set(static))))
+        commands.append(cmd("install", "-d", "-m", "0755", *sorted(set(static)), why="the static part of the mounts below the share"))
     return [c for c in commands if any(not Path(p).is_dir() for p in c.argv[4:])]
 
 
@@ -150,8 +150,10 @@ def wait_for_hub(url: str, timeout: float, ex: LocalExecutor, layout: Layout) ->
 
 def down(deployment: Deployment, ex: LocalExecutor | None = None) -> None:
     """Remove the hub, the notebooks, and the Docker objects of this deployment (not the data)."""
-    ex = ex or LocalExecutor()
-    layout = Layout.of(deployment)
+    remove(Layout.of(deployment), ex or LocalExecutor())
+
+
+def remove(layout: Layout, ex: LocalExecutor) -> None:
     label = f"label=deployer={layout.name}"
     services = _lines(ex, "docker", "service", "ls", "--filter", label, "--format", "{{.Name}}")
     services |= _lines(ex, "docker", "service", "ls", "--filter", f"name={layout.notebook_prefix}", "--format", "{{.Name}}")

@@ -27,7 +27,9 @@ DEFAULT_USER_IMAGE = "taccsciapps/jupyteruser-base:latest"
 DEFAULT_CULL_TIMEOUT = 86400
 
 #: Keys whose values are secrets: kept in the passwords file, never printed.
-SECRET_KEYS = frozenset({"jupyterhub_oauth_client_secret", "tas_role_pass", "jupyterhub_key"})
+SECRET_KEYS = frozenset({"jupyterhub_oauth_client_secret", "tas_role_pass", "jupyterhub_key", "local_dev_password"})
+#: ssh_host values that mean "this machine": the only hosts the local-dev login may run on.
+LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 #: Per-user template variables that need TAS.
 TAS_TEMPLATE_VARIABLES = mounts.TAS_VARIABLES
 
@@ -190,6 +192,9 @@ class JupyterHubConfig(BaseModel):
 
     tenant: Annotated[str, PlainValidator(_identifier)]
     tenant_type: Flavour | None = None
+    #: tenant: the tenant's OAuth server. local-dev: a shared password, for a hub on this machine only.
+    login: Literal["tenant", "local-dev"] = "tenant"
+    local_dev_password: OptionalSecret = None
     jupyterhub_tenant_base_url: Annotated[str | None, PlainValidator(lambda v: None if v is None else _base_url(v))] = None
     jupyterhub_host: HubHost
     jupyterhub_oauth_client_id: str = Field(min_length=1)
@@ -256,6 +261,14 @@ class Finding:
 def cross_check(cfg: JupyterHubConfig) -> list[Finding]:
     """Checks that involve several keys. Certificate checks live in the loader (they read files)."""
     found: list[Finding] = []
+    if cfg.login == "local-dev":
+        if cfg.local_dev_password is None:
+            found.append(Finding("local_dev_password", "required because login is local-dev: set the shared password in the passwords file"))
+        elif len(cfg.local_dev_password.get_secret_value()) < 12:
+            found.append(Finding("local_dev_password", "must be at least 12 characters"))
+        if cfg.uses_tas:
+            found.append(Finding("login", "the local-dev login has no tenant identity, so TAS cannot be used: set use_tas_uid/use_tas_gid to false"))
+        return found  # no tenant is contacted: the tenant checks below do not apply
     flavour = cfg.flavour
     standard = tenants.lookup(cfg.tenant, flavour) if flavour is not Flavour.OIDC else None
     if cfg.jupyterhub_tenant_base_url is None and standard is None:

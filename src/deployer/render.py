@@ -42,7 +42,7 @@ def config_data(deployment: Deployment) -> dict[str, Any]:
     """The deployment as plain data with every secret replaced by ``***``."""
     config = deployment.config
     values = {key: _plain(key, getattr(config, key)) for key in type(config).model_fields}
-    if values["jupyterhub_tenant_base_url"] is None:
+    if values["jupyterhub_tenant_base_url"] is None and config.login != "local-dev":
         values["jupyterhub_tenant_base_url"] = config.tenant_info.base_url
         values["tenant_type"] = config.flavour.value
     hosts = [

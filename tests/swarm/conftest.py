@@ -21,7 +21,9 @@ from cryptography.x509.oid import NameOID
 
 from deployer import localhub
 from deployer.discovery import discover
+from deployer.example import LOCAL_NAME
 from deployer.executor import LocalExecutor
+from deployer.hubsettings import Layout
 from deployer.loader import Deployment, load
 from sim.tenant import TenantSimulator
 
@@ -45,6 +47,9 @@ def images() -> None:
         pytest.fail(f"scripts/build-images failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
     for command in localhub.swarm_commands(LocalExecutor()) + localhub.swarm_commands(LocalExecutor()):
         LocalExecutor().run(command)
+    # Ports 80 and 443 are needed: a local hub left by scripts/up (or a killed run) is removed.
+    for name in (NAME, LOCAL_NAME):
+        localhub.remove(Layout(name), LocalExecutor())
 
 
 def _tls_for(ip: str) -> tuple[str, ssl.SSLContext, Path]:

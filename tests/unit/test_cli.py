@@ -131,7 +131,7 @@ def test_original_flag_style_and_subcommands_agree(site) -> None:
     assert d.returncode == 0 and "jupyterhub_oauth_client_secret: '***'" in d.stdout
 
 
-@pytest.mark.parametrize("action", ["plan", "deploy", "update", "status", "destroy"])
+@pytest.mark.parametrize("action", ["plan", "update", "status", "destroy"])
 def test_later_actions_say_they_are_not_available(site, action: str) -> None:
     s = site()
     for args in (["-p", "jupyterhub", "-i", "prod", "-t", "designsafe", "-a", action], [action, "-i", "prod", "-t", "designsafe"]):
@@ -150,7 +150,7 @@ def test_version_and_listings() -> None:
         assert result.returncode == 0
         rows = {line.split()[0]: line for line in result.stdout.splitlines()[1:]}
         assert set(rows) == {"validate", "config", "plan", "deploy", "update", "status", "destroy"}
-        assert "not available yet" in rows["deploy"] and "available" in rows["validate"] and "not" not in rows["validate"]
+        assert "not available yet" in rows["plan"] and "available" in rows["validate"] and "not" not in rows["validate"]
 
 
 def test_unknown_project_and_action(site) -> None:
@@ -186,3 +186,31 @@ def test_traceback_only_with_vv(site) -> None:
     assert quiet.returncode == loud.returncode == 2
     assert "Traceback" not in quiet.stderr
     assert "Traceback" in loud.stderr
+
+
+def test_deploy_to_remote_hosts_says_it_is_not_available(site) -> None:
+    result = run_cli(["-i", "prod", "-t", "designsafe", "deploy"], site().path)
+    assert result.exit_code == 3
+    assert "deploying to remote hosts over SSH (hub1, worker1, worker2) is not available" in result.stderr
+    assert "nothing was changed" in result.stderr
+
+
+def test_init_local_validates_and_keeps_the_password_private(tmp_path: Path) -> None:
+    result = run_deployer(["init", "--local", str(tmp_path / "local")], tmp_path)
+    assert result.returncode == 0, result.stderr
+    passwords = tmp_path / "local" / "site.passwords"
+    assert stat.S_IMODE(passwords.stat().st_mode) == 0o600
+    password = yaml.safe_load(passwords.read_text())["jupyterhub.local.dev"]["local_dev_password"]
+    check = run_deployer(["validate"], tmp_path / "local")
+    assert check.returncode == 0, check.stderr
+    shown = run_deployer(["config"], tmp_path / "local").stdout
+    assert password not in shown and "local_dev_password: '***'" in shown and "login: local-dev" in shown
+
+
+def test_local_dev_login_is_refused_on_remote_hosts(site) -> None:
+    configs = base_configs()
+    configs[SCOPE]["login"] = "local-dev"
+    s = site(configs=configs, passwords={SCOPE: {"local_dev_password": "a-long-shared-password"}})
+    result = run_cli(["-i", "prod", "-t", "designsafe", "validate"], s.path)
+    assert result.exit_code == 2
+    assert f"site.configs: {SCOPE}/login: local-dev is for a hub on this machine only, but hub1, worker1, worker2 is remote" in result.stderr

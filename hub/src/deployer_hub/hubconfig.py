@@ -35,7 +35,7 @@ class Secrets:
 def apply(c: Any, settings_path: str, secrets_dir: str = "/run/secrets") -> dict:
     settings = json.loads(Path(settings_path).read_text())
     secret = Secrets(secrets_dir)
-    tenant, oauth, hub, tas, nb = settings["tenant"], settings["oauth"], settings["hub"], settings["tas"], settings["notebooks"]
+    tenant, hub, nb = settings["tenant"], settings["hub"], settings["notebooks"]
 
     # --- the hub process
     c.JupyterHub.bind_url = f"https://0.0.0.0:{hub['https_port']}" if hub.get("ssl_cert") else f"http://0.0.0.0:{hub['https_port']}"
@@ -54,26 +54,10 @@ def apply(c: Any, settings_path: str, secrets_dir: str = "/run/secrets") -> dict
     c.ConfigurableHTTPProxy.pid_file = f"{hub['data_dir']}/proxy.pid"
 
     # --- login
-    auth_cls = AUTHENTICATORS[tenant["flavour"]]
-    c.JupyterHub.authenticator_class = auth_cls
-    a = c[auth_cls.__name__]
-    a.tenant_id = tenant["id"]
-    a.tenant_base_url = tenant["base_url"]
-    a.client_id = oauth["client_id"]
-    a.client_secret = secret("oauth_client_secret")
-    a.oauth_callback_url = oauth["callback_url"]
-    a.allow_all = True  # every user of the tenant may use the hub, as TACC's hubs did
-    a.token_root = nb["token_root"]
-    if tenant.get("ca_bundle"):
-        a.http_request_kwargs = {"ca_certs": tenant["ca_bundle"]}
-    if tas["use_uid"] or tas["use_gid"]:
-        a.use_tas_uid, a.use_tas_gid = tas["use_uid"], tas["use_gid"]
-        a.tas_url = tas["url"]
-        a.tas_role_account = tas["role_account"]
-        a.tas_role_password = secret("tas_role_pass")
-    a.notebook_uid, a.notebook_gid = nb.get("uid"), nb.get("gid")
-    if nb.get("token_file_uid") is not None:
-        a.token_file_uid, a.token_file_gid = nb["token_file_uid"], nb["token_file_gid"]
+    if settings.get("login") == "local-dev":
+        _local_dev_login(c, secret)
+    else:
+        _tenant_login(c, settings, secret)
 
     # --- notebooks
     c.JupyterHub.spawner_class = TenantSwarmSpawner
@@ -104,3 +88,40 @@ def apply(c: Any, settings_path: str, secrets_dir: str = "/run/secrets") -> dict
             "command": [sys.executable, "-m", "jupyterhub_idle_culler", f"--timeout={nb['cull_idle_timeout']}", f"--cull-every={nb.get('cull_every', max(10, min(300, nb['cull_idle_timeout'] // 2)))}"],
         }]
     return settings
+
+
+LOCAL_DEV_BANNER = ("LOCAL USE ONLY: this hub logs in with a shared password (login: local-dev), "
+                    "not with a tenant. Never expose it beyond this machine.")
+
+
+def _local_dev_login(c: Any, secret: Secrets) -> None:
+    """Any username with the shared password: for trying Deployer on one machine, clearly marked."""
+    c.JupyterHub.authenticator_class = "shared-password"
+    c.SharedPasswordAuthenticator.user_password = secret("local_dev_password")
+    c.SharedPasswordAuthenticator.allow_all = True
+    c.JupyterHub.template_vars = {"announcement": LOCAL_DEV_BANNER, "announcement_login": LOCAL_DEV_BANNER}
+
+
+def _tenant_login(c: Any, settings: dict, secret: Secrets) -> None:
+    tenant, oauth, tas, nb = settings["tenant"], settings["oauth"], settings["tas"], settings["notebooks"]
+    auth_cls = AUTHENTICATORS[tenant["flavour"]]
+    c.JupyterHub.authenticator_class = auth_cls
+    a = c[auth_cls.__name__]
+    a.tenant_id = tenant["id"]
+    a.tenant_base_url = tenant["base_url"]
+    a.client_id = oauth["client_id"]
+    a.client_secret = secret("oauth_client_secret")
+    a.oauth_callback_url = oauth["callback_url"]
+    a.allow_all = True  # every user of the tenant may use the hub, as TACC's hubs did
+    a.token_root = nb["token_root"]
+    if tenant.get("ca_bundle"):
+        a.http_request_kwargs = {"ca_certs": tenant["ca_bundle"]}
+    if tas["use_uid"] or tas["use_gid"]:
+        a.use_tas_uid, a.use_tas_gid = tas["use_uid"], tas["use_gid"]
+        a.tas_url = tas["url"]
+        a.tas_role_account = tas["role_account"]
+        a.tas_role_password = secret("tas_role_pass")
+    a.notebook_uid, a.notebook_gid = nb.get("uid"), nb.get("gid")
+    if nb.get("token_file_uid") is not None:
+        a.token_file_uid, a.token_file_gid = nb["token_file_uid"], nb["token_file_gid"]
+

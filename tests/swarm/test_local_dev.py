@@ -1,0 +1,71 @@
+"""The main job on this machine: `deployer init --local` then `deployer deploy` give a working
+hub with the local-dev login (clearly marked), and a second deploy changes nothing."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+from deployer import localhub
+from deployer.discovery import discover
+from deployer.example import LOCAL_NAME
+from deployer.loader import load
+from swarm.conftest import docker
+from swarm.test_notebooks import spawn
+
+pytestmark = pytest.mark.swarm
+
+DEPLOYER = str(Path(sys.executable).with_name("deployer"))
+
+
+def deployer(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([DEPLOYER, *args], cwd=cwd, capture_output=True, text=True, timeout=600)
+
+
+def password_login(username: str, password: str) -> tuple[httpx.Client, httpx.Response]:
+    browser = httpx.Client(base_url="https://127.0.0.1", verify=False, follow_redirects=False, timeout=60)
+    page = browser.get("/hub/login")
+    xsrf = re.search(r'name="_xsrf" value="([^"]+)"', page.text).group(1)
+    return browser, browser.post("/hub/login", data={"username": username, "password": password, "_xsrf": xsrf})
+
+
+def test_init_local_and_deploy_give_a_working_hub(images, tmp_path: Path) -> None:
+    site = tmp_path / "local"
+    assert deployer("init", "--local", str(site), cwd=tmp_path).returncode == 0
+    password = yaml.safe_load((site / "site.passwords").read_text())["jupyterhub.local.dev"]["local_dev_password"]
+    deployment = load(discover(site), "jupyterhub", "local", "dev").deployments[0]
+    try:
+        first = deployer("deploy", cwd=site)
+        assert first.returncode == 0, first.stderr + first.stdout
+        assert "hub: https://127.0.0.1" in first.stdout
+        assert "login (LOCAL USE ONLY): any username, with the password local_dev_password in site.passwords" in first.stdout
+        assert password not in first.stdout + first.stderr
+
+        assert "LOCAL USE ONLY" in httpx.get("https://127.0.0.1/hub/login", verify=False).text
+        _, refused = password_login("mallory", "not-the-password")
+        assert refused.status_code == 403
+        browser, response = password_login("Tester", password)
+        assert response.status_code == 302
+        assert spawn(browser, "tester") == "ready"
+        written = f"/srv/deployer/{LOCAL_NAME}/share/data/tester"
+        assert os.path.isdir(written) and (os.stat(written).st_uid, os.stat(written).st_gid) == (1000, 100)
+
+        hub_container = docker("ps", "-q", "--filter", f"label=com.docker.swarm.service.name={LOCAL_NAME}-hub")
+        again = deployer("deploy", cwd=site)
+        assert again.returncode == 0, again.stderr
+        assert "nothing to change: the hub already runs as configured" in again.stdout
+        assert docker("ps", "-q", "--filter", f"label=com.docker.swarm.service.name={LOCAL_NAME}-hub") == hub_container
+        # no secret in the hub service's definition or environment
+        inspect = docker("service", "inspect", f"{LOCAL_NAME}-hub")
+        assert password not in inspect and "local_dev_password" in inspect  # named as a secret, value absent
+    finally:
+        localhub.down(deployment)
+        shutil.rmtree(f"/srv/deployer/{LOCAL_NAME}", ignore_errors=True)
