@@ -16,9 +16,13 @@ def example_text(name: str) -> str:
     return resources.files("deployer").joinpath("example", name).read_text(encoding="utf-8")
 
 
+#: Deployment directories belong in version control (as TACC kept theirs); secrets and state do not.
+GITIGNORE = "# Secrets and Deployer's generated state (cookie secret, auth-state key, self-signed TLS)\n*.passwords\n.deployer/\n"
+
+
 def write_example(directory: Path, *, force: bool = False) -> list[Path]:
     """Write the commented example; never overwrite without ``force``."""
-    return _write(directory, {name: example_text(name) for name in FILES}, force)
+    return _write(directory, {**{name: example_text(name) for name in FILES}, ".gitignore": GITIGNORE}, force)
 
 
 def _write(directory: Path, files: dict[str, str], force: bool) -> list[Path]:
@@ -68,6 +72,7 @@ def local_example(password: str) -> dict[str, str]:
                         "  notebook_memory_limit: 2G\n"
                         "  cull_idle_notebook_timeout: 3600\n",
         "site.passwords": f"# The shared password of the local-dev login. Keep this file private.\njupyterhub.local.dev:\n  local_dev_password: {password}\n",
+        ".gitignore": GITIGNORE,
     }
 
 

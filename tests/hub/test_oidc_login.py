@@ -23,7 +23,7 @@ CLIENT_SECRET = "oidcSecret-1234567890"
 def oidc_hub(tmp_path: Path):
     hub = HubProcess(tmp_path, "")
     callback = f"{hub.url}/hub/oauth_callback"
-    with OIDCProvider(CLIENT_ID, CLIENT_SECRET, [callback], access_ttl=2, require_pkce=True) as provider:
+    with OIDCProvider(CLIENT_ID, CLIENT_SECRET, [callback], access_ttl=30, require_pkce=True) as provider:
         hub.config = f"""
         c.JupyterHub.authenticator_class = "tenant-oidc"
         c.TenantOIDCAuthenticator.tenant_id = "example"
@@ -65,7 +65,7 @@ def test_oidc_access_token_is_refreshed(oidc_hub) -> None:
     hub, _ = oidc_hub
     browser, _, _ = oidc_login(hub, "bob")
     first = hub.api("GET", "/users/bob").json()["auth_state"]["access_token"]
-    time.sleep(2.5)  # the provider's access tokens live 2 s
+    time.sleep(1.2)  # past auth_refresh_age; 30 s tokens are within the 300 s refresh margin: refreshed early
     assert browser.get("/hub/home").status_code == 200
     assert hub.api("GET", "/users/bob").json()["auth_state"]["access_token"] != first
 

@@ -24,6 +24,7 @@ def test_init_writes_an_example_that_validates(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert stat.S_IMODE((target / "site.passwords").stat().st_mode) == 0o600
     assert (target / "extras").is_dir()
+    assert (target / ".gitignore").read_text().splitlines()[1:] == ["*.passwords", ".deployer/"]  # secrets stay out of VCS
     # The example documents every key it knows, commented out or not.
     text = (target / "site.configs").read_text()
     for key in ("tenant:", "jupyterhub_tenant_base_url", "jupyterhub_host", "jupyterhub_oauth_client_id", "jupyterhub_cert",

@@ -171,14 +171,15 @@ def test_second_login_reuses_the_provider_session(discovery):
 
 
 def test_short_access_ttl_expires_and_refresh_recovers():
-    with OIDCProvider(CLIENT_ID, CLIENT_SECRET, [REDIRECT_URI], access_ttl=1) as op:
+    # 4 s: long enough that the *refreshed* token is still valid on a loaded machine, short enough to wait out.
+    with OIDCProvider(CLIENT_ID, CLIENT_SECRET, [REDIRECT_URI], access_ttl=4) as op:
         disc = httpx.get(op.discovery_url, timeout=10).json()
         verifier, challenge = pkce_pair()
         with httpx.Client(timeout=10) as browser:
             location = complete_oidc_login(browser, authorize_url(disc, challenge, "s7"), "erin")
         tokens = exchange_code(disc, parse_qs(urlsplit(location).query)["code"][0], verifier).json()
-        assert tokens["expires_in"] <= 1
-        time.sleep(2.1)
+        assert tokens["expires_in"] <= 4
+        time.sleep(4.5)
         stale = httpx.get(disc["userinfo_endpoint"], headers={"Authorization": f"Bearer {tokens['access_token']}"}, timeout=10)
         assert stale.status_code == 401
         assert 'error="invalid_token"' in stale.headers["www-authenticate"]
