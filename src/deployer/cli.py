@@ -23,7 +23,9 @@ from . import __version__, render
 from .discovery import DeploymentFiles, discover
 from .errors import ConfigError, DeployerError, NotAvailableError, Problem, UsageError
 from .example import write_example, write_local_example
-from . import localhub
+from . import cluster, localhub
+from .hubsettings import Layout
+from .ssh import SSHExecutor
 from .commands import cmd
 from .executor import LocalExecutor
 from .loader import Deployment, Loaded, load, tenant_summary
@@ -359,6 +361,38 @@ def deploy() -> None:
         out.print(f"login (LOCAL USE ONLY): any username, with the password local_dev_password in {passwords}", markup=False)
 
 
+def executor_for(host, deployment: Deployment):
+    """This machine runs its commands directly; every other host over SSH."""
+    if host.ssh_host in LOCAL_HOSTS:
+        executor = LocalExecutor()
+        executor.host = host.host_id
+        return executor
+    return SSHExecutor(host.host_id, host.ssh_host, user=host.ssh_user, port=host.ssh_port, key=deployment.ssh_key_path(host))
+
+
+@main.command()
+@deployment_options
+@reported
+def plan() -> None:
+    """Show what deploy would change on each host; change nothing."""
+    deployment = _one(_load(click.get_current_context().obj))
+    executors = {h.host_id: executor_for(h, deployment) for h in deployment.hosts}
+    err.print(f"reading the state of {len(executors)} host{'s' if len(executors) != 1 else ''}", markup=False)
+    facts = cluster.gather(deployment, executors)
+    result = cluster.plan(deployment, facts, Layout.of(deployment))
+    table = Table(box=None, show_header=True, pad_edge=False)
+    table.add_column("host")
+    table.add_column("would change")
+    table.add_column("already right")
+    for host in deployment.hosts:
+        changes = "; ".join(c.why for c in result.commands.get(host.host_id, [])) or "nothing"
+        table.add_row(host.host_id, changes, "; ".join(result.notes.get(host.host_id, [])))
+    out.print(table)
+    out.print("hub service: deploy compares its spec hash and replaces it only when the configuration changed", markup=False)
+    if result.problems:
+        raise ConfigError(result.problems)
+
+
 def _not_yet(name: str) -> click.Command:
     action = PROJECTS["jupyterhub"].action(name)
 
@@ -374,7 +408,7 @@ def _not_yet(name: str) -> click.Command:
     return click.command(name)(command)
 
 
-for _name in ("plan", "update", "status", "destroy"):
+for _name in ("update", "status", "destroy"):
     main.add_command(_not_yet(_name))
 
 

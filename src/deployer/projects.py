@@ -29,7 +29,7 @@ JUPYTERHUB = Project(
     (
         Action("validate", "check the deployment files without touching any host"),
         Action("config", "print the merged configuration, secrets shown as ***"),
-        Action("plan", "show what deploy would change on each host", available=False),
+        Action("plan", "show what deploy would change on each host (changes nothing)"),
         Action("deploy", "bring the hosts to the configured state (this machine only, for now)"),
         Action("update", "roll out a new hub image or configuration, keeping notebooks running", available=False),
         Action("status", "nodes, roles, hub health and notebooks per node", available=False),

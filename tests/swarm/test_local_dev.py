@@ -63,6 +63,9 @@ def test_init_local_and_deploy_give_a_working_hub(images, tmp_path: Path) -> Non
         assert again.returncode == 0, again.stderr
         assert "nothing to change: the hub already runs as configured" in again.stdout
         assert docker("ps", "-q", "--filter", f"label=com.docker.swarm.service.name={LOCAL_NAME}-hub") == hub_container
+        planned = deployer("plan", cwd=site)
+        assert planned.returncode == 0, planned.stderr
+        assert re.search(r"this-machine\s+nothing\s+Docker .*swarm manager already", planned.stdout), planned.stdout
         # no secret in the hub service's definition or environment
         inspect = docker("service", "inspect", f"{LOCAL_NAME}-hub")
         assert password not in inspect and "local_dev_password" in inspect  # named as a secret, value absent

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import os
 import shutil
 import stat
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import CLIENT_SECRET, SCOPE, SECRET_VALUES, TAS_PASSWORD, base_configs, key_body, make_cert, run_cli, run_deployer
+from conftest import CLIENT_SECRET, SCOPE, SECRET_VALUES, TAS_PASSWORD, base_configs, base_hosts, key_body, make_cert, run_cli, run_deployer
 
 from deployer import __version__
 
@@ -132,7 +133,7 @@ def test_original_flag_style_and_subcommands_agree(site) -> None:
     assert d.returncode == 0 and "jupyterhub_oauth_client_secret: '***'" in d.stdout
 
 
-@pytest.mark.parametrize("action", ["plan", "update", "status", "destroy"])
+@pytest.mark.parametrize("action", ["update", "status", "destroy"])
 def test_later_actions_say_they_are_not_available(site, action: str) -> None:
     s = site()
     for args in (["-p", "jupyterhub", "-i", "prod", "-t", "designsafe", "-a", action], [action, "-i", "prod", "-t", "designsafe"]):
@@ -151,7 +152,7 @@ def test_version_and_listings() -> None:
         assert result.returncode == 0
         rows = {line.split()[0]: line for line in result.stdout.splitlines()[1:]}
         assert set(rows) == {"validate", "config", "plan", "deploy", "update", "status", "destroy"}
-        assert "not available yet" in rows["plan"] and "available" in rows["validate"] and "not" not in rows["validate"]
+        assert "not available yet" in rows["status"] and "available" in rows["validate"] and "not" not in rows["validate"]
 
 
 def test_unknown_project_and_action(site) -> None:
@@ -215,3 +216,18 @@ def test_local_dev_login_is_refused_on_remote_hosts(site) -> None:
     result = run_cli(["-i", "prod", "-t", "designsafe", "validate"], s.path)
     assert result.exit_code == 2
     assert f"site.configs: {SCOPE}/login: local-dev is for a hub on this machine only, but hub1, worker1, worker2 is remote" in result.stderr
+
+
+def test_plan_names_the_host_it_cannot_reach(site) -> None:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]  # nothing listens there once the probe is closed
+    hosts = base_hosts()
+    for index, host in enumerate(hosts[SCOPE]["hosts"]):  # loopback addresses other than this machine's own name
+        host.update(ssh_host=f"127.0.0.{index + 2}", ssh_port=port)
+    result = run_deployer(["-i", "prod", "-t", "designsafe", "plan"], site(hosts=hosts).path)
+    assert result.returncode == 1
+    assert re.search(r"error: (hub1|worker1|worker2) \(root@127\.0\.0\.\d:\d+\): cannot connect over SSH: .*Connection refused", result.stderr), result.stderr
+    assert "Traceback" not in result.stderr

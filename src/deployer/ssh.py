@@ -1,0 +1,84 @@
+"""Running commands on a remote host over SSH: the same gateway as LocalExecutor, another transport.
+
+OpenSSH's own client, not a Python SSH library: it reads the operator's ssh config,
+agent and known_hosts exactly as their own ``ssh`` does, and its connection sharing
+(ControlMaster) makes each further command cost one round trip. Commands are quoted by
+``shlex.join``; secret input travels on standard input, never on the command line.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shlex
+import subprocess
+import tempfile
+from pathlib import Path
+
+from .commands import Command
+from .errors import DeployerError
+from .executor import RemoteCommandError, Result
+
+#: ssh exits 255 when it could not reach or authenticate to the host.
+SSH_FAILURE = 255
+
+
+class ConnectError(DeployerError):
+    """A host cannot be reached or refuses our key: names the host and what to check."""
+
+
+class SSHExecutor:
+    def __init__(self, host_id: str, address: str, *, user: str = "root", port: int = 22, key: Path | None = None,
+                 known_hosts: Path | None = None, connect_timeout: int = 10):
+        self.host = host_id
+        self.address = address
+        self.user = user
+        self.port = port
+        self.key = key
+        self.known_hosts = known_hosts
+        self.connect_timeout = connect_timeout
+        self.count = 0
+        control_dir = Path(tempfile.gettempdir()) / "deployer-ssh"
+        control_dir.mkdir(mode=0o700, exist_ok=True)
+        tag = hashlib.sha256(f"{user}@{address}:{port}".encode()).hexdigest()[:16]
+        self._control = control_dir / tag
+
+    def ssh_argv(self) -> list[str]:
+        argv = [
+            "ssh", "-o", "BatchMode=yes", "-o", f"ConnectTimeout={self.connect_timeout}",
+            "-o", "ServerAliveInterval=15", "-o", "ServerAliveCountMax=4",
+            "-o", "ControlMaster=auto", "-o", f"ControlPath={self._control}", "-o", "ControlPersist=120",
+            "-p", str(self.port), "-l", self.user,
+        ]
+        if self.key:
+            argv += ["-i", str(self.key), "-o", "IdentitiesOnly=yes"]
+        if self.known_hosts:
+            argv += ["-o", f"UserKnownHostsFile={self.known_hosts}", "-o", "StrictHostKeyChecking=accept-new"]
+        return argv + [self.address]
+
+    def run(self, command: Command, *, check: bool = True, timeout: float = 600) -> Result:
+        self.count += 1
+        argv = self.ssh_argv() + ["--", shlex.join(command.argv)]
+        try:
+            proc = subprocess.run(argv, input=command.input, capture_output=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise RemoteCommandError(self.host, command, -1, f"timed out after {timeout:.0f} s") from None
+        result = Result(proc.returncode, proc.stdout.decode(errors="replace"), proc.stderr.decode(errors="replace"))
+        if result.code == SSH_FAILURE and _is_ssh_error(result.stderr):
+            reason = result.stderr.strip().splitlines()[-1] if result.stderr.strip() else "no answer"
+            raise ConnectError(
+                f"{self.host} ({self.user}@{self.address}:{self.port}): cannot connect over SSH: {reason}; "
+                "check that the host is up, ssh_host/ssh_port are right and ssh_key is authorised for ssh_user"
+            )
+        if check and result.code != 0:
+            raise RemoteCommandError(self.host, command, result.code, result.stderr or result.stdout)
+        return result
+
+    def close(self) -> None:
+        subprocess.run(["ssh", "-o", f"ControlPath={self._control}", "-O", "exit", self.address], capture_output=True, timeout=10)
+
+
+def _is_ssh_error(stderr: str) -> bool:
+    """Whether ssh itself failed (not the remote command exiting 255)."""
+    markers = ("ssh: connect to host", "Connection refused", "Connection timed out", "Permission denied", "Could not resolve",
+               "No route to host", "Host key verification failed", "Connection closed by", "kex_exchange_identification")
+    return any(marker in stderr for marker in markers)

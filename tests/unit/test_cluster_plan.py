@@ -1,0 +1,58 @@
+"""Facts in, commands out: the host part of the deploy plan (pyinfra-style fixture tests)."""
+
+from __future__ import annotations
+
+from deployer.cluster import HostFacts, plan
+from deployer.discovery import discover
+from deployer.hubsettings import Layout
+from deployer.loader import load
+
+HUB_IMAGE, USER_IMAGE = "taccsciapps/jupyterhub:0.8.0", "taccsciapps/jupyteruser-ds:1.1.0"
+
+
+def deployment_of(site):
+    return load(discover(site.path), "jupyterhub", "prod", "designsafe").deployments[0]
+
+
+def ready_facts() -> dict[str, HostFacts]:
+    return {
+        "hub1": HostFacts(docker="24.0", swarm_state="active", node_id="n1", manager=True, images={HUB_IMAGE: True}, listening={22, 80, 443}),
+        "worker1": HostFacts(docker="24.0", swarm_state="active", node_id="n2", images={USER_IMAGE: True}, paths={"/data/shared": True}),
+        "worker2": HostFacts(docker="24.0", swarm_state="active", node_id="n3", images={USER_IMAGE: True}, paths={"/data/shared": True}),
+    }
+
+
+def test_fresh_hosts_get_swarm_and_images(site) -> None:
+    d = deployment_of(site())
+    facts = {h: HostFacts(docker="24.0", images={HUB_IMAGE if h == "hub1" else USER_IMAGE: False}, paths={"/data/shared": True} if h != "hub1" else {})
+             for h in ("hub1", "worker1", "worker2")}
+    p = plan(d, facts, Layout.of(d))
+    assert [str(c) for c in p.commands["hub1"]][0] == "docker swarm init --advertise-addr 10.10.0.10"
+    assert [c.why for c in p.commands["worker1"]] == ["join the swarm as a worker", f"send image {USER_IMAGE} from this machine (docker save | ssh docker load)"]
+    assert "10.10.0.10:2377" in p.commands["worker2"][0].argv
+    assert not p.problems
+
+
+def test_nothing_to_do_when_everything_is_in_place(site) -> None:
+    d = deployment_of(site())
+    p = plan(d, ready_facts(), Layout.of(d))
+    assert p.commands == {} and not p.problems
+    assert "swarm manager already (n1)" in p.notes["hub1"]
+
+
+def test_missing_static_path_and_taken_port_are_problems_naming_the_host(site) -> None:
+    d = deployment_of(site())
+    facts = ready_facts()
+    facts["worker2"].paths["/data/shared"] = False
+    facts["hub1"].swarm_state = "inactive"  # 443 taken by something that is not our swarm
+    messages = [str(p) for p in plan(d, facts, Layout.of(d)).problems]
+    assert any("static mount path /data/shared does not exist on worker worker2 (worker2.example.org)" in m for m in messages)
+    assert any("port 443 on the hub hub1 is already in use" in m for m in messages)
+
+
+def test_hosts_without_docker_get_it_installed(site) -> None:
+    d = deployment_of(site())
+    facts = ready_facts()
+    facts["worker1"] = HostFacts()
+    p = plan(d, facts, Layout.of(d))
+    assert p.commands["worker1"][0].why == "no Docker engine answers"
