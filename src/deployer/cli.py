@@ -367,7 +367,8 @@ def executor_for(host, deployment: Deployment):
         executor = LocalExecutor()
         executor.host = host.host_id
         return executor
-    return SSHExecutor(host.host_id, host.ssh_host, user=host.ssh_user, port=host.ssh_port, key=deployment.ssh_key_path(host))
+    return SSHExecutor(host.host_id, host.ssh_host, user=host.ssh_user, port=host.ssh_port, key=deployment.ssh_key_path(host),
+                       known_hosts=deployment.known_hosts_path(host))
 
 
 @main.command()

@@ -22,7 +22,7 @@ from .model import HOST_KEYS, LOCAL_HOSTS, SECRET_KEYS, Host, JupyterHubConfig, 
 from .projects import PROJECTS
 from .scopes import Layered, Origin, ScopedFile, Target, merge, split_scoped_file
 
-SERVER_GLOBALS = ("ssh_user", "ssh_key", "ssh_port")
+SERVER_GLOBALS = ("ssh_user", "ssh_key", "ssh_port", "ssh_known_hosts")
 DERIVED = "derived"
 DEFAULT = "default"
 
@@ -48,6 +48,9 @@ class Deployment:
 
     def ssh_key_path(self, host: Host) -> Path | None:
         return resolve_ssh_key(host.ssh_key, self.files.servers) if host.ssh_key else None
+
+    def known_hosts_path(self, host: Host) -> Path | None:
+        return resolve_ssh_key(host.ssh_known_hosts, self.files.servers) if host.ssh_known_hosts else None
 
 
 @dataclass

@@ -318,7 +318,7 @@ def cross_check(cfg: JupyterHubConfig) -> list[Finding]:
 
 # --- servers --------------------------------------------------------------------------------
 
-HOST_KEYS = ("host_id", "ssh_host", "private_ip", "roles", "ssh_user", "ssh_key", "ssh_port")
+HOST_KEYS = ("host_id", "ssh_host", "private_ip", "roles", "ssh_user", "ssh_key", "ssh_port", "ssh_known_hosts")
 ROLES = ("hub", "worker")
 
 
@@ -334,6 +334,8 @@ class Host(BaseModel):
     ssh_user: str = Field(default="root", min_length=1)
     ssh_key: str | None = None
     ssh_port: int = Field(default=22, ge=1, le=65535)
+    #: known_hosts file for these hosts (relative to the servers file); default: the operator's own.
+    ssh_known_hosts: str | None = None
 
     @field_validator("roles", mode="before")
     @classmethod

@@ -52,7 +52,9 @@ class SSHExecutor:
         if self.key:
             argv += ["-i", str(self.key), "-o", "IdentitiesOnly=yes"]
         if self.known_hosts:
-            argv += ["-o", f"UserKnownHostsFile={self.known_hosts}", "-o", "StrictHostKeyChecking=accept-new"]
+            argv += ["-o", f"UserKnownHostsFile={self.known_hosts}"]
+        # Trust on first use, then insist: a changed host key stops the deploy.
+        argv += ["-o", "StrictHostKeyChecking=accept-new"]
         return argv + [self.address]
 
     def run(self, command: Command, *, check: bool = True, timeout: float = 600) -> Result:

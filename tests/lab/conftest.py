@@ -1,0 +1,27 @@
+"""The lab tier: several Docker-in-Docker "hosts" on this machine, reached over real SSH."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+
+import pytest
+
+from lab.harness import ROOT, Lab
+
+
+@pytest.fixture(scope="session")
+def lab():
+    """The started lab (hub, worker1, worker2); removed at the end unless DEPLOYER_KEEP_LAB=1."""
+    prepare = subprocess.run(
+        ["bash", "-c", f'source "{ROOT}/scripts/lib/docker.sh" && ensure_docker && ensure_base_image'],
+        capture_output=True, text=True, timeout=900, check=False,
+    )
+    if prepare.returncode != 0:
+        pytest.fail(f"the Docker engine or the base image is not available:\n{prepare.stderr[-3000:]}")
+    lab = Lab().start()
+    try:
+        yield lab
+    finally:
+        if os.environ.get("DEPLOYER_KEEP_LAB") != "1":
+            lab.stop()

@@ -1,0 +1,72 @@
+"""`deployer plan` against three real hosts over real SSH, as an operator runs it."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from lab.harness import Lab
+
+pytestmark = pytest.mark.lab
+
+DEPLOYER = str(Path(sys.executable).with_name("deployer"))
+SCOPE = "jupyterhub.lab.sim"
+
+
+def write_site(path: Path, lab: Lab) -> Path:
+    key = path / "deploy_key"
+    key.write_bytes(lab.key_path.read_bytes())
+    os.chmod(key, 0o600)
+    hosts = [{"host_id": name, "ssh_host": ip, "private_ip": ip, "roles": ["hub"] if name == "hub" else ["worker"]} for name, ip in lab.hosts.items()]
+    (path / "site.hosts").write_text(yaml.safe_dump({"ssh_user": "root", "ssh_key": "deploy_key", "ssh_known_hosts": "known_hosts", SCOPE: {"hosts": hosts}}))
+    (path / "site.configs").write_text(yaml.safe_dump({SCOPE: {
+        "tenant": "designsafe", "jupyterhub_host": "jupyter.example.org", "jupyterhub_oauth_client_id": "lab-client",
+        "jupyterhub_image": "deployer/jupyterhub:0.1.0", "jupyter_user_image": "deployer/jupyteruser:0.1.0",
+        "volume_mounts": ["/srv/share/{username}:/home/jupyter/permanent:rw", "/srv/published:/home/jupyter/published:ro"],
+    }}))
+    (path / "site.passwords").write_text(yaml.safe_dump({SCOPE: {"jupyterhub_oauth_client_secret": "S3CR3T-client-xyzzy"}}))
+    os.chmod(path / "site.passwords", 0o600)
+    return path
+
+
+def plan(site: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([DEPLOYER, "-i", "lab", "-t", "sim", "plan"], cwd=site, capture_output=True, text=True, timeout=300)
+
+
+def test_plan_reads_every_host_over_ssh(lab: Lab, tmp_path: Path) -> None:
+    site = write_site(tmp_path, lab)
+    for name in ("worker1", "worker2"):
+        lab.ssh(name, "mkdir -p /srv/published")
+    result = plan(site)
+    assert result.returncode == 0, result.stderr + result.stdout
+    rows = {m.group(1): m.group(0) for m in re.finditer(r"^(hub|worker1|worker2)\s{2,}.*$", result.stdout, re.M)}
+    assert "initialise the swarm on the hub" in rows["hub"]
+    for worker in ("worker1", "worker2"):
+        assert re.search(r"join the swarm as a worker; send image deployer/jupyteruser:0.1.0", rows[worker]), rows[worker]
+    assert "S3CR3T" not in result.stdout + result.stderr
+    # plan changed nothing: still no swarm anywhere
+    for name in lab.hosts:
+        assert lab.ssh(name, "docker info --format '{{.Swarm.LocalNodeState}}'").stdout.decode().strip() == "inactive"
+
+
+def test_plan_names_a_missing_path_and_an_unreachable_worker(lab: Lab, tmp_path: Path) -> None:
+    site = write_site(tmp_path, lab)
+    lab.ssh("worker1", "mkdir -p /srv/published")
+    lab.ssh("worker2", "rm -rf /srv/published")
+    result = plan(site)
+    assert result.returncode == 2
+    assert "static mount path /srv/published does not exist on worker worker2 (10.99.0.13)" in result.stderr
+    subprocess.run(["docker", "exec", lab.container("worker2"), "pkill", "-x", "sshd"], check=True)
+    try:
+        result = plan(site)
+        assert result.returncode == 1
+        assert "error: worker2 (root@10.99.0.13:22): cannot connect over SSH" in result.stderr
+        assert "Traceback" not in result.stderr
+    finally:
+        subprocess.run(["docker", "exec", lab.container("worker2"), "/usr/sbin/sshd"], check=True)
