@@ -26,6 +26,7 @@ from .example import write_example, write_local_example
 from . import cluster, localhub
 from .hubsettings import Layout
 from .ssh import SSHExecutor
+from .status import read as status_of
 from .commands import cmd
 from .executor import LocalExecutor
 from .loader import Deployment, Loaded, load, tenant_summary
@@ -394,6 +395,28 @@ def plan() -> None:
         raise ConfigError(result.problems)
 
 
+@main.command()
+@deployment_options
+@reported
+def status() -> None:
+    """Nodes and their roles and health, the hub, and notebooks per node."""
+    deployment = _one(_load(click.get_current_context().obj))
+    hub = deployment.hub
+    current = status_of(executor_for(hub, deployment), Layout.of(deployment))
+    if not current.swarm:
+        out.print(f"no swarm on the hub {hub.host_id} yet: run 'deployer deploy'", markup=False)
+        return
+    table = Table(box=None, show_header=True, pad_edge=False)
+    for column in ("node", "state", "availability", "roles", "manager", "notebooks"):
+        table.add_column(column)
+    for node in current.nodes:
+        users = current.notebooks.get(node.hostname, [])
+        table.add_row(node.hostname, node.state, node.availability, ",".join(node.roles) or "-", "yes" if node.manager else "no",
+                      f"{len(users)}" + (f" ({', '.join(sorted(users))})" if users else ""))
+    out.print(table)
+    out.print(f"hub service: {current.hub_state}", markup=False)
+
+
 def _not_yet(name: str) -> click.Command:
     action = PROJECTS["jupyterhub"].action(name)
 
@@ -409,7 +432,7 @@ def _not_yet(name: str) -> click.Command:
     return click.command(name)(command)
 
 
-for _name in ("update", "status", "destroy"):
+for _name in ("update", "destroy"):
     main.add_command(_not_yet(_name))
 
 

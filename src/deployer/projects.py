@@ -32,7 +32,7 @@ JUPYTERHUB = Project(
         Action("plan", "show what deploy would change on each host (changes nothing)"),
         Action("deploy", "bring the hosts to the configured state (this machine only, for now)"),
         Action("update", "roll out a new hub image or configuration, keeping notebooks running", available=False),
-        Action("status", "nodes, roles, hub health and notebooks per node", available=False),
+        Action("status", "nodes, roles, hub health and notebooks per node"),
         Action("destroy", "remove the services and swarm state (user data kept)", available=False),
     ),
 )

@@ -70,3 +70,27 @@ def test_plan_names_a_missing_path_and_an_unreachable_worker(lab: Lab, tmp_path:
         assert "Traceback" not in result.stderr
     finally:
         subprocess.run(["docker", "exec", lab.container("worker2"), "/usr/sbin/sshd"], check=True)
+
+
+def test_status_over_ssh_shows_every_node_and_its_role(lab: Lab, tmp_path: Path) -> None:
+    site = write_site(tmp_path, lab)
+    run = lambda *args: subprocess.run([DEPLOYER, "-i", "lab", "-t", "sim", *args], cwd=site, capture_output=True, text=True, timeout=300)  # noqa: E731
+    assert "no swarm on the hub hub yet: run 'deployer deploy'" in run("status").stdout
+    hub_ip = lab.hosts["hub"]
+    try:  # a swarm made by hand (deploy will make it): status reads it through the hub over SSH
+        lab.ssh("hub", f"docker swarm init --advertise-addr {hub_ip}")
+        token = lab.ssh("hub", "docker swarm join-token -q worker").stdout.decode().strip()
+        for name in ("worker1", "worker2"):
+            lab.ssh(name, f"docker swarm join --token {token} {hub_ip}:2377")
+        lab.ssh("hub", "docker node update --label-add deployer.hub=true hub")
+        for name in ("worker1", "worker2"):
+            lab.ssh("hub", f"docker node update --label-add deployer.worker=true {name}")
+        result = run("status")
+        assert result.returncode == 0, result.stderr
+        assert re.search(r"^hub\s+Ready\s+Active\s+hub\s+yes\s+0\s*$", result.stdout, re.M), result.stdout
+        for name in ("worker1", "worker2"):
+            assert re.search(rf"^{name}\s+Ready\s+Active\s+worker\s+no\s+0\s*$", result.stdout, re.M), result.stdout
+        assert "hub service: absent" in result.stdout
+    finally:
+        for name in ("worker1", "worker2", "hub"):
+            lab.ssh(name, "docker swarm leave --force", check=False)

@@ -63,6 +63,10 @@ def test_init_local_and_deploy_give_a_working_hub(images, tmp_path: Path) -> Non
         assert again.returncode == 0, again.stderr
         assert "nothing to change: the hub already runs as configured" in again.stdout
         assert docker("ps", "-q", "--filter", f"label=com.docker.swarm.service.name={LOCAL_NAME}-hub") == hub_container
+        shown = deployer("status", cwd=site)
+        assert shown.returncode == 0, shown.stderr
+        assert re.search(r"^\S+\s+Ready\s+Active\s+hub,worker\s+yes\s+1 \(tester\)\s*$", shown.stdout, re.M), shown.stdout
+        assert re.search(r"^hub service: Running", shown.stdout, re.M), shown.stdout
         planned = deployer("plan", cwd=site)
         assert planned.returncode == 0, planned.stderr
         assert re.search(r"this-machine\s+nothing\s+Docker .*swarm manager already", planned.stdout), planned.stdout

@@ -133,7 +133,7 @@ def test_original_flag_style_and_subcommands_agree(site) -> None:
     assert d.returncode == 0 and "jupyterhub_oauth_client_secret: '***'" in d.stdout
 
 
-@pytest.mark.parametrize("action", ["update", "status", "destroy"])
+@pytest.mark.parametrize("action", ["update", "destroy"])
 def test_later_actions_say_they_are_not_available(site, action: str) -> None:
     s = site()
     for args in (["-p", "jupyterhub", "-i", "prod", "-t", "designsafe", "-a", action], [action, "-i", "prod", "-t", "designsafe"]):
@@ -152,7 +152,7 @@ def test_version_and_listings() -> None:
         assert result.returncode == 0
         rows = {line.split()[0]: line for line in result.stdout.splitlines()[1:]}
         assert set(rows) == {"validate", "config", "plan", "deploy", "update", "status", "destroy"}
-        assert "not available yet" in rows["status"] and "available" in rows["validate"] and "not" not in rows["validate"]
+        assert "not available yet" in rows["update"] and "available" in rows["validate"] and "not" not in rows["validate"]
 
 
 def test_unknown_project_and_action(site) -> None:

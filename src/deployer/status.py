@@ -1,0 +1,56 @@
+"""What is running: the swarm's nodes and roles, the hub service, notebooks per node.
+
+Everything is read on the hub (the swarm manager) through its executor, so it works
+the same for a hub on this machine and a hub reached over SSH.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+from .cluster import Executor
+from .commands import cmd
+from .hubsettings import Layout
+
+
+@dataclass
+class NodeStatus:
+    hostname: str
+    state: str
+    availability: str
+    roles: list[str]
+    manager: bool
+
+
+@dataclass
+class Status:
+    swarm: bool
+    nodes: list[NodeStatus] = field(default_factory=list)
+    hub_state: str = "absent"  # e.g. "Running 5 minutes ago"
+    notebooks: dict[str, list[str]] = field(default_factory=dict)  # node hostname -> users
+
+
+def _json_lines(text: str) -> list[dict]:
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def read(ex: Executor, layout: Layout) -> Status:
+    state = ex.run(cmd("docker", "info", "--format", "{{.Swarm.LocalNodeState}}")).stdout.strip()
+    if state != "active":
+        return Status(swarm=False)
+    status = Status(swarm=True)
+    for node in _json_lines(ex.run(cmd("docker", "node", "ls", "--format", "{{json .}}")).stdout):
+        labels = json.loads(ex.run(cmd("docker", "node", "inspect", node["ID"], "--format", "{{json .Spec.Labels}}")).stdout or "{}") or {}
+        roles = [role for role in ("hub", "worker") if labels.get(f"deployer.{role}") == "true"]
+        status.nodes.append(NodeStatus(node["Hostname"], node["Status"], node["Availability"], roles, bool(node.get("ManagerStatus"))))
+    hub = ex.run(cmd("docker", "service", "ps", layout.hub_service, "--filter", "desired-state=running", "--format", "{{.CurrentState}}"), check=False)
+    if hub.code == 0 and hub.stdout.strip():
+        status.hub_state = hub.stdout.strip().splitlines()[0]
+    services = ex.run(cmd("docker", "service", "ls", "--filter", f"name={layout.notebook_prefix}-", "--format", "{{.Name}}")).stdout.split()
+    if services:
+        tasks = ex.run(cmd("docker", "service", "ps", *services, "--filter", "desired-state=running", "--format", "{{json .}}")).stdout
+        for task in _json_lines(tasks):
+            user = task["Name"].split(".", 1)[0].removeprefix(f"{layout.notebook_prefix}-")
+            status.notebooks.setdefault(task["Node"], []).append(user)
+    return status
