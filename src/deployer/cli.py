@@ -417,6 +417,30 @@ def status() -> None:
     out.print(f"hub service: {current.hub_state}", markup=False)
 
 
+@main.command()
+@click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--purge-data", is_flag=True, help="Also delete the users' data, tokens and the hub's database on the share.")
+@deployment_options
+@reported
+def destroy(yes: bool, purge_data: bool) -> None:
+    """Remove the hub, the notebooks and the deployment's Docker objects (user data kept unless --purge-data)."""
+    deployment = _one(_load(click.get_current_context().obj))
+    remote = [h.host_id for h in deployment.hosts if h.ssh_host not in LOCAL_HOSTS]
+    if remote:
+        raise NotAvailableError(f"destroying on remote hosts ({', '.join(remote)}) is not available in Deployer {__version__} yet; nothing was changed")
+    layout = Layout.of(deployment)
+    what = f"the hub, every notebook and the Docker objects of {deployment.target}"
+    what += f", and ALL user data under {layout.state_root}/{layout.name}" if purge_data else f" (user data under {layout.share_dir} is kept)"
+    if not yes:
+        if not sys.stdin.isatty():
+            raise UsageError(f"this removes {what}; not on a terminal: pass -y to confirm")
+        click.confirm(f"Remove {what}?", abort=True)
+    localhub.down(deployment)
+    if purge_data:
+        LocalExecutor().run(cmd("rm", "-rf", "--one-file-system", f"{layout.state_root}/{layout.name}"))
+    out.print(f"removed {what}", markup=False)
+
+
 def _not_yet(name: str) -> click.Command:
     action = PROJECTS["jupyterhub"].action(name)
 
@@ -432,7 +456,7 @@ def _not_yet(name: str) -> click.Command:
     return click.command(name)(command)
 
 
-for _name in ("update", "destroy"):
+for _name in ("update",):
     main.add_command(_not_yet(_name))
 
 

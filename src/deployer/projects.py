@@ -33,7 +33,7 @@ JUPYTERHUB = Project(
         Action("deploy", "bring the hosts to the configured state (this machine only, for now)"),
         Action("update", "roll out a new hub image or configuration, keeping notebooks running", available=False),
         Action("status", "nodes, roles, hub health and notebooks per node"),
-        Action("destroy", "remove the services and swarm state (user data kept)", available=False),
+        Action("destroy", "remove the hub, notebooks and Docker objects; data kept unless --purge-data (this machine only, for now)"),
     ),
 )
 

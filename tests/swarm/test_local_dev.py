@@ -73,6 +73,17 @@ def test_init_local_and_deploy_give_a_working_hub(images, tmp_path: Path) -> Non
         # no secret in the hub service's definition or environment
         inspect = docker("service", "inspect", f"{LOCAL_NAME}-hub")
         assert password not in inspect and "local_dev_password" in inspect  # named as a secret, value absent
+
+        refused = subprocess.run([DEPLOYER, "destroy"], cwd=site, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=60)
+        assert refused.returncode == 2 and "pass -y to confirm" in refused.stderr
+        assert docker("service", "ls", "-q", "--filter", f"name={LOCAL_NAME}-hub")  # nothing removed without confirmation
+        removed = deployer("destroy", "-y", cwd=site)
+        assert removed.returncode == 0, removed.stderr
+        assert not docker("service", "ls", "-q", "--filter", f"name={LOCAL_NAME}")  # hub and notebooks gone
+        assert not docker("secret", "ls", "-q", "--filter", f"label=deployer={LOCAL_NAME}")
+        assert os.path.isdir(written)  # the user's data is kept
+        assert deployer("destroy", "-y", "--purge-data", cwd=site).returncode == 0
+        assert not os.path.exists(f"/srv/deployer/{LOCAL_NAME}")
     finally:
         localhub.down(deployment)
         shutil.rmtree(f"/srv/deployer/{LOCAL_NAME}", ignore_errors=True)

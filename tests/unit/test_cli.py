@@ -133,7 +133,7 @@ def test_original_flag_style_and_subcommands_agree(site) -> None:
     assert d.returncode == 0 and "jupyterhub_oauth_client_secret: '***'" in d.stdout
 
 
-@pytest.mark.parametrize("action", ["update", "destroy"])
+@pytest.mark.parametrize("action", ["update"])
 def test_later_actions_say_they_are_not_available(site, action: str) -> None:
     s = site()
     for args in (["-p", "jupyterhub", "-i", "prod", "-t", "designsafe", "-a", action], [action, "-i", "prod", "-t", "designsafe"]):
@@ -231,3 +231,8 @@ def test_plan_names_the_host_it_cannot_reach(site) -> None:
     assert result.returncode == 1
     assert re.search(r"error: (hub1|worker1|worker2) \(root@127\.0\.0\.\d:\d+\): cannot connect over SSH: .*Connection refused", result.stderr), result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_destroy_on_remote_hosts_and_without_confirmation(site) -> None:
+    result = run_cli(["-i", "prod", "-t", "designsafe", "destroy", "-y"], site().path)
+    assert result.exit_code == 3 and "destroying on remote hosts (hub1, worker1, worker2) is not available" in result.stderr
