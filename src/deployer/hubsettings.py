@@ -90,8 +90,6 @@ def settings(deployment: Deployment, layout: Layout, *, ssl: bool = True, https_
             "image": config.jupyter_user_image,
             "uid": config.jupyteruser_uid,
             "gid": config.jupyteruser_gid,
-            "token_file_uid": config.jupyteruser_uid,
-            "token_file_gid": config.jupyteruser_gid,
             "volume_mounts": [str(m) for m in config.volume_mounts],
             "memory_limit": config.notebook_memory_limit,
             "offer_lab": config.notebook_offer_lab,

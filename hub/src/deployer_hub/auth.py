@@ -39,6 +39,11 @@ class UserFacingError(web.HTTPError):
         self.jupyterhub_message = message
 
 
+#: The user image's own user and group (deployer/jupyteruser): the owner of what the hub
+#: creates for a notebook whose uid/gid is neither configured nor given by TAS.
+IMAGE_UID, IMAGE_GID = 1000, 100
+
+
 @dataclass(frozen=True)
 class Identity:
     """Who a user's notebook runs as. None means: the image's own user."""
@@ -82,8 +87,8 @@ class TenantOAuthenticator(OAuthenticator):
     tas_timeout = Float(10.0, config=True, help="Seconds to wait for TAS before refusing the spawn.")
     notebook_uid = Integer(None, allow_none=True, config=True, help="uid for notebooks when TAS is not used (None: the image's user).")
     notebook_gid = Integer(None, allow_none=True, config=True, help="gid for notebooks when TAS is not used (None: the image's group).")
-    token_file_uid = Integer(1000, config=True, help="Owner of token files when the notebook uid is the image's own (not known here).")
-    token_file_gid = Integer(100, config=True, help="Group of token files when the notebook gid is the image's own.")
+    token_file_uid = Integer(IMAGE_UID, config=True, help="Owner of token files when the notebook uid is the image's own (not known here).")
+    token_file_gid = Integer(IMAGE_GID, config=True, help="Group of token files when the notebook gid is the image's own.")
 
     @default("enable_auth_state")
     def _enable_auth_state_default(self) -> bool:

@@ -121,7 +121,6 @@ def _tenant_login(c: Any, settings: dict, secret: Secrets) -> None:
         a.tas_url = tas["url"]
         a.tas_role_account = tas["role_account"]
         a.tas_role_password = secret("tas_role_pass")
+    # The configured ids reach the token files through the identity (resolve_identity).
     a.notebook_uid, a.notebook_gid = nb.get("uid"), nb.get("gid")
-    if nb.get("token_file_uid") is not None:
-        a.token_file_uid, a.token_file_gid = nb["token_file_uid"], nb["token_file_gid"]
 

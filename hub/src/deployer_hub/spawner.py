@@ -28,7 +28,7 @@ from dockerspawner import SwarmSpawner
 from traitlets import Bool, Float, Integer, List, Unicode, default
 
 from . import mounts, paths, tokenfiles
-from .auth import Identity, UserFacingError
+from .auth import IMAGE_GID, IMAGE_UID, Identity, UserFacingError
 
 
 class TenantSwarmSpawner(SwarmSpawner):
@@ -151,10 +151,8 @@ class TenantSwarmSpawner(SwarmSpawner):
             if m.read_only or not local.startswith(root + "/") or os.path.isdir(local):
                 continue
             os.makedirs(local, mode=0o750)
-            os.chown(local, uid if uid is not None else self.token_file_owner[0], gid if gid is not None else self.token_file_owner[1])
+            os.chown(local, uid if uid is not None else IMAGE_UID, gid if gid is not None else IMAGE_GID)
             self.log.info("Created %s for %s", local, self.user.name)
-
-    token_file_owner = (1000, 100)  # the user image's own uid/gid, when none is configured
 
     async def create_object(self) -> dict:
         uid, gid = self.run_as
