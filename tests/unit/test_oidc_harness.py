@@ -119,11 +119,16 @@ def test_code_flow_with_pkce_userinfo_and_refresh(provider, discovery):
     assert again.json()["preferred_username"] == "alice"
 
 
-def test_code_is_single_use_and_pkce_is_checked(discovery):
+def login_code(discovery: dict, state: str, username: str) -> tuple[str, str]:
+    """Log ``username`` in with a fresh PKCE pair; return (verifier, authorization code)."""
     verifier, challenge = pkce_pair()
     with httpx.Client(timeout=10) as browser:
-        location = complete_oidc_login(browser, authorize_url(discovery, challenge, "s2"), "bob")
-    code = parse_qs(urlsplit(location).query)["code"][0]
+        location = complete_oidc_login(browser, authorize_url(discovery, challenge, state), username)
+    return verifier, parse_qs(urlsplit(location).query)["code"][0]
+
+
+def test_code_is_single_use_and_pkce_is_checked(discovery):
+    verifier, code = login_code(discovery, "s2", "bob")
 
     wrong = exchange_code(discovery, code, pkce_pair()[0])
     assert wrong.status_code == 400
@@ -136,10 +141,7 @@ def test_code_is_single_use_and_pkce_is_checked(discovery):
 
 
 def test_client_secret_post_and_wrong_secret(discovery):
-    verifier, challenge = pkce_pair()
-    with httpx.Client(timeout=10) as browser:
-        location = complete_oidc_login(browser, authorize_url(discovery, challenge, "s3"), "carol")
-    code = parse_qs(urlsplit(location).query)["code"][0]
+    verifier, code = login_code(discovery, "s3", "carol")
     base = {"grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT_URI, "code_verifier": verifier}
 
     bad = httpx.post(discovery["token_endpoint"], data=base, auth=(CLIENT_ID, "not-the-secret"), timeout=10)
@@ -174,10 +176,8 @@ def test_short_access_ttl_expires_and_refresh_recovers():
     # 4 s: long enough that the *refreshed* token is still valid on a loaded machine, short enough to wait out.
     with OIDCProvider(CLIENT_ID, CLIENT_SECRET, [REDIRECT_URI], access_ttl=4) as op:
         disc = httpx.get(op.discovery_url, timeout=10).json()
-        verifier, challenge = pkce_pair()
-        with httpx.Client(timeout=10) as browser:
-            location = complete_oidc_login(browser, authorize_url(disc, challenge, "s7"), "erin")
-        tokens = exchange_code(disc, parse_qs(urlsplit(location).query)["code"][0], verifier).json()
+        verifier, code = login_code(disc, "s7", "erin")
+        tokens = exchange_code(disc, code, verifier).json()
         assert tokens["expires_in"] <= 4
         time.sleep(4.5)
         stale = httpx.get(disc["userinfo_endpoint"], headers={"Authorization": f"Bearer {tokens['access_token']}"}, timeout=10)
