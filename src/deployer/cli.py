@@ -21,9 +21,9 @@ from rich.table import Table
 
 from . import __version__, render
 from .discovery import DeploymentFiles, discover
-from .errors import ConfigError, DeployerError, NotAvailableError, Problem, UsageError
+from .errors import ConfigError, DeployerError, Problem, UsageError
 from .example import write_example, write_local_example
-from . import cluster, localhub
+from . import cluster, localhub, rollout
 from .hubsettings import Layout
 from .ssh import SSHExecutor
 from .status import read as status_of
@@ -336,14 +336,36 @@ def oauth_client_create(name: str | None, yes: bool) -> None:
 @deployment_options
 @reported
 def deploy() -> None:
-    """Bring the hosts to the configured state (for now: a hub on this machine)."""
+    """Bring every host to the configured state: engines, swarm, share, images, the hub."""
     deployment = _one(_load(click.get_current_context().obj))
-    remote = [h.host_id for h in deployment.hosts if h.ssh_host not in LOCAL_HOSTS]
-    if remote:
-        raise NotAvailableError(
-            f"deploying to remote hosts over SSH ({', '.join(remote)}) is not available in Deployer {__version__} yet; "
-            "nothing was changed. A deployment whose hosts are all this machine (ssh_host: 127.0.0.1) deploys now."
-        )
+    if _is_local(deployment):
+        _deploy_here(deployment)
+    else:
+        _remote(deployment, "deploy")
+
+
+@main.command()
+@deployment_options
+@reported
+def update() -> None:
+    """Roll out a new hub image or configuration; running notebooks keep running."""
+    deployment = _one(_load(click.get_current_context().obj))
+    if _is_local(deployment):
+        _deploy_here(deployment)
+    else:
+        _remote(deployment, "update")
+
+
+def _is_local(deployment: Deployment) -> bool:
+    local = [h.ssh_host in LOCAL_HOSTS for h in deployment.hosts]
+    if any(local) and not all(local):
+        names = ", ".join(h.host_id for h in deployment.hosts if h.ssh_host in LOCAL_HOSTS)
+        raise UsageError(f"{names}: ssh_host is this machine ({'/'.join(sorted(LOCAL_HOSTS))}) but other hosts are remote; "
+                         "give every host the address the others reach it at (a hub on this machine alone needs all hosts local)")
+    return all(local)
+
+
+def _deploy_here(deployment: Deployment) -> None:
     executor = LocalExecutor()
     for image in (deployment.config.jupyterhub_image, deployment.config.jupyter_user_image):
         if executor.run(cmd("docker", "image", "inspect", image), check=False).code != 0:
@@ -360,6 +382,44 @@ def deploy() -> None:
     if deployment.config.login == "local-dev":
         passwords = deployment.files.name(deployment.files.passwords) if deployment.files.passwords else "the passwords file"
         out.print(f"login (LOCAL USE ONLY): any username, with the password local_dev_password in {passwords}", markup=False)
+
+
+def _remote(deployment: Deployment, action: str, purge_data: bool = False) -> None:
+    executors = {h.host_id: executor_for(h, deployment) for h in deployment.hosts}
+    roll = rollout.Rollout(deployment, executors, action, progress=lambda text: err.print(text, markup=False))
+    try:
+        if action == "destroy":
+            report = roll.destroy(purge_data)
+        elif action == "update":
+            report = roll.update()
+        else:
+            report = roll.deploy()
+    finally:
+        _results_table(roll.report)
+        for ex in executors.values():
+            if isinstance(ex, SSHExecutor):
+                ex.close()
+    if action == "destroy":
+        out.print(f"destroyed {deployment.target} in {report.seconds:.1f} s", markup=False)
+        return
+    if not report.changed:
+        out.print(f"nothing to change: every host and the hub already match the configuration ({report.seconds:.1f} s; nothing restarted)", markup=False)
+    else:
+        replaced = "; the hub was replaced (running notebooks were not touched)" if report.hub_replaced else ""
+        out.print(f"{action} of {deployment.target} done in {report.seconds:.1f} s{replaced}", markup=False)
+    out.print(f"hub: {report.url}", markup=False)
+    if report.self_signed:
+        out.print("TLS: self-signed certificate (kept on the hub under /srv/deployer); browsers will warn until you supply jupyterhub_cert/jupyterhub_key", markup=False)
+
+
+def _results_table(report: "rollout.Report") -> None:
+    table = Table(box=None, show_header=True, pad_edge=False, title=f"{report.action}: result per host", title_justify="left")
+    for column in ("host", "roles", "result", "commands", "what changed"):
+        table.add_column(column)
+    for result in report.results.values():
+        what = "; ".join(result.changes) or "; ".join(result.notes) or "-"
+        table.add_row(result.host_id, result.roles, result.outcome, str(report.commands.get(result.host_id, "")), what)
+    out.print(table)
 
 
 def executor_for(host, deployment: Deployment):
@@ -425,9 +485,7 @@ def status() -> None:
 def destroy(yes: bool, purge_data: bool) -> None:
     """Remove the hub, the notebooks and the deployment's Docker objects (user data kept unless --purge-data)."""
     deployment = _one(_load(click.get_current_context().obj))
-    remote = [h.host_id for h in deployment.hosts if h.ssh_host not in LOCAL_HOSTS]
-    if remote:
-        raise NotAvailableError(f"destroying on remote hosts ({', '.join(remote)}) is not available in Deployer {__version__} yet; nothing was changed")
+    local = _is_local(deployment)
     layout = Layout.of(deployment)
     what = f"the hub, every notebook and the Docker objects of {deployment.target}"
     what += f", and ALL user data under {layout.state_root}/{layout.name}" if purge_data else f" (user data under {layout.share_dir} is kept)"
@@ -435,29 +493,15 @@ def destroy(yes: bool, purge_data: bool) -> None:
         if not sys.stdin.isatty():
             raise UsageError(f"this removes {what}; not on a terminal: pass -y to confirm")
         click.confirm(f"Remove {what}?", abort=True)
+    if not local:
+        what += "; the share's NFS export and mounts; and the swarm (unless other services run in it)"
+        _remote(deployment, "destroy", purge_data)
+        out.print(f"removed {what}", markup=False)
+        return
     localhub.down(deployment)
     if purge_data:
         LocalExecutor().run(cmd("rm", "-rf", "--one-file-system", f"{layout.state_root}/{layout.name}"))
     out.print(f"removed {what}", markup=False)
-
-
-def _not_yet(name: str) -> click.Command:
-    action = PROJECTS["jupyterhub"].action(name)
-
-    @deployment_options
-    @reported
-    def command() -> None:
-        available = ", ".join(a.name for a in PROJECTS["jupyterhub"].actions if a.available)
-        raise NotAvailableError(
-            f"'{name}' is not available in Deployer {__version__} yet; nothing was changed. Available now: {available}"
-        )
-
-    command.__doc__ = f"{action.summary[0].upper()}{action.summary[1:]} (not available yet)."
-    return click.command(name)(command)
-
-
-for _name in ("update",):
-    main.add_command(_not_yet(_name))
 
 
 def run() -> None:  # console-script entry point

@@ -12,7 +12,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from .commands import Command, cmd
+from . import images
+from .commands import Command, cmd, sh
 from .errors import Problem
 from .executor import Result
 from .hubsettings import Layout
@@ -20,6 +21,13 @@ from .loader import Deployment
 from .model import Host
 
 SWARM_PORTS = (2377, 7946)  # TCP; 7946 and 4789 (overlay) are UDP too
+
+INSTALL_DOCKER = sh(
+    "set -e; if ! command -v dockerd >/dev/null; then export DEBIAN_FRONTEND=noninteractive; "
+    "apt-get update -q; apt-get install -y -q docker.io; fi\n"
+    "if [ -d /run/systemd/system ]; then systemctl enable --now docker; else service docker start; fi\n"
+    "for i in $(seq 60); do docker info >/dev/null 2>&1 && exit 0; sleep 1; done; echo 'the Docker engine did not start' >&2; exit 1",
+    why="no Docker engine answers: install and start Debian's docker.io")
 
 
 class Executor(Protocol):
@@ -35,7 +43,8 @@ class HostFacts:
     node_id: str = ""
     manager: bool = False
     hostname: str = ""
-    images: dict[str, bool] = field(default_factory=dict)
+    managers: set[str] = field(default_factory=set)  # addresses of the swarm managers this node knows
+    images: dict[str, str | None] = field(default_factory=dict)  # image -> its ID here, None if absent
     paths: dict[str, bool] = field(default_factory=dict)
     listening: set[int] = field(default_factory=set)
 
@@ -43,6 +52,12 @@ class HostFacts:
 def static_paths(deployment: Deployment) -> list[str]:
     """Host paths of volume_mounts without template variables: they must exist on every worker."""
     return sorted({m.host_path for m in deployment.config.volume_mounts if "{" not in m.host_path})
+
+
+def wanted_images(deployment: Deployment, host: Host) -> list[str]:
+    """The hub gets the hub image, workers the notebook image (never inspected on the hub)."""
+    wanted = [deployment.config.jupyterhub_image] if host.has("hub") else []
+    return wanted + ([deployment.config.jupyter_user_image] if host.has("worker") else [])
 
 
 def gather_one(host: Host, ex: Executor, deployment: Deployment) -> HostFacts:
@@ -56,19 +71,17 @@ def gather_one(host: Host, ex: Executor, deployment: Deployment) -> HostFacts:
         facts.node_id = swarm.get("NodeID", "")
         facts.manager = bool(swarm.get("ControlAvailable"))
         facts.hostname = data.get("Name", "")
-        images = [deployment.config.jupyterhub_image] if host.has("hub") else []
-        images += [deployment.config.jupyter_user_image] if host.has("worker") else []
-        for image in images:
-            facts.images[image] = ex.run(cmd("docker", "image", "inspect", "--format", "{{.Id}}", image), check=False).code == 0
+        facts.managers = {m.get("Addr", "").rsplit(":", 1)[0] for m in swarm.get("RemoteManagers") or []}
+        for image in wanted_images(deployment, host):
+            facts.images[image] = images.image_id(ex, image)
     if host.has("worker"):
         for path in static_paths(deployment):
             facts.paths[path] = ex.run(cmd("test", "-d", path), check=False).code == 0
-    if host.has("hub"):
-        ss = ex.run(cmd("ss", "-Htln"), check=False)
-        for line in ss.stdout.splitlines():
-            parts = line.split()
-            if len(parts) >= 4 and parts[3].rsplit(":", 1)[-1].isdigit():
-                facts.listening.add(int(parts[3].rsplit(":", 1)[-1]))
+    ss = ex.run(cmd("ss", "-Htln"), check=False)  # 80/443 on the hub, 2377/7946 on every host
+    for line in ss.stdout.splitlines():
+        parts = line.split()
+        if len(parts) >= 4 and parts[3].rsplit(":", 1)[-1].isdigit():
+            facts.listening.add(int(parts[3].rsplit(":", 1)[-1]))
     return facts
 
 
@@ -92,27 +105,56 @@ class Plan:
         self.notes.setdefault(host, []).append(note)
 
 
-def plan(deployment: Deployment, facts: dict[str, HostFacts], layout: Layout) -> Plan:
-    result = Plan()
+def problems(deployment: Deployment, facts: dict[str, HostFacts]) -> list[Problem]:
+    """What must be fixed before anything changes; each names the host and how to fix it."""
+    found: list[Problem] = []
     hub = deployment.hub
     hub_facts = facts[hub.host_id]
     source = deployment.files.name(deployment.files.servers) if deployment.files.servers else "servers"
+
+    def problem(host, text: str) -> None:
+        found.append(Problem(source, f"{deployment.target}/{host.host_id}", text))
+
+    for host in deployment.hosts:
+        f = facts[host.host_id]
+        for path, present in f.paths.items():
+            if not present:
+                problem(host, f"static mount path {path} does not exist on worker {host.host_id} ({host.ssh_host}); "
+                              "create it (or mount the file system providing it) on every worker")
+        if f.swarm_state != "active":
+            for port in SWARM_PORTS:
+                if port in f.listening:
+                    problem(host, f"port {port} on {host.host_id} is in use by another program; Docker Swarm needs 2377 and 7946 (TCP and UDP) and 4789 (UDP)")
+    ours = hub_facts.swarm_state == "active"  # then 80/443 may be our own hub's
+    for port in (80, 443):
+        if port in hub_facts.listening and not ours:
+            problem(hub, f"port {port} on the hub {hub.host_id} is already in use by another program; the hub needs 80 and 443")
+    if hub_facts.swarm_state == "active" and not hub_facts.manager:
+        problem(hub, f"the hub {hub.host_id} is a worker of another swarm (managers: {', '.join(sorted(hub_facts.managers))}); "
+                     "run `docker swarm leave` on it, or make that swarm's manager the hub")
+    for host in deployment.hosts:
+        f = facts[host.host_id]
+        if host.host_id == hub.host_id or f.swarm_state != "active":
+            continue
+        if f.manager:
+            problem(host, f"{host.host_id} is a manager of a swarm; only the hub may be a manager: run `docker swarm leave --force` on it")
+        elif hub_facts.swarm_state == "active" and not (f.managers & hub_facts.managers):
+            problem(host, f"{host.host_id} is in another swarm (managers: {', '.join(sorted(f.managers))}); run `docker swarm leave` on it")
+    return found
+
+
+def plan(deployment: Deployment, facts: dict[str, HostFacts], layout: Layout, local_images: dict[str, str | None] | None = None) -> Plan:
+    local_images = local_images or {}
+    result = Plan()
+    hub = deployment.hub
+    hub_facts = facts[hub.host_id]
     for host in deployment.hosts:
         f = facts[host.host_id]
         if f.docker is None:
-            result.add(host.host_id, cmd("sh", "-c", "command -v dockerd || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y docker.io)",
-                                         why="no Docker engine answers"))
+            result.add(host.host_id, INSTALL_DOCKER)
         else:
             result.ok(host.host_id, f"Docker {f.docker}")
-        for path, present in f.paths.items():
-            if not present:
-                result.problems.append(Problem(source, f"{deployment.target}/{host.host_id}",
-                                               f"static mount path {path} does not exist on worker {host.host_id} ({host.ssh_host}); "
-                                               "create it (or mount the file system providing it) on every worker"))
-    for port in (80, 443):
-        if port in hub_facts.listening and hub_facts.swarm_state != "active":
-            result.problems.append(Problem(source, f"{deployment.target}/{hub.host_id}",
-                                           f"port {port} on the hub {hub.host_id} is already in use by another program; the hub needs 80 and 443"))
+    result.problems = problems(deployment, facts)
     if hub_facts.swarm_state == "active" and hub_facts.manager:
         result.ok(hub.host_id, f"swarm manager already ({hub_facts.node_id[:12]})")
     else:
@@ -127,9 +169,12 @@ def plan(deployment: Deployment, facts: dict[str, HostFacts], layout: Layout) ->
             result.add(host.host_id, cmd("docker", "swarm", "join", "--advertise-addr", host.address, "--token", "<worker token>",
                                          f"{hub.address}:2377", why="join the swarm as a worker"))
     for host in deployment.hosts:
-        for image, present in facts[host.host_id].images.items():
-            if present:
+        for image, remote in facts[host.host_id].images.items():
+            local = local_images.get(image)
+            if not images.needs(local, remote):
                 result.ok(host.host_id, f"image {image} present")
+            elif local is None:
+                result.add(host.host_id, cmd("docker", "pull", image, why=f"pull image {image} (not on this machine)"))
             else:
                 result.add(host.host_id, cmd("docker", "load", why=f"send image {image} from this machine (docker save | ssh docker load)"))
     return result

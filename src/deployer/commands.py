@@ -17,11 +17,18 @@ class Command:
     input: bytes | None = field(default=None, repr=False)
     #: Why this command runs, for plans and progress output.
     why: str = ""
+    #: What to print instead of argv when an argument must not be shown (a swarm join token).
+    shown: str | None = field(default=None, repr=False)
 
     def __str__(self) -> str:
-        text = shlex.join(self.argv)
+        text = self.shown if self.shown is not None else shlex.join(self.argv)
         return f"{text} < (hidden input)" if self.input is not None else text
 
 
 def cmd(*argv: str, input: bytes | None = None, why: str = "") -> Command:
     return Command(tuple(str(a) for a in argv), input, why)
+
+
+def sh(script: str, *args: str, input: bytes | None = None, why: str = "") -> Command:
+    """A short shell script (``sh -c``) for what one command cannot do; ``args`` are $1, $2, ..."""
+    return Command(("sh", "-c", script, "sh", *args), input, why)

@@ -36,6 +36,10 @@ class LocalExecutor:
     def __init__(self) -> None:
         self.count = 0  # commands run, for benchmarks and "nothing to do" reports
 
+    def argv_for(self, command: Command) -> list[str]:
+        """The argv that runs ``command`` on this host (for long-lived or piped processes)."""
+        return list(command.argv)
+
     def run(self, command: Command, *, check: bool = True, timeout: float = 600) -> Result:
         self.count += 1
         try:

@@ -37,6 +37,8 @@ class HubSpec:
     files: dict[str, str] = field(default_factory=dict)  # path in the container -> content (public)
     https_port: int = 443
     http_port: int = 80
+    #: The image's ID on the hub node: a rebuilt image under the same tag replaces the hub.
+    image_id: str = ""
 
     def secret_name(self, key: str) -> str:
         return f"{self.layout.name}-{key.replace('_', '-')}-{_digest(self.secrets[key].encode())}"
@@ -52,7 +54,7 @@ class HubSpec:
 
     @property
     def spec_hash(self) -> str:
-        parts = [self.image, str(self.https_port), str(self.http_port), self.layout.name]
+        parts = [self.image, self.image_id, str(self.https_port), str(self.http_port), self.layout.name]
         parts += sorted(self.secret_name(k) for k in self.secrets)
         parts += sorted(self.config_name(p) for p in self.config_files())
         return _digest("\n".join(parts).encode())
@@ -98,6 +100,8 @@ def service_commands(spec: HubSpec, facts: SwarmFacts) -> list[Command]:
     layout = spec.layout
     argv = [
         "docker", "service", "create", "--detach", "--name", layout.hub_service,
+        # The image was put on the hub node by Deployer (sent or pulled): no registry lookup.
+        "--no-resolve-image",
         "--label", f"deployer={layout.name}", "--label", f"deployer.spec={spec.spec_hash}",
         "--constraint", "node.labels.deployer.hub==true",
         "--network", layout.network,

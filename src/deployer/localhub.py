@@ -12,9 +12,10 @@ import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
-from . import hubsettings, tls
-from .commands import Command, cmd
+from . import hubsettings, images, tls
+from .commands import Command, cmd, sh
 from .errors import DeployerError
 from .executor import LocalExecutor
 from .hubservice import HubSpec, SwarmFacts, network_commands, object_commands, service_commands
@@ -34,7 +35,8 @@ def state_for(deployment: Deployment) -> StateDir:
     return StateDir(deployment.files.workdir / ".deployer" / Layout.of(deployment).name)
 
 
-def hub_spec(deployment: Deployment, layout: Layout, state: StateDir, *, https_port: int = 443, http_port: int = 80) -> tuple[HubSpec, bool]:
+def hub_spec(deployment: Deployment, layout: Layout, state: StateDir, *, https_port: int = 443, http_port: int = 80,
+             image_id: str = "") -> tuple[HubSpec, bool]:
     config = deployment.config
     supplied = (config.jupyterhub_cert, config.jupyterhub_key.get_secret_value()) if config.jupyterhub_cert and config.jupyterhub_key else None
     cert, key, self_signed = tls.hub_pair(state, config.jupyterhub_host, supplied)
@@ -49,7 +51,7 @@ def hub_spec(deployment: Deployment, layout: Layout, state: StateDir, *, https_p
     if config.tenant_ca_bundle:
         files[f"{HUB_ROOT}/tenant-ca.pem"] = config.tenant_ca_bundle
     settings = hubsettings.settings(deployment, layout, https_port=https_port, http_port=http_port)
-    return HubSpec(layout, config.jupyterhub_image, settings, secrets, files, https_port, http_port), self_signed
+    return HubSpec(layout, config.jupyterhub_image, settings, secrets, files, https_port, http_port, image_id), self_signed
 
 
 def _lines(ex: LocalExecutor, *argv: str) -> set[str]:
@@ -82,9 +84,10 @@ def swarm_commands(ex: LocalExecutor) -> list[Command]:
     return [cmd("docker", "node", "update", *sum((["--label-add", m] for m in missing), []), node, why="this node is hub and worker")]
 
 
-def directory_commands(deployment: Deployment, layout: Layout) -> list[Command]:
+def directory_commands(deployment: Deployment, layout: Layout, missing: Callable[[list[str]], set[str]] | None = None) -> list[Command]:
     """The hub's data directory, the share with the token root, and the static part of every
-    mount below the share (per-user directories are made by the spawner, owned by the user)."""
+    mount below the share (per-user directories are made by the spawner, owned by the user).
+    ``missing`` says which of the given directories do not exist (default: on this machine)."""
     static = []
     for mount in deployment.config.volume_mounts:
         head = mount.host_path.split("{", 1)[0]
@@ -95,7 +98,16 @@ def directory_commands(deployment: Deployment, layout: Layout) -> list[Command]:
                 cmd("install", "-d", "-m", "0711", layout.share_dir, layout.token_root, why="the share and its token root")]
     if static:
         commands.append(cmd("install", "-d", "-m", "0755", *sorted(set(static)), why="the static part of the mounts below the share"))
-    return [c for c in commands if any(not Path(p).is_dir() for p in c.argv[4:])]
+    missing = missing or (lambda paths: {p for p in paths if not Path(p).is_dir()})
+    absent = missing([p for c in commands for p in c.argv[4:]])
+    return [c for c in commands if any(p in absent for p in c.argv[4:])]
+
+
+def missing_on(ex) -> Callable[[list[str]], set[str]]:
+    """A ``missing`` for directory_commands that asks the executor's host (one command)."""
+    def missing(paths: list[str]) -> set[str]:
+        return set(ex.run(sh('for d; do [ -d "$d" ] || echo "$d"; done', *paths)).stdout.split())
+    return missing
 
 
 def up(deployment: Deployment, ex: LocalExecutor | None = None, *, https_port: int = 443, http_port: int = 80, wait: float = 120) -> Outcome:
@@ -110,7 +122,8 @@ def up(deployment: Deployment, ex: LocalExecutor | None = None, *, https_port: i
     for command in directory_commands(deployment, layout):
         ex.run(command)
         ran.append(command)
-    spec, self_signed = hub_spec(deployment, layout, state, https_port=https_port, http_port=http_port)
+    spec, self_signed = hub_spec(deployment, layout, state, https_port=https_port, http_port=http_port,
+                                 image_id=images.image_id(ex, deployment.config.jupyterhub_image) or "")
     facts = read_facts(ex, layout)
     for command in network_commands(layout, facts) + object_commands(spec, facts) + service_commands(spec, facts):
         ex.run(command)

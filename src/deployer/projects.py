@@ -30,10 +30,10 @@ JUPYTERHUB = Project(
         Action("validate", "check the deployment files without touching any host"),
         Action("config", "print the merged configuration, secrets shown as ***"),
         Action("plan", "show what deploy would change on each host (changes nothing)"),
-        Action("deploy", "bring the hosts to the configured state (this machine only, for now)"),
-        Action("update", "roll out a new hub image or configuration, keeping notebooks running", available=False),
+        Action("deploy", "bring the hosts to the configured state: engines, swarm, NFS share, images, the hub"),
+        Action("update", "roll out a new hub image or configuration, keeping notebooks running"),
         Action("status", "nodes, roles, hub health and notebooks per node"),
-        Action("destroy", "remove the hub, notebooks and Docker objects; data kept unless --purge-data (this machine only, for now)"),
+        Action("destroy", "remove the hub, notebooks and Docker objects; NFS export and swarm; data kept unless --purge-data"),
     ),
 )
 

@@ -57,23 +57,31 @@ class SSHExecutor:
         argv += ["-o", "StrictHostKeyChecking=accept-new"]
         return argv + [self.address]
 
+    def argv_for(self, command: Command) -> list[str]:
+        """The local argv that runs ``command`` on the host (for long-lived or piped processes)."""
+        return self.ssh_argv() + ["--", shlex.join(command.argv)]
+
     def run(self, command: Command, *, check: bool = True, timeout: float = 600) -> Result:
         self.count += 1
-        argv = self.ssh_argv() + ["--", shlex.join(command.argv)]
+        argv = self.argv_for(command)
         try:
             proc = subprocess.run(argv, input=command.input, capture_output=True, timeout=timeout)
         except subprocess.TimeoutExpired:
             raise RemoteCommandError(self.host, command, -1, f"timed out after {timeout:.0f} s") from None
         result = Result(proc.returncode, proc.stdout.decode(errors="replace"), proc.stderr.decode(errors="replace"))
+        self.check_connect(result)
+        if check and result.code != 0:
+            raise RemoteCommandError(self.host, command, result.code, result.stderr or result.stdout)
+        return result
+
+    def check_connect(self, result: Result) -> None:
+        """Raises ConnectError when ssh itself failed (not the remote command exiting 255)."""
         if result.code == SSH_FAILURE and _is_ssh_error(result.stderr):
             reason = result.stderr.strip().splitlines()[-1] if result.stderr.strip() else "no answer"
             raise ConnectError(
                 f"{self.host} ({self.user}@{self.address}:{self.port}): cannot connect over SSH: {reason}; "
                 "check that the host is up, ssh_host/ssh_port are right and ssh_key is authorised for ssh_user"
             )
-        if check and result.code != 0:
-            raise RemoteCommandError(self.host, command, result.code, result.stderr or result.stdout)
-        return result
 
     def close(self) -> None:
         subprocess.run(["ssh", "-o", f"ControlPath={self._control}", "-O", "exit", self.address], capture_output=True, timeout=10)

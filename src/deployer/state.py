@@ -8,6 +8,8 @@ import secrets
 import tempfile
 from pathlib import Path
 
+from .commands import sh
+
 
 class StateDir:
     def __init__(self, path: Path):
@@ -34,3 +36,21 @@ class StateDir:
             value = secrets.token_hex(nbytes)
             self.write(name, value)
         return value.strip()
+
+
+class HostStateDir(StateDir):
+    """The same state kept on the hub itself (root-only directory, 0600 files), so that any
+    operator's machine deploying the hub finds the same cookie secret, key and certificate."""
+
+    def __init__(self, ex, path: str):
+        self.ex = ex
+        self.path = path  # type: ignore[assignment]  # a path on the hub, not on this machine
+
+    def read(self, name: str) -> str | None:
+        result = self.ex.run(sh('cat "$1" 2>/dev/null || exit 3', f"{self.path}/{name}"), check=False)
+        return result.stdout if result.code == 0 else None
+
+    def write(self, name: str, text: str) -> None:
+        target = f"{self.path}/{name}"
+        self.ex.run(sh('set -e; umask 077; mkdir -p "$(dirname "$1")"; chmod 0700 "$2"; cat >"$1.new"; mv "$1.new" "$1"',
+                       target, self.path, input=text.encode(), why="keep state on the hub"))

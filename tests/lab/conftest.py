@@ -9,6 +9,10 @@ import pytest
 
 from lab.harness import ROOT, Lab
 
+#: The share of the lab deployment (jupyterhub.lab.sim): one volume seen by all three hosts, in
+#: place of the workers' NFS mount of the hub's export, which this kernel cannot make.
+LAB_SHARE = "/srv/deployer/jupyterhub-lab-sim/share"
+
 
 @pytest.fixture(scope="session")
 def lab():
@@ -19,7 +23,7 @@ def lab():
     )
     if prepare.returncode != 0:
         pytest.fail(f"the Docker engine or the base image is not available:\n{prepare.stderr[-3000:]}")
-    lab = Lab().start()
+    lab = Lab(shared=(LAB_SHARE,)).start()
     try:
         yield lab
     finally:

@@ -52,8 +52,12 @@ def _out(result: subprocess.CompletedProcess) -> str:
 class Lab:
     """A set of lab hosts; see the module docstring."""
 
-    def __init__(self, hosts=("hub", "worker1", "worker2"), subnet="10.99.0.0/24", prefix="deployer-lab"):
+    def __init__(self, hosts=("hub", "worker1", "worker2"), subnet="10.99.0.0/24", prefix="deployer-lab", shared=()):
         self.prefix = prefix
+        #: Paths that are one directory seen by every host (a volume mounted into all of them):
+        #: what a shared file system, or an NFS mount, gives real machines. The kernel here cannot
+        #: mount NFS, so a lab deployment's share is one of these.
+        self.shared = tuple(shared)
         self.network = f"{prefix}-net"
         self.subnet = ipaddress.ip_network(subnet)
         first = 11
@@ -73,7 +77,10 @@ class Lab:
     def volumes(self, host: str) -> dict[str, str]:
         """Volume name -> mount point: the inner engine's storage, and /srv (a real filesystem
         for data the host serves, e.g. an NFS export; the container's overlay root cannot be)."""
-        return {f"{self.prefix}-{host}-docker": "/var/lib/docker", f"{self.prefix}-{host}-srv": "/srv"}
+        volumes = {f"{self.prefix}-{host}-docker": "/var/lib/docker", f"{self.prefix}-{host}-srv": "/srv"}
+        for path in self.shared:
+            volumes[f"{self.prefix}-shared-{hashlib.sha256(path.encode()).hexdigest()[:8]}"] = path
+        return volumes
 
     # --- the image ---------------------------------------------------------------------------
 
@@ -142,7 +149,8 @@ class Lab:
             for host, ip in self.hosts.items():
                 mounts = []
                 for volume, target in self.volumes(host).items():
-                    _docker("volume", "create", "--label", f"{LAB_LABEL}={self.prefix}", volume)
+                    if _docker("volume", "inspect", volume, check=False).returncode != 0:  # shared ones exist already
+                        _docker("volume", "create", "--label", f"{LAB_LABEL}={self.prefix}", volume)
                     mounts += ["-v", f"{volume}:{target}"]
                 _docker(
                     "run", "-d", "--name", self.container(host), "--hostname", host,

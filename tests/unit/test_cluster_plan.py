@@ -16,17 +16,17 @@ def deployment_of(site):
 
 def ready_facts() -> dict[str, HostFacts]:
     return {
-        "hub1": HostFacts(docker="24.0", swarm_state="active", node_id="n1", manager=True, images={HUB_IMAGE: True}, listening={22, 80, 443}),
-        "worker1": HostFacts(docker="24.0", swarm_state="active", node_id="n2", images={USER_IMAGE: True}, paths={"/data/shared": True}),
-        "worker2": HostFacts(docker="24.0", swarm_state="active", node_id="n3", images={USER_IMAGE: True}, paths={"/data/shared": True}),
+        "hub1": HostFacts(docker="24.0", swarm_state="active", node_id="n1", manager=True, managers={"10.10.0.10"}, images={HUB_IMAGE: "sha256:h"}, listening={22, 80, 443}),
+        "worker1": HostFacts(docker="24.0", swarm_state="active", node_id="n2", managers={"10.10.0.10"}, images={USER_IMAGE: "sha256:u"}, paths={"/data/shared": True}),
+        "worker2": HostFacts(docker="24.0", swarm_state="active", node_id="n3", managers={"10.10.0.10"}, images={USER_IMAGE: "sha256:u"}, paths={"/data/shared": True}),
     }
 
 
 def test_fresh_hosts_get_swarm_and_images(site) -> None:
     d = deployment_of(site())
-    facts = {h: HostFacts(docker="24.0", images={HUB_IMAGE if h == "hub1" else USER_IMAGE: False}, paths={"/data/shared": True} if h != "hub1" else {})
+    facts = {h: HostFacts(docker="24.0", images={HUB_IMAGE if h == "hub1" else USER_IMAGE: None}, paths={"/data/shared": True} if h != "hub1" else {})
              for h in ("hub1", "worker1", "worker2")}
-    p = plan(d, facts, Layout.of(d))
+    p = plan(d, facts, Layout.of(d), {USER_IMAGE: "sha256:u", HUB_IMAGE: "sha256:h"})
     assert [str(c) for c in p.commands["hub1"]][0] == "docker swarm init --advertise-addr 10.10.0.10"
     assert [c.why for c in p.commands["worker1"]] == ["join the swarm as a worker", f"send image {USER_IMAGE} from this machine (docker save | ssh docker load)"]
     assert "10.10.0.10:2377" in p.commands["worker2"][0].argv
@@ -55,4 +55,24 @@ def test_hosts_without_docker_get_it_installed(site) -> None:
     facts = ready_facts()
     facts["worker1"] = HostFacts()
     p = plan(d, facts, Layout.of(d))
-    assert p.commands["worker1"][0].why == "no Docker engine answers"
+    assert p.commands["worker1"][0].why.startswith("no Docker engine answers")
+
+
+def test_a_worker_of_another_swarm_or_a_taken_swarm_port_is_a_problem(site) -> None:
+    d = deployment_of(site())
+    facts = ready_facts()
+    facts["worker1"].managers = {"192.168.5.5"}
+    facts["worker2"] = HostFacts(docker="24.0", listening={2377}, images={USER_IMAGE: "sha256:u"}, paths={"/data/shared": True})
+    messages = [str(p) for p in plan(d, facts, Layout.of(d)).problems]
+    assert any("worker1 is in another swarm (managers: 192.168.5.5); run `docker swarm leave` on it" in m for m in messages)
+    assert any("port 2377 on worker2 is in use by another program" in m for m in messages)
+
+
+def test_an_image_rebuilt_under_the_same_tag_is_sent_again_and_a_missing_one_pulled(site) -> None:
+    d = deployment_of(site())
+    p = plan(d, ready_facts(), Layout.of(d), {USER_IMAGE: "sha256:NEW"})
+    assert [c.why for c in p.commands["worker1"]] == [f"send image {USER_IMAGE} from this machine (docker save | ssh docker load)"]
+    facts = ready_facts()
+    facts["hub1"].images[HUB_IMAGE] = None
+    p = plan(d, facts, Layout.of(d), {})
+    assert [str(c) for c in p.commands["hub1"]] == [f"docker pull {HUB_IMAGE}"]

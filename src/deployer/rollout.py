@@ -1,0 +1,365 @@
+"""deploy, update and destroy on real hosts: phases run over each host's executor.
+
+Every phase reads what is there, then runs only the commands that change something (the
+pure functions of ``cluster``, ``nfs``, ``hubservice``); a second run with nothing changed
+runs no changing command and restarts nothing. A run holds the hub's lock throughout and
+ends with a line in the hub's audit log. A failure names the host, the command and its
+error; everything done before it stays done, so a re-run continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Callable
+
+from . import __version__, cluster, images, localhub, nfs
+from .cluster import Executor, HostFacts
+from .commands import Command, cmd, sh
+from .errors import ConfigError, DeployerError
+from .hubservice import network_commands, object_commands, service_commands
+from .hubsettings import Layout
+from .loader import Deployment
+from .lock import HubLock, operator
+from .ssh import ConnectError
+from .state import HostStateDir
+
+AUDIT_LOG = "/var/log/deployer/audit.log"
+
+#: Asks the hub itself whether JupyterHub answers (the operator's machine may not reach 443).
+HEALTH = sh('curl -ksf -o /dev/null "$1" 2>/dev/null || python3 -c '
+            '"import ssl, sys, urllib.request as u; u.urlopen(sys.argv[1], context=ssl._create_unverified_context(), timeout=5)" "$1" 2>/dev/null',
+            "https://127.0.0.1:443/hub/health")
+
+
+class RolloutError(DeployerError):
+    """One or more hosts failed; each line names the host."""
+
+
+@dataclass
+class HostResult:
+    host_id: str
+    roles: str
+    changes: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    error: str | None = None
+    unreachable: bool = False
+
+    @property
+    def outcome(self) -> str:
+        if self.unreachable:
+            return "unreachable"
+        if self.error:
+            return "failed"
+        return "changed" if self.changes else "unchanged"
+
+
+@dataclass
+class Report:
+    action: str
+    results: dict[str, HostResult]
+    url: str = ""
+    self_signed: bool = False
+    hub_replaced: bool = False
+    seconds: float = 0.0
+    commands: dict[str, int] = field(default_factory=dict)  # host -> remote commands run
+
+    @property
+    def changed(self) -> bool:
+        return any(r.changes for r in self.results.values())
+
+
+class Rollout:
+    def __init__(self, deployment: Deployment, executors: dict[str, Executor], action: str,
+                 progress: Callable[[str], None] = lambda text: None):
+        self.d = deployment
+        self.ex = executors
+        self.action = action
+        self.progress = progress
+        self.layout = Layout.of(deployment)
+        self.hub = deployment.hub
+        self.hub_ex = executors[self.hub.host_id]
+        self.report = Report(action, {h.host_id: HostResult(h.host_id, ",".join(h.roles)) for h in deployment.hosts})
+        self._phase = 0
+        self._phases = 0
+
+    # --- running -------------------------------------------------------------------------------
+
+    def phase(self, text: str) -> None:
+        self._phase += 1
+        self.progress(f"[{self._phase}/{self._phases}] {text}")
+
+    def run(self, host_id: str, command: Command, **kwargs):
+        """Run a changing command and record it in the host's result."""
+        result = self.ex[host_id].run(command, **kwargs)
+        self.report.results[host_id].changes.append(command.why or str(command))
+        return result
+
+    def each(self, host_ids: list[str], work: Callable[[str], None]) -> None:
+        """``work`` on several hosts in parallel; every host's failure is recorded, then raised together."""
+        if not host_ids:
+            return
+        with ThreadPoolExecutor(len(host_ids)) as pool:
+            futures = {h: pool.submit(work, h) for h in host_ids}
+            errors = []
+            for host_id, future in futures.items():
+                try:
+                    future.result()
+                except ConnectError as error:
+                    self.report.results[host_id].unreachable = True
+                    self.report.results[host_id].error = str(error)
+                    errors.append(str(error))
+                except DeployerError as error:
+                    self.report.results[host_id].error = str(error)
+                    errors.append(str(error))
+        if errors:
+            raise RolloutError("\n".join(errors))
+
+    def _finish(self, started: float, error: BaseException | None) -> None:
+        self.report.seconds = time.monotonic() - started
+        self.report.commands = {h: getattr(ex, "count", 0) for h, ex in self.ex.items()}
+        entry = {
+            "time": datetime.now(timezone.utc).isoformat(timespec="seconds"), "operator": operator(), "action": self.action,
+            "deployment": str(self.d.target), "deployer": __version__, "result": "failed" if error else "ok",
+            "changes": {h: r.changes for h, r in self.report.results.items() if r.changes},
+            "images": [self.d.config.jupyterhub_image, self.d.config.jupyter_user_image],
+        }
+        if error:
+            entry["error"] = str(error).splitlines()[0][:500]
+        try:  # the audit line must not hide the run's own outcome
+            self.hub_ex.run(sh(f'umask 077; mkdir -p "$(dirname "$1")"; cat >>"$1"', AUDIT_LOG,
+                               input=(json.dumps(entry, sort_keys=True) + "\n").encode(), why="audit log"))
+        except DeployerError:
+            pass
+
+    def locked(self, body: Callable[[], None], phases: int) -> Report:
+        self._phases = phases
+        started = time.monotonic()
+        self.progress(f"{self.action} {self.d.target}: {len(self.d.hosts)} hosts, lock on the hub {self.hub.host_id}")
+        try:
+            with HubLock(self.hub_ex, self.layout.name, self.action):
+                error: BaseException | None = None
+                try:
+                    body()
+                except BaseException as exc:  # recorded in the audit log, then raised as it was
+                    error = exc
+                    raise
+                finally:
+                    self._finish(started, error)
+        except ConnectError as exc:
+            self.report.results[self.hub.host_id].unreachable = True
+            self.report.results[self.hub.host_id].error = str(exc)
+            raise
+        return self.report
+
+    # --- deploy and update ---------------------------------------------------------------------
+
+    def deploy(self) -> Report:
+        return self.locked(lambda: self._deploy(full=True), 7)
+
+    def update(self) -> Report:
+        return self.locked(lambda: self._deploy(full=False), 4)
+
+    def _deploy(self, full: bool) -> None:
+        self.phase("reading every host")
+        facts = self.gather()
+        self.phase("checking ports, paths and swarm membership")
+        local_images = {image: images.local_id(image) for image in (self.d.config.jupyterhub_image, self.d.config.jupyter_user_image)}
+        if not full:
+            hub_facts = facts[self.hub.host_id]
+            if not (hub_facts.swarm_state == "active" and hub_facts.manager):
+                raise DeployerError(f"{self.hub.host_id}: no swarm on the hub yet: run `deployer deploy` first (update only rolls out a new hub image or configuration)")
+        else:
+            problems = cluster.problems(self.d, facts)
+            if problems:
+                raise ConfigError(problems)
+            self.phase("Docker engines")
+            self.engines(facts)
+            self.phase("swarm: init, join, node labels")
+            self.swarm(facts)
+            self.phase("the share: directories, NFS export, worker mounts")
+            self.share()
+        self.phase("images")
+        self.images(facts, local_images)
+        self.phase("the hub service")
+        self.hub_service()
+
+    def gather(self) -> dict[str, HostFacts]:
+        facts: dict[str, HostFacts] = {}
+
+        def read(host_id: str) -> None:
+            host = next(h for h in self.d.hosts if h.host_id == host_id)
+            facts[host_id] = cluster.gather_one(host, self.ex[host_id], self.d)
+
+        self.each([h.host_id for h in self.d.hosts], read)
+        return facts
+
+    def engines(self, facts: dict[str, HostFacts]) -> None:
+        def install(host_id: str) -> None:
+            self.run(host_id, cluster.INSTALL_DOCKER, timeout=1200)
+            facts[host_id] = cluster.gather_one(next(h for h in self.d.hosts if h.host_id == host_id), self.ex[host_id], self.d)
+
+        self.each([h for h, f in facts.items() if f.docker is None], install)
+
+    def swarm(self, facts: dict[str, HostFacts]) -> None:
+        hub, hub_facts = self.hub, facts[self.hub.host_id]
+        if not (hub_facts.swarm_state == "active" and hub_facts.manager):
+            self.run(hub.host_id, cmd("docker", "swarm", "init", "--advertise-addr", hub.address, why="initialise the swarm on the hub"))
+        joining = [w.host_id for w in self.d.workers if w.host_id != hub.host_id and facts[w.host_id].swarm_state not in ("active", "pending")]
+        if joining:
+            token = self.hub_ex.run(cmd("docker", "swarm", "join-token", "-q", "worker")).stdout.strip()
+
+            def join(host_id: str) -> None:
+                host = next(h for h in self.d.hosts if h.host_id == host_id)
+                ex = self.ex[host_id]
+                reach = ex.run(sh('timeout 5 bash -c "exec 3<>/dev/tcp/$1/$2"', hub.address, "2377"), check=False)
+                if reach.code != 0:
+                    raise DeployerError(f"{host_id}: cannot reach the hub's swarm port {hub.address}:2377 (TCP); open 2377/tcp, 7946/tcp+udp "
+                                        "and 4789/udp between the hosts (firewall, security group) and check the hub's private_ip")
+                argv = ("docker", "swarm", "join", "--advertise-addr", host.address, "--token", token, f"{hub.address}:2377")
+                # The token is only on the worker's command line (docker has no other way to take it), never in our output.
+                shown = " ".join(argv).replace(token, "<worker token>")
+                self.run(host_id, Command(argv, why="join the swarm as a worker", shown=shown), timeout=120)
+
+            self.each(joining, join)
+        self.labels()
+
+    def labels(self) -> None:
+        node_ids = {}
+        for host in self.d.hosts:
+            node_ids[host.host_id] = self.ex[host.host_id].run(cmd("docker", "info", "--format", "{{.Swarm.NodeID}}")).stdout.strip()
+        inspected = self.hub_ex.run(cmd("docker", "node", "inspect", *node_ids.values(), "--format", "{{.ID}} {{json .Spec.Labels}}")).stdout
+        labels = {line.split(" ", 1)[0]: json.loads(line.split(" ", 1)[1]) or {} for line in inspected.splitlines() if line.strip()}
+        for host in self.d.hosts:
+            have = labels.get(node_ids[host.host_id], {})
+            missing = [f"deployer.{role}=true" for role in host.roles if have.get(f"deployer.{role}") != "true"]
+            if missing:
+                argv = ["docker", "node", "update"] + sum((["--label-add", m] for m in missing), []) + [node_ids[host.host_id]]
+                self.report.results[host.host_id].changes.append(f"label the node {', '.join(missing)}")
+                self.hub_ex.run(cmd(*argv))
+
+    def share(self) -> None:
+        layout, hub = self.layout, self.hub
+        for command in localhub.directory_commands(self.d, layout, localhub.missing_on(self.hub_ex)):
+            self.run(hub.host_id, command)
+        marker = self.hub_ex.run(nfs.marker_command(layout, f"{layout.name} {secrets.token_hex(16)}")).stdout.strip()
+        others = [w for w in self.d.workers if w.host_id != hub.host_id]
+        if not others:
+            return
+        kernel = self.d.config.use_stock_nfs
+        server = nfs.ServerFacts.read(self.hub_ex, layout, kernel)
+        for command in nfs.server_commands(layout, [w.address for w in others], server, kernel=kernel):
+            self.run(hub.host_id, command, timeout=1200)
+
+        def mount(host_id: str) -> None:
+            ex, result = self.ex[host_id], self.report.results[host_id]
+            if ex.run(nfs.read_marker(layout)).stdout.strip() == marker:
+                result.notes.append("sees the share")
+                return
+            has_client = ex.run(sh('command -v mount.nfs4 >/dev/null || [ -x /sbin/mount.nfs4 ]'), check=False).code == 0
+            for command in nfs.mount_commands(layout, hub.address, has_client=has_client):
+                self.run(host_id, command, timeout=1200)
+            if ex.run(nfs.read_marker(layout)).stdout.strip() != marker:
+                raise DeployerError(f"{host_id}: mounted {hub.address}:{layout.share_dir} but does not see the hub's files there; "
+                                    f"check the NFS export on {hub.host_id} and that {host_id}'s address {next(h for h in others if h.host_id == host_id).address} is the one it connects from")
+
+        self.each([w.host_id for w in others], mount)
+
+    def images(self, facts: dict[str, HostFacts], local: dict[str, str | None]) -> None:
+        def provide(host_id: str) -> None:
+            ex = self.ex[host_id]
+            for image in cluster.wanted_images(self.d, next(h for h in self.d.hosts if h.host_id == host_id)):
+                remote = facts[host_id].images.get(image) if image in facts[host_id].images else images.image_id(ex, image)
+                if images.needs(local.get(image), remote):
+                    how = images.provide(ex, image, local.get(image))
+                    self.report.results[host_id].changes.append(f"{how} image {image}")
+                    facts[host_id].images[image] = images.image_id(ex, image)
+
+        self.each([h.host_id for h in self.d.hosts], provide)
+
+    def hub_service(self) -> None:
+        layout, hub, ex = self.layout, self.hub, self.hub_ex
+        state = HostStateDir(ex, f"{layout.state_root}/{layout.name}/state")
+        image_id = images.image_id(ex, self.d.config.jupyterhub_image) or ""
+        spec, self.report.self_signed = localhub.hub_spec(self.d, layout, state, image_id=image_id)
+        facts = localhub.read_facts(ex, layout)
+        for command in network_commands(layout, facts) + object_commands(spec, facts) + service_commands(spec, facts):
+            self.run(hub.host_id, command)
+            if command.argv[:3] == ("docker", "service", "rm"):
+                self.report.hub_replaced = True
+                localhub.wait_until_gone(ex, layout.hub_service)
+        self.report.url = f"https://{self.d.config.jupyterhub_host}"
+        self.wait_healthy(120)
+
+    def wait_healthy(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.hub_ex.run(HEALTH, check=False, timeout=30).code == 0:
+                return
+            time.sleep(1)
+        logs = self.hub_ex.run(cmd("docker", "service", "logs", "--tail", "20", self.layout.hub_service), check=False)
+        tail = (logs.stdout + logs.stderr).strip()[-2500:]
+        raise DeployerError(f"{self.hub.host_id}: the hub did not answer https://127.0.0.1:443/hub/health on the hub within {timeout:.0f} s; "
+                            f"`deployer status` shows its state; last log lines:\n{tail}")
+
+    # --- destroy -------------------------------------------------------------------------------
+
+    def destroy(self, purge_data: bool) -> Report:
+        return self.locked(lambda: self._destroy(purge_data), 5 if purge_data else 4)
+
+    def _destroy(self, purge_data: bool) -> None:
+        layout, hub = self.layout, self.hub
+        self.phase("the hub, the notebooks and the deployment's Docker objects")
+        hub_facts = cluster.gather_one(hub, self.hub_ex, self.d)
+        if hub_facts.swarm_state == "active" and hub_facts.manager:
+            present = localhub.read_facts(self.hub_ex, layout)
+            localhub.remove(layout, self.hub_ex)
+            if present.networks or present.secrets or present.configs or present.hub_spec_hash is not None:
+                self.report.results[hub.host_id].changes.append("removed the hub, notebooks, secrets, configs and network")
+        self.phase("the share: worker mounts and the NFS export")
+        others = [w.host_id for w in self.d.workers if w.host_id != hub.host_id]
+
+        def unmount(host_id: str) -> None:
+            if "unmounted" in self.ex[host_id].run(nfs.unmount_command(layout)).stdout:
+                self.report.results[host_id].changes.append("unmounted the share")
+
+        self.each(others, unmount)
+        kernel = self.d.config.use_stock_nfs
+        for command in nfs.unexport_commands(layout, nfs.ServerFacts.read(self.hub_ex, layout, kernel), kernel=kernel):
+            self.run(hub.host_id, command)
+        self.phase("the swarm")
+        self.leave_swarm(hub_facts)
+        if purge_data:
+            self.phase(f"user data and the hub's state under {layout.state_root}/{layout.name}")
+            root = f"{layout.state_root}/{layout.name}"
+            self.run(hub.host_id, sh('[ -d "$2" ] && find "$2" -xdev -mindepth 1 -delete; rm -rf --one-file-system "$1"; rmdir "$3" 2>/dev/null; true',
+                                     root, layout.share_dir, layout.state_root, why="delete the users' data, tokens and the hub's database"))
+            self.each(others, lambda h: self.ex[h].run(sh('rmdir "$1" "$2" "$3" 2>/dev/null; true', layout.share_dir, root, layout.state_root)))
+        self.phase("done")
+
+    def leave_swarm(self, hub_facts: HostFacts) -> None:
+        """Leave the swarm on every host when nothing else runs in it; else only drop our labels."""
+        hub = self.hub
+        if hub_facts.swarm_state != "active":
+            return
+        if hub_facts.manager:
+            others = self.hub_ex.run(cmd("docker", "service", "ls", "--format", "{{.Name}}")).stdout.split()
+            if others:
+                self.report.results[hub.host_id].notes.append(f"swarm kept: other services run in it ({', '.join(others[:5])})")
+                for host in self.d.hosts:
+                    node = self.ex[host.host_id].run(cmd("docker", "info", "--format", "{{.Swarm.NodeID}}")).stdout.strip()
+                    if node:
+                        self.hub_ex.run(cmd("docker", "node", "update", "--label-rm", "deployer.hub", "--label-rm", "deployer.worker", node), check=False)
+                return
+
+        def leave(host_id: str) -> None:
+            state = self.ex[host_id].run(cmd("docker", "info", "--format", "{{.Swarm.LocalNodeState}}"), check=False).stdout.strip()
+            if state in ("active", "pending"):
+                self.run(host_id, cmd("docker", "swarm", "leave", "--force", why="leave the swarm"))
+
+        self.each([h.host_id for h in self.d.hosts if h.host_id != hub.host_id], leave)
+        leave(hub.host_id)
