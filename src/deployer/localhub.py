@@ -95,7 +95,9 @@ def directory_commands(deployment: Deployment, layout: Layout, missing: Callable
         if head.startswith(layout.share_dir):
             static.append(head)
     commands = [cmd("install", "-d", "-m", "0700", layout.data_dir, why="the hub's database directory"),
-                cmd("install", "-d", "-m", "0711", layout.share_dir, layout.token_root, why="the share and its token root")]
+                # The share's top is readable (NFS clients list it); the token root is not.
+                cmd("install", "-d", "-m", "0755", layout.share_dir, why="the share"),
+                cmd("install", "-d", "-m", "0711", layout.token_root, why="the share's token root")]
     if static:
         commands.append(cmd("install", "-d", "-m", "0755", *sorted(set(static)), why="the static part of the mounts below the share"))
     missing = missing or (lambda paths: {p for p in paths if not Path(p).is_dir()})

@@ -80,7 +80,8 @@ class ServerFacts:
     def read(cls, ex, layout: Layout, kernel: bool) -> "ServerFacts":
         path = kernel_exports_file(layout) if kernel else f"{GANESHA_DIR}/{layout.name}.conf"
         probe = "command -v exportfs" if kernel else "command -v ganesha.nfsd"
-        running = "cat /proc/fs/nfsd/threads 2>/dev/null | grep -qv '^0$'" if kernel else "pgrep -x ganesha.nfsd"
+        # Listening, not just a process: where no init reaps them, dead daemons linger as zombies.
+        running = "cat /proc/fs/nfsd/threads 2>/dev/null | grep -qv '^0$'" if kernel else "ss -Hltn | grep -q ':2049 '"
         script = (f'{probe} >/dev/null && echo installed; {running} >/dev/null && echo running; '
                   '[ -d /run/systemd/system ] && echo systemd; '
                   f'ls {GANESHA_DIR} 2>/dev/null | sed -n "s/\\.conf$//p" | sed "s/^/exported /"; '
@@ -112,7 +113,7 @@ def ganesha_start(systemd: bool) -> Command:
         "set -e; mkdir -p /var/run/ganesha /var/log/ganesha /run/dbus\n"
         "pgrep -x rpcbind >/dev/null || rpcbind -w\n"
         "pgrep -x dbus-daemon >/dev/null || dbus-daemon --system --fork\n"
-        "if pkill -x ganesha.nfsd; then for i in $(seq 50); do pgrep -x ganesha.nfsd >/dev/null || break; sleep 0.2; done; fi\n"
+        "if pkill -x ganesha.nfsd; then for i in $(seq 100); do ss -Hltn | grep -q ':2049 ' || break; sleep 0.2; done; fi\n"
         f"setsid ganesha.nfsd -L /var/log/ganesha/ganesha.log -f {GANESHA_MAIN} -p /var/run/ganesha/ganesha.pid </dev/null >/dev/null 2>&1\n"
         "for i in $(seq 100); do ss -Hltn | grep -q ':2049 ' && exit 0; sleep 0.3; done\n"
         "echo 'nfs-ganesha did not listen on 2049 within 30 s:' >&2; tail -n 5 /var/log/ganesha/ganesha.log >&2; exit 1",
@@ -166,7 +167,7 @@ def unexport_commands(layout: Layout, facts: ServerFacts, *, kernel: bool) -> li
             commands += [_write(GANESHA_MAIN, ganesha_main(others), why="ganesha's main configuration"), ganesha_start(facts.systemd)]
         return commands
     if facts.running:
-        stop = "systemctl stop nfs-ganesha" if facts.systemd else "pkill -x ganesha.nfsd || true"
+        stop = "systemctl stop nfs-ganesha" if facts.systemd else "pkill -x ganesha.nfsd; for i in $(seq 100); do ss -Hltn | grep -q ':2049 ' || exit 0; sleep 0.2; done"
         commands.append(sh(stop, why="stop nfs-ganesha (nothing is exported any more)"))
     if facts.main is not None and facts.main.startswith(MANAGED):
         commands.append(sh(f'if [ -e {GANESHA_MAIN}.deployer-orig ]; then mv {GANESHA_MAIN}.deployer-orig {GANESHA_MAIN}; else rm -f {GANESHA_MAIN}; fi; '

@@ -3,21 +3,14 @@ a hub deployed from deployment files, the tenant simulator over HTTPS."""
 
 from __future__ import annotations
 
-import datetime as dt
-import ipaddress
 import os
 import shutil
-import ssl
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import yaml
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from deployer import localhub
 from deployer.discovery import discover
@@ -26,6 +19,7 @@ from deployer.executor import LocalExecutor
 from deployer.hubsettings import Layout
 from deployer.loader import Deployment, load
 from sim.tenant import TenantSimulator
+from sim.tls import server_tls
 
 ROOT = Path(__file__).resolve().parents[2]
 CLIENT = ("swarm-hub", "S3CR3T-client-xyzzy")
@@ -52,29 +46,6 @@ def images() -> None:
         localhub.remove(Layout(name), LocalExecutor())
 
 
-def _tls_for(ip: str) -> tuple[str, ssl.SSLContext, Path]:
-    """A private CA and a server certificate for ``ip``: the tenant's TLS, trusted by the hub
-    through tenant_ca_bundle (exactly what a site with a private CA configures)."""
-    now = dt.datetime.now(dt.timezone.utc)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Deployer test tenant CA")])
-    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
-          .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(hours=1)).not_valid_after(now + dt.timedelta(days=2))
-          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True).sign(ca_key, hashes.SHA256()))
-    key = ec.generate_private_key(ec.SECP256R1())
-    cert = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, ip)])).issuer_name(ca_name)
-            .public_key(key.public_key()).serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(hours=1))
-            .not_valid_after(now + dt.timedelta(days=2)).add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(ip))]), critical=False)
-            .sign(ca_key, hashes.SHA256()))
-    directory = Path(os.environ.get("TMPDIR", "/tmp")) / "deployer-swarm-tls"
-    directory.mkdir(exist_ok=True)
-    (directory / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    (directory / "key.pem").write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(directory / "cert.pem", directory / "key.pem")
-    return ca.public_bytes(serialization.Encoding.PEM).decode(), context, directory
-
-
 @pytest.fixture(scope="session")
 def gateway_ip(images) -> str:
     """This machine's address on the swarm's gateway bridge: reachable from the browser here
@@ -84,7 +55,7 @@ def gateway_ip(images) -> str:
 
 @pytest.fixture(scope="session")
 def tenant(gateway_ip: str):
-    ca, context, _ = _tls_for(gateway_ip)
+    ca, context, _ = server_tls(gateway_ip, Path(os.environ.get("TMPDIR", "/tmp")) / "deployer-swarm-tls")
     with TenantSimulator(tenant_id="sim", host=gateway_ip, ssl_context=context).start() as sim:
         for name, (password, uid, gid) in USERS.items():
             sim.add_user(name, password, uid=uid, gid=gid, home_directory=f"05/{uid}/{name}")

@@ -1,0 +1,297 @@
+"""`deployer deploy`, `update` and `destroy` against three real hosts over real SSH, exactly as an
+operator runs them: a hub and two workers, each with its own Docker engine; the tenant (Agave
+v2 + TAS) simulated over HTTPS on this machine, reached from the hub's container.
+
+What the lab substitutes: this kernel cannot mount NFS, so the workers do not mount the hub's
+export; the share's path is one Docker volume mounted into all three hosts instead (what a
+site file system or the NFS mount gives real machines). The NFS *server* side is real: the
+hub's nfs-ganesha serves the share, limited to the workers' addresses, and a worker reads it
+with a user-space NFS client (nfs-cat).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+from deployer.lock import HubLock
+from deployer.ssh import SSHExecutor
+from lab.conftest import LAB_SHARE
+from lab.harness import Lab
+from sim.tenant import TenantSimulator, complete_login
+from sim.tls import server_tls
+
+pytestmark = pytest.mark.lab
+
+DEPLOYER = str(Path(sys.executable).with_name("deployer"))
+SCOPE = "jupyterhub.lab.sim"
+NAME = "jupyterhub-lab-sim"
+CLIENT = ("lab-hub", "S3CR3T-client-xyzzy")
+TAS_ROLE = ("jhub-role", "S3CR3T-tas-plugh")
+USERS = {"jdoe": ("pw-jdoe", 5001, 6001)}
+SUBSTITUTION = ("LAB SUBSTITUTION: the workers do not mount the hub's NFS export (this kernel has no NFS client); "
+                f"{LAB_SHARE} is one Docker volume mounted into all three lab hosts. The NFS server side is real "
+                "(nfs-ganesha on the hub, read from a worker with nfs-cat).")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--disable-quic"]
+
+
+def text(result: subprocess.CompletedProcess) -> str:
+    return result.stdout.decode(errors="replace").strip()
+
+
+@pytest.fixture(scope="module")
+def tenant(lab: Lab, tmp_path_factory):
+    gateway = subprocess.run(["docker", "network", "inspect", lab.network, "--format", "{{(index .IPAM.Config 0).Gateway}}"],
+                             capture_output=True, text=True, check=True).stdout.strip() or str(lab.subnet.network_address + 1)
+    ca, context, _ = server_tls(gateway, tmp_path_factory.mktemp("tenant-tls"))
+    with TenantSimulator(tenant_id="sim", host=gateway, ssl_context=context).start() as sim:
+        for name, (password, uid, gid) in USERS.items():
+            sim.add_user(name, password, uid=uid, gid=gid, home_directory=f"05/{uid}/{name}")
+        sim.add_tas_role_account(*TAS_ROLE)
+        sim.add_client(*CLIENT, f"https://{lab.hosts['hub']}/hub/oauth_callback")
+        sim.ca_pem = ca
+        yield sim
+
+
+@pytest.fixture(scope="module")
+def site(lab: Lab, tenant: TenantSimulator, tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("lab-site")
+    (path / "extras").mkdir()
+    (path / "extras" / "tenant-ca.pem").write_text(tenant.ca_pem)
+    key = path / "deploy_key"
+    key.write_bytes(lab.key_path.read_bytes())
+    os.chmod(key, 0o600)
+    hosts = [{"host_id": name, "ssh_host": ip, "private_ip": ip, "roles": ["hub"] if name == "hub" else ["worker"]} for name, ip in lab.hosts.items()]
+    (path / "site.hosts").write_text(yaml.safe_dump({"ssh_user": "root", "ssh_key": "deploy_key", "ssh_known_hosts": "known_hosts", SCOPE: {"hosts": hosts}}))
+    (path / "site.configs").write_text(yaml.safe_dump({SCOPE: {
+        "tenant": "sim", "tenant_type": "agave", "jupyterhub_tenant_base_url": tenant.agave_base_url, "tenant_ca_bundle": "tenant-ca.pem",
+        "tas_base_url": tenant.tas_base_url, "use_tas_uid": True, "use_tas_gid": True, "tas_role_account": TAS_ROLE[0],
+        "jupyterhub_host": lab.hosts["hub"], "jupyterhub_oauth_client_id": CLIENT[0],
+        "jupyterhub_image": "deployer/jupyterhub:0.1.0", "jupyter_user_image": "deployer/jupyteruser:0.1.0",
+        "volume_mounts": [f"{LAB_SHARE}/data/{{username}}:/home/jupyter/permanent:rw"],
+        "notebook_offer_lab": True, "notebook_memory_limit": "1G",
+    }}))
+    passwords = path / "site.passwords"
+    passwords.write_text(yaml.safe_dump({SCOPE: {"jupyterhub_oauth_client_secret": CLIENT[1], "tas_role_pass": TAS_ROLE[1]}}))
+    os.chmod(passwords, 0o600)
+    return path
+
+
+def deployer(site: Path, *args: str, timeout: float = 900) -> subprocess.CompletedProcess:
+    return subprocess.run([DEPLOYER, "-i", "lab", "-t", "sim", *args], cwd=site, capture_output=True, text=True, timeout=timeout)
+
+
+def row(output: str, host: str) -> str:
+    """The host's row of the result table, its wrapped continuation lines joined."""
+    match = re.search(rf"^{host}\s+\S+\s+(changed|unchanged|failed|unreachable)\s+\d*\s+.*$(\n {{20,}}\S.*$)*", output, re.M)
+    assert match, f"no result row for {host} in:\n{output}"
+    return " ".join(match.group(0).split())
+
+
+def hub_container(lab: Lab) -> str:
+    return text(lab.ssh("hub", f"docker ps -q --filter label=com.docker.swarm.service.name={NAME}-hub"))
+
+
+def notebook_container(lab: Lab, user: str) -> tuple[str, str]:
+    """(worker, container id) of the user's notebook, wherever the swarm put it."""
+    for worker in ("worker1", "worker2"):
+        found = text(lab.ssh(worker, f"docker ps -q --filter label=com.docker.swarm.service.name={NAME}-nb-{user}"))
+        if found:
+            return worker, found
+    raise AssertionError(f"no running notebook container of {user} on any worker")
+
+
+@pytest.fixture(scope="module")
+def deployed(lab: Lab, site: Path):
+    """A fresh deploy of the lab deployment (after the lab tier's other tests, whatever they left)."""
+    print(f"\n{SUBSTITUTION}")
+    result = deployer(site, "deploy")
+    assert result.returncode == 0, result.stderr + result.stdout
+    yield result
+    if os.environ.get("DEPLOYER_KEEP_LAB") != "1":
+        deployer(site, "destroy", "-y", "--purge-data")
+
+
+def test_fresh_deploy_reports_phases_and_every_host(deployed, lab: Lab) -> None:
+    output = deployed.stdout
+    for phase in ("reading every host", "swarm: init, join, node labels", "the share: directories, NFS export, worker mounts", "images", "the hub service"):
+        assert phase in deployed.stderr
+    assert "initialise the swarm on the hub" in row(output, "hub")
+    for worker in ("worker1", "worker2"):
+        assert "join the swarm as a worker" in row(output, worker)
+        assert "sent image deployer/jupyteruser:0.1.0" in row(output, worker)
+    assert "sent image deployer/jupyterhub:0.1.0" in row(output, "hub")
+    assert "S3CR3T" not in deployed.stdout + deployed.stderr
+    # the notebook image only where notebooks run, the hub image only on the hub
+    assert lab.ssh("hub", "docker image inspect deployer/jupyteruser:0.1.0", check=False).returncode != 0
+    assert lab.ssh("worker1", "docker image inspect deployer/jupyterhub:0.1.0", check=False).returncode != 0
+    labels = text(lab.ssh("hub", "docker node ls --format '{{.Hostname}}' | sort | xargs -n1 docker node inspect --format '{{.Description.Hostname}} {{json .Spec.Labels}}'"))
+    assert 'hub {"deployer.hub":"true"}' in labels and 'worker1 {"deployer.worker":"true"}' in labels
+
+
+def test_second_deploy_changes_nothing_and_restarts_nothing(deployed, lab: Lab, site: Path) -> None:
+    before = hub_container(lab)
+    ganesha = text(lab.ssh("hub", "cat /var/run/ganesha/ganesha.pid"))
+    result = deployer(site, "deploy")
+    assert result.returncode == 0, result.stderr
+    assert "nothing to change" in result.stdout and "nothing restarted" in result.stdout
+    for host in ("hub", "worker1", "worker2"):
+        assert re.search(r"\sunchanged\s", row(result.stdout, host))
+    assert hub_container(lab) == before
+    assert text(lab.ssh("hub", "cat /var/run/ganesha/ganesha.pid")) == ganesha
+
+
+def test_secrets_stay_out_of_inspect_process_lists_and_readable_files(deployed, lab: Lab) -> None:
+    inspect = text(lab.ssh("hub", f"docker service inspect {NAME}-hub; docker inspect {hub_container(lab)}"))
+    assert "S3CR3T" not in inspect and "/run/secrets/oauth_client_secret" not in inspect.split('"Env"')[-1][:2000]
+    for host in lab.hosts:
+        assert "S3CR3T" not in text(lab.ssh(host, "ps -eo args"))
+    state = text(lab.ssh("hub", f"stat -c '%a %n' /srv/deployer/{NAME}/state /srv/deployer/{NAME}/state/* /srv/deployer/{NAME}/state/tls/*"))
+    assert state.splitlines()[0].startswith("700 ") and all(line.startswith(("600 ", "700 ")) for line in state.splitlines())
+    audit = [json.loads(line) for line in text(lab.ssh("hub", "cat /var/log/deployer/audit.log")).splitlines()]
+    assert audit[-1]["action"] == "deploy" and audit[-1]["result"] == "ok" and audit[-1]["operator"].startswith("root@")
+    assert "S3CR3T" not in json.dumps(audit)
+
+
+def test_the_hubs_nfs_export_is_real_and_only_for_the_workers(deployed, lab: Lab) -> None:
+    print(f"\n{SUBSTITUTION}")
+    url = f"nfs://{lab.hosts['hub']}{LAB_SHARE}/.deployer-share?version=4"
+    marker = text(lab.ssh("hub", f"cat {LAB_SHARE}/.deployer-share"))
+    assert marker.startswith(NAME)
+    served = lab.ssh("worker1", f"timeout 30 nfs-cat {shlex.quote(url)}", check=False, timeout=60)
+    assert served.returncode == 0 and text(served) == marker, served.stderr
+    refused = lab.ssh("hub", f"timeout 30 nfs-cat {shlex.quote(url)}", check=False, timeout=60)  # the hub is no client of its export
+    assert refused.returncode != 0
+    conf = text(lab.ssh("hub", f"cat /etc/ganesha/deployer/{NAME}.conf"))
+    assert f"Clients = {lab.hosts['worker1']}, {lab.hosts['worker2']};" in conf and "Squash = Root_Squash;" in conf
+
+
+def notebook_answers(browser: httpx.Client, user: str) -> bool:
+    """Whether the user's server answers through the hub's proxy (doing its OAuth with the hub first)."""
+    browser.get(f"/user/{user}/", follow_redirects=True)
+    return browser.get(f"/user/{user}/api/status").status_code == 200
+
+
+def http_login(hub: str, user: str) -> httpx.Client:
+    browser = httpx.Client(base_url=f"https://{hub}", verify=False, follow_redirects=False, timeout=60)
+    authorize = browser.get("/hub/oauth_login").headers["location"]
+    with httpx.Client(verify=False, timeout=60) as idp:
+        browser.get(complete_login(idp, authorize, user, USERS[user][0]))
+    return browser
+
+
+def test_browser_login_reaches_jupyterlab_on_a_worker_with_the_hubs_token_file(deployed, lab: Lab) -> None:
+    from playwright.sync_api import sync_playwright
+
+    hub = lab.hosts["hub"]
+    with sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        try:
+            page = chromium.new_context(ignore_https_errors=True).new_page()
+            page.set_default_timeout(60_000)
+            page.goto(f"https://{hub}/")
+            page.get_by_role("button", name="Sign in with sim").click()
+            page.fill("input[name=username]", "jdoe")
+            page.fill("input[name=password]", USERS["jdoe"][0])
+            page.locator("form [type=submit]").first.click()
+            page.wait_for_url(re.compile(r"/user/jdoe/lab"), timeout=300_000)
+            page.locator(".jp-LauncherCard").first.wait_for(timeout=120_000)  # JupyterLab's launcher is up
+        finally:
+            chromium.close()
+    worker, container = notebook_container(lab, "jdoe")
+    assert worker in ("worker1", "worker2")
+    written_by_hub = json.loads(text(lab.ssh("hub", f"cat {LAB_SHARE}/tokens/sim/jdoe/current")))
+    seen_in_container = json.loads(text(lab.ssh(worker, f"docker exec {container} cat /home/jupyter/.agave/current")))
+    assert seen_in_container["access_token"] == written_by_hub["access_token"] and seen_in_container["username"] == "jdoe"
+    ids = text(lab.ssh(worker, f"docker exec {container} id -u; docker exec {container} id -g")).split()
+    assert ids == ["5001", "6001"]
+    print(f"notebook of jdoe on {worker}; token file written by the hub on the share, read inside the container")
+
+
+def test_update_replaces_the_hub_and_keeps_the_running_notebook(deployed, lab: Lab, site: Path) -> None:
+    hub = lab.hosts["hub"]
+    browser = http_login(hub, "jdoe")
+    if not notebook_answers(browser, "jdoe"):  # run alone: start one as the home page's button does
+        browser.get("/hub/home")
+        browser.post("/hub/api/users/jdoe/server", headers={"X-XSRFToken": browser.cookies.get("_xsrf", "")})
+        deadline = time.monotonic() + 240
+        while not notebook_answers(browser, "jdoe"):
+            assert time.monotonic() < deadline, "the notebook did not start"
+            time.sleep(2)
+    worker, container = notebook_container(lab, "jdoe")
+    old_hub = hub_container(lab)
+    result = deployer(site, "update", "-o", "cull_idle_notebook_timeout=7200")
+    assert result.returncode == 0, result.stderr + result.stdout
+    assert "the hub was replaced (running notebooks were not touched)" in result.stdout
+    assert hub_container(lab) not in ("", old_hub)
+    assert notebook_container(lab, "jdoe") == (worker, container)
+    deadline = time.monotonic() + 60
+    while not notebook_answers(browser, "jdoe"):  # the new hub restores the proxy's routes
+        assert time.monotonic() < deadline, "the notebook does not answer through the new hub"
+        time.sleep(1)
+    again = deployer(site, "update", "-o", "cull_idle_notebook_timeout=7200")
+    assert again.returncode == 0 and "nothing to change" in again.stdout
+
+
+def test_a_second_run_waits_for_the_lock(deployed, lab: Lab, site: Path) -> None:
+    ex = SSHExecutor("hub", lab.hosts["hub"], key=lab.key_path, known_hosts=site / "known_hosts")
+    with HubLock(ex, NAME, "deploy"):
+        result = deployer(site, "deploy")
+    assert result.returncode == 1
+    assert "hub: another run holds the lock of jupyterhub-lab-sim: deploy by " in result.stderr
+
+
+def test_an_unreachable_worker_is_named(deployed, lab: Lab, site: Path) -> None:
+    subprocess.run(["docker", "exec", lab.container("worker2"), "pkill", "-x", "sshd"], check=True)
+    try:
+        result = deployer(site, "deploy")
+    finally:
+        subprocess.run(["docker", "exec", lab.container("worker2"), "/usr/sbin/sshd"], check=True)
+    assert result.returncode == 1
+    assert "error: worker2 (root@10.99.0.13:22): cannot connect over SSH" in result.stderr
+    assert "unreachable" in row(result.stdout, "worker2") and "Traceback" not in result.stderr
+
+
+def clean(lab: Lab) -> dict[str, str]:
+    """What Deployer could have left on each host."""
+    script = (f"docker info --format '{{{{.Swarm.LocalNodeState}}}}'; docker ps -aq | wc -l; docker network ls -q --filter name={NAME} | wc -l; "
+              f"ss -Hltn | grep -c ':2049 ' || true; ls /etc/ganesha; ls -A {LAB_SHARE} | wc -l; ls /srv/deployer/{NAME} 2>/dev/null | tr '\\n' ' '")
+    return {host: text(lab.ssh(host, script)) for host in lab.hosts}
+
+
+def test_destroy_leaves_the_hosts_clean_then_a_killed_deploy_completes_on_rerun(deployed, lab: Lab, site: Path) -> None:
+    result = deployer(site, "destroy", "-y", "--purge-data")
+    assert result.returncode == 0, result.stderr + result.stdout
+    # No swarm, container, network, NFS server or data; the packaged ganesha.conf back; only the
+    # share's (lab volume's) mount point is left.
+    for host, left in clean(lab).items():
+        assert left.split("\n") == ["inactive", "0", "0", "0", "ganesha.conf", "vfs.conf", "0", "share"], f"{host}: {left}"
+    assert "leave the swarm" in row(result.stdout, "worker1")
+
+    # Interrupted while sending an image (the worker has to get it again), then run again.
+    lab.ssh("worker2", "docker image rm deployer/jupyteruser:0.1.0")
+    proc = subprocess.Popen([DEPLOYER, "-i", "lab", "-t", "sim", "deploy"], cwd=site, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in proc.stderr:
+        if "] images" in line:
+            time.sleep(2)
+            break
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    rerun = deployer(site, "deploy")
+    assert rerun.returncode == 0, rerun.stderr + rerun.stdout
+    assert "sent image deployer/jupyteruser:0.1.0" in row(rerun.stdout, "worker2")
+    assert lab.ssh("worker2", "docker image inspect deployer/jupyteruser:0.1.0", check=False).returncode == 0
+    assert httpx.get(f"https://{lab.hosts['hub']}/hub/health", verify=False, timeout=30).status_code == 200
+    assert deployer(site, "deploy").stdout.count("nothing to change") == 1
