@@ -23,7 +23,7 @@ from . import __version__, render
 from .discovery import DeploymentFiles, discover
 from .errors import ConfigError, DeployerError, Problem, UsageError
 from .example import write_example, write_local_example
-from . import cluster, localhub, rollout
+from . import cluster, images, localhub, rollout
 from .hubsettings import Layout
 from .ssh import SSHExecutor
 from .status import read as status_of
@@ -441,7 +441,10 @@ def plan() -> None:
     executors = {h.host_id: executor_for(h, deployment) for h in deployment.hosts}
     err.print(f"reading the state of {len(executors)} host{'s' if len(executors) != 1 else ''}", markup=False)
     facts = cluster.gather(deployment, executors)
-    result = cluster.plan(deployment, facts, Layout.of(deployment))
+    config = deployment.config
+    local_images = {image: images.local_id(image) for image in (config.jupyterhub_image, config.jupyter_user_image)}
+    layout = Layout.of(deployment)
+    result = cluster.plan(deployment, facts, layout, local_images)
     table = Table(box=None, show_header=True, pad_edge=False)
     table.add_column("host")
     table.add_column("would change")
@@ -450,6 +453,11 @@ def plan() -> None:
         changes = "; ".join(c.why for c in result.commands.get(host.host_id, [])) or "nothing"
         table.add_row(host.host_id, changes, "; ".join(result.notes.get(host.host_id, [])))
     out.print(table)
+    others = [w.host_id for w in deployment.workers if w.host_id != deployment.hub.host_id]
+    if others:
+        server = "the kernel NFS server" if config.use_stock_nfs else "nfs-ganesha"
+        out.print(f"share: {deployment.hub.host_id} exports {layout.share_dir} with {server} to {', '.join(others)} only; "
+                  "a worker that does not see it yet mounts it (fstab)", markup=False)
     out.print("hub service: deploy compares its spec hash and replaces it only when the configuration changed", markup=False)
     if result.problems:
         raise ConfigError(result.problems)
