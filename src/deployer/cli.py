@@ -26,6 +26,7 @@ from .example import write_example, write_local_example
 from . import cluster, images, localhub, rollout
 from .hubsettings import Layout
 from .ssh import SSHExecutor
+from .status import last_run
 from .status import read as status_of
 from .commands import cmd
 from .executor import LocalExecutor
@@ -483,6 +484,9 @@ def status() -> None:
                       f"{len(users)}" + (f" ({', '.join(sorted(users))})" if users else ""))
     out.print(table)
     out.print(f"hub service: {current.hub_state}", markup=False)
+    last = last_run(executor_for(hub, deployment), str(deployment.target))
+    if last:
+        out.print(f"last run: {last.get('action')} by {last.get('operator')} at {last.get('time')}: {last.get('result')}", markup=False)
 
 
 @main.command()

@@ -45,9 +45,3 @@ class ConfigError(DeployerError):
         self.warnings = list(warnings or [])
         noun = "problem" if len(self.problems) == 1 else "problems"
         super().__init__(f"{len(self.problems)} {noun} in the deployment files")
-
-
-class NotAvailableError(DeployerError):
-    """An action this version of Deployer does not implement yet. Never pretends to succeed."""
-
-    exit_code = 3

@@ -15,6 +15,9 @@ SECRET_FILES = ("oauth_client_secret", "tas_role_pass", "cookie_secret", "crypt_
 
 HUB_ROOT = "/srv/jupyterhub"
 
+#: On the hub host: one JSON line per deploy, update or destroy (who, what, result).
+AUDIT_LOG = "/var/log/deployer/audit.log"
+
 
 @dataclass(frozen=True)
 class Layout:

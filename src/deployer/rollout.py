@@ -22,13 +22,11 @@ from .cluster import Executor, HostFacts
 from .commands import Command, cmd, sh
 from .errors import ConfigError, DeployerError
 from .hubservice import network_commands, object_commands, service_commands
-from .hubsettings import Layout
+from .hubsettings import AUDIT_LOG, Layout
 from .loader import Deployment
 from .lock import HubLock, operator
 from .ssh import ConnectError
 from .state import HostStateDir
-
-AUDIT_LOG = "/var/log/deployer/audit.log"
 
 #: Asks the hub itself whether JupyterHub answers (the operator's machine may not reach 443).
 HEALTH = sh('curl -ksf -o /dev/null "$1" 2>/dev/null || python3 -c '

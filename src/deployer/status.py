@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from .cluster import Executor
 from .commands import cmd
-from .hubsettings import Layout
+from .hubsettings import AUDIT_LOG, Layout
 
 
 @dataclass
@@ -29,6 +29,16 @@ class Status:
     nodes: list[NodeStatus] = field(default_factory=list)
     hub_state: str = "absent"  # e.g. "Running 5 minutes ago"
     notebooks: dict[str, list[str]] = field(default_factory=dict)  # node hostname -> users
+    last_run: dict | None = None  # the newest audit-log entry of this deployment
+
+
+def last_run(ex, name: str) -> dict | None:
+    """The newest line of the hub's audit log for this deployment (None when there is none)."""
+    found = ex.run(cmd("sh", "-c", 'grep -F "\"deployment\": \"$1\"" "$2" 2>/dev/null | tail -n 1', "sh", name, AUDIT_LOG), check=False)
+    try:
+        return json.loads(found.stdout) if found.stdout.strip() else None
+    except json.JSONDecodeError:
+        return None
 
 
 def _json_lines(text: str) -> list[dict]:

@@ -151,6 +151,9 @@ def test_second_deploy_changes_nothing_and_restarts_nothing(deployed, lab: Lab, 
         assert re.search(r"\sunchanged\s", row(result.stdout, host))
     assert hub_container(lab) == before
     assert text(lab.ssh("hub", "cat /var/run/ganesha/ganesha.pid")) == ganesha
+    status = deployer(site, "status")
+    assert re.search(r"^worker1\s+Ready\s+Active\s+worker\s+no\s+0\s*$", status.stdout, re.M), status.stdout
+    assert re.search(r"^last run: deploy by \S+@\S+ at \S+: ok$", status.stdout, re.M), status.stdout
 
 
 def test_secrets_stay_out_of_inspect_process_lists_and_readable_files(deployed, lab: Lab) -> None:
