@@ -267,6 +267,16 @@ def test_an_unreachable_worker_is_named(deployed, lab: Lab, site: Path) -> None:
     assert "unreachable" in row(result.stdout, "worker2") and "Traceback" not in result.stderr
 
 
+def test_a_missing_image_is_named_with_its_host_and_the_fix(deployed, lab: Lab, site: Path) -> None:
+    before = hub_container(lab)
+    result = deployer(site, "deploy", "-o", "jupyter_user_image=deployer/no-such-image:9")
+    assert result.returncode == 1
+    for worker in ("worker1", "worker2"):
+        assert f"{worker}: image deployer/no-such-image:9 is not on this machine and `docker pull deployer/no-such-image:9` failed there" in result.stderr
+        assert "failed" in row(result.stdout, worker)
+    assert "Traceback" not in result.stderr and hub_container(lab) == before  # the hub was not touched
+
+
 def clean(lab: Lab) -> dict[str, str]:
     """What Deployer could have left on each host."""
     script = (f"docker info --format '{{{{.Swarm.LocalNodeState}}}}'; docker ps -aq | wc -l; docker network ls -q --filter name={NAME} | wc -l; "

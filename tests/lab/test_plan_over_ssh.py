@@ -48,7 +48,9 @@ def test_plan_reads_every_host_over_ssh(lab: Lab, tmp_path: Path) -> None:
     rows = {m.group(1): m.group(0) for m in re.finditer(r"^(hub|worker1|worker2)\s{2,}.*$", result.stdout, re.M)}
     assert "initialise the swarm on the hub" in rows["hub"]
     for worker in ("worker1", "worker2"):
-        assert re.search(r"join the swarm as a worker; send image deployer/jupyteruser:0.1.0", rows[worker]), rows[worker]
+        assert "join the swarm as a worker" in rows[worker], rows[worker]
+        # images stay on the hosts after destroy: sent by an earlier deploy in this session, or to send
+        assert re.search(r"send image deployer/jupyteruser:0.1.0|image deployer/jupyteruser:0.1.0 present", rows[worker]), rows[worker]
     assert "S3CR3T" not in result.stdout + result.stderr
     # plan changed nothing: still no swarm anywhere
     for name in lab.hosts:
