@@ -146,3 +146,13 @@ def run_deployer(args: list[str], cwd: Path, **kwargs: Any) -> subprocess.Comple
     """Run the installed ``deployer`` console script, exactly as an operator would."""
     exe = Path(sys.executable).with_name("deployer")
     return subprocess.run([str(exe), *args], cwd=cwd, capture_output=True, text=True, timeout=60, **kwargs)
+
+
+#: Said at the end of every run that ran lab tests (set by tests/lab/test_deploy.py).
+NOTICES: list[str] = []
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    for notice in dict.fromkeys(NOTICES):
+        terminalreporter.write_sep("-", "lab substitution")
+        terminalreporter.write_line(notice)

@@ -142,6 +142,9 @@ class DeployerGroup(click.Group):
 
 @click.group(cls=DeployerGroup, invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
 @deployment_options
+# For the original style, `deployer ... -a destroy -y`: kept in ctx.obj like the options above.
+@click.option("-y", "--yes", "yes", is_flag=True, default=None, expose_value=False, callback=_remember, help="For -a destroy: do not ask.")
+@click.option("--purge-data", "purge_data", is_flag=True, default=None, expose_value=False, callback=_remember, help="For -a destroy: delete user data too.")
 @click.pass_context
 def main(ctx: click.Context) -> None:
     """Stand up TACC-style multi-tenant JupyterHubs on a Docker Swarm.
@@ -279,9 +282,11 @@ def list_actions() -> None:
 
 
 @main.command()
+@click.option("-y", "--yes", is_flag=True, help="For -a destroy: do not ask for confirmation.")
+@click.option("--purge-data", is_flag=True, help="For -a destroy: also delete the users' data.")
 @deployment_options
 @reported
-def execute() -> None:
+def execute(yes: bool, purge_data: bool) -> None:
     """Execute the action given with -a (the original command style)."""
     options: Options = click.get_current_context().obj
     files = _files(options)
@@ -293,6 +298,12 @@ def execute() -> None:
     if action is None:
         raise UsageError(f"project {project.name} has no action {name!r}; actions: {', '.join(a.name for a in project.actions)}")
     ctx = click.get_current_context()
+    yes, purge_data = yes or bool(options.get("yes")), purge_data or bool(options.get("purge_data"))
+    if action.name == "destroy":
+        ctx.invoke(main.get_command(ctx, action.name), yes=yes, purge_data=purge_data)
+        return
+    if yes or purge_data:
+        raise UsageError(f"-y and --purge-data belong to -a destroy, not -a {action.name}")
     ctx.invoke(main.get_command(ctx, action.name))
 
 

@@ -27,6 +27,7 @@ import yaml
 
 from deployer.lock import HubLock
 from deployer.ssh import SSHExecutor
+from conftest import NOTICES
 from lab.conftest import LAB_SHARE
 from lab.harness import Lab
 from sim.tenant import TenantSimulator, complete_login
@@ -117,6 +118,7 @@ def notebook_container(lab: Lab, user: str) -> tuple[str, str]:
 def deployed(lab: Lab, site: Path):
     """A fresh deploy of the lab deployment (after the lab tier's other tests, whatever they left)."""
     print(f"\n{SUBSTITUTION}")
+    NOTICES.append(SUBSTITUTION)  # printed in the run's summary too
     result = deployer(site, "deploy")
     assert result.returncode == 0, result.stderr + result.stdout
     yield result

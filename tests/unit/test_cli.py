@@ -229,5 +229,11 @@ def test_plan_names_the_host_it_cannot_reach(site) -> None:
 
 
 def test_destroy_on_remote_hosts_and_without_confirmation(site) -> None:
-    result = run_cli(["-i", "prod", "-t", "designsafe", "destroy", "-y"], site().path)
-    assert result.exit_code == 1 and "error: hub1 (root@hub.example.org:22): cannot connect over SSH" in result.stderr
+    s = site()
+    for args in (["-i", "prod", "-t", "designsafe", "destroy", "-y"], ["-i", "prod", "-t", "designsafe", "-a", "destroy", "-y", "--purge-data"]):
+        result = run_deployer(args, s.path)
+        assert result.returncode == 1 and "error: hub1 (root@hub.example.org:22): cannot connect over SSH" in result.stderr, result.stderr
+    asked = run_deployer(["-i", "prod", "-t", "designsafe", "-a", "destroy"], s.path)
+    assert asked.returncode == 2 and "not on a terminal: pass -y to confirm" in asked.stderr
+    wrong = run_deployer(["-i", "prod", "-t", "designsafe", "-a", "deploy", "-y"], s.path)
+    assert wrong.returncode == 2 and "-y and --purge-data belong to -a destroy, not -a deploy" in wrong.stderr
