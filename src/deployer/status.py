@@ -32,9 +32,10 @@ class Status:
     last_run: dict | None = None  # the newest audit-log entry of this deployment
 
 
-def last_run(ex, name: str) -> dict | None:
+def last_run(ex, name: str, path: str = AUDIT_LOG) -> dict | None:
     """The newest line of the hub's audit log for this deployment (None when there is none)."""
-    found = ex.run(cmd("sh", "-c", 'grep -F "\"deployment\": \"$1\"" "$2" 2>/dev/null | tail -n 1', "sh", name, AUDIT_LOG), check=False)
+    pattern = json.dumps({"deployment": name})[1:-1]  # '"deployment": "<name>"', as the log writes it
+    found = ex.run(cmd("sh", "-c", 'grep -F -e "$1" "$2" 2>/dev/null | tail -n 1', "sh", pattern, path), check=False)
     try:
         return json.loads(found.stdout) if found.stdout.strip() else None
     except json.JSONDecodeError:
