@@ -408,6 +408,8 @@ def _remote(deployment: Deployment, action: str, purge_data: bool = False) -> No
             report = roll.deploy()
     finally:
         _results_table(roll.report)
+        if roll.report.phases:
+            err.print("time per phase: " + "; ".join(f"{name} {seconds:.1f} s" for name, seconds in roll.report.phases), markup=False)
         for ex in executors.values():
             if isinstance(ex, SSHExecutor):
                 ex.close()

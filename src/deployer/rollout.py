@@ -65,6 +65,7 @@ class Report:
     hub_replaced: bool = False
     seconds: float = 0.0
     commands: dict[str, int] = field(default_factory=dict)  # host -> remote commands run
+    phases: list[tuple[str, float]] = field(default_factory=list)  # (phase, seconds it took)
 
     @property
     def changed(self) -> bool:
@@ -84,12 +85,21 @@ class Rollout:
         self.report = Report(action, {h.host_id: HostResult(h.host_id, ",".join(h.roles)) for h in deployment.hosts})
         self._phase = 0
         self._phases = 0
+        self._current: tuple[str, float] | None = None
 
     # --- running -------------------------------------------------------------------------------
 
     def phase(self, text: str) -> None:
+        now = time.monotonic()
+        self._close_phase(now)
         self._phase += 1
+        self._current = (text, now)
         self.progress(f"[{self._phase}/{self._phases}] {text}")
+
+    def _close_phase(self, now: float) -> None:
+        if self._current is not None:
+            self.report.phases.append((self._current[0], now - self._current[1]))
+            self._current = None
 
     def run(self, host_id: str, command: Command, **kwargs):
         """Run a changing command and record it in the host's result."""
@@ -118,6 +128,7 @@ class Rollout:
             raise RolloutError("\n".join(errors))
 
     def _finish(self, started: float, error: BaseException | None) -> None:
+        self._close_phase(time.monotonic())
         self.report.seconds = time.monotonic() - started
         self.report.commands = {h: getattr(ex, "count", 0) for h, ex in self.ex.items()}
         entry = {
