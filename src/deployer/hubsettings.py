@@ -75,9 +75,11 @@ def settings(deployment: Deployment, layout: Layout, *, ssl: bool = True, https_
         "oauth": {"client_id": config.jupyterhub_oauth_client_id, "callback_url": config.callback_url},
         "hub": {
             "host": host,
-            "https_port": https_port,
+            # Inside the container the hub always listens on 443 and 80; the service publishes them
+            # on the host's https_port/http_port. Redirects go to the port browsers use.
+            "https_port": 443,
             "public_https_port": public_port,
-            "http_port": http_port,
+            "http_port": 80,
             "ssl_cert": f"{HUB_ROOT}/ssl/cert.pem" if ssl else None,
             "ssl_key": "/run/secrets/ssl_key" if ssl else None,
             "service_name": layout.hub_service,

@@ -190,6 +190,19 @@ def test_hub_restart_keeps_notebooks_running(hub) -> None:
         time.sleep(1)
 
 
+def test_a_server_stopped_and_started_again_is_found_at_its_new_address(hub) -> None:
+    """Restarted within minutes without a hub restart: the hub's DNS cache (600 s TTL from Docker)
+    must not send it to the old container's address (it did: the spawn failed after http_timeout)."""
+    browser = http_login("alice")
+    assert spawn(browser, "alice") == "ready"
+    first = notebook_container("alice")
+    _stop("alice")
+    started = time.monotonic()
+    assert spawn(http_login("alice"), "alice", timeout=90) == "ready"
+    assert notebook_container("alice") != first
+    assert time.monotonic() - started < 60
+
+
 def _redeploy(site: Site, overrides: str | None) -> None:
     localhub.up(site.deployment(overrides))
 

@@ -60,3 +60,13 @@ def test_settings_carry_no_secret(site) -> None:
     assert spec.settings["tenant"] == {"id": "designsafe", "flavour": "agave", "base_url": "https://agave.designsafe-ci.org", "ca_bundle": None}
     assert spec.settings["oauth"]["callback_url"] == "https://jupyter.example.org/hub/oauth_callback"
     assert spec.settings["notebooks"]["volume_mounts"][0] == "/data/{tenant_id}/{username}:/home/jupyter/permanent:rw"
+
+
+def test_published_ports_other_than_443_still_bind_443_inside(site) -> None:
+    deployment = load(discover(site().path), "jupyterhub", "prod", "designsafe").deployments[0]
+    layout = Layout.of(deployment)
+    hub = settings(deployment, layout, https_port=18443, http_port=18080)["hub"]
+    assert (hub["https_port"], hub["http_port"]) == (443, 80)  # what the service's targets are
+    assert hub["public_https_port"] in (18443, 443)  # the host's port if jupyterhub_host names one
+    argv = " ".join(service_commands(HubSpec(layout, "img", settings(deployment, layout), {"cookie_secret": "c"}, https_port=18443, http_port=18080), SwarmFacts())[-1].argv)
+    assert "published=18443,target=443" in argv and "published=18080,target=80" in argv
