@@ -1,0 +1,1 @@
+"""Deployer's benchmark suite: run it with ``benchmarks/run`` (see docs/benchmarks.md)."""

@@ -1,0 +1,467 @@
+"""The measurements. Each is one function ``(ctx) -> Section`` registered with ``@measurement``;
+they run in the order they are defined. To add one, write such a function (see ``lab_deploy``)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import subprocess
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import aiohttp
+import httpx
+
+from . import rig
+from .report import Section, Target, median, quantile, ratio, secs, spread, times
+from .rig import Hub, Rig, Spawned, User, docker, log, parse_time
+
+KINDS = ("ours", "stock", "floor")
+LABELS = {
+    "ours": "ours (TenantSwarmSpawner)",
+    "stock": "stock (dockerspawner SwarmSpawner)",
+    "floor": "floor (docker service create)",
+}
+
+
+@dataclass
+class Context:
+    rig: Rig  # set once the rig is up (the measurements' user counts size it first)
+    reps_override: int | None
+    quick: bool
+
+    def reps(self, default: int) -> int:
+        if self.reps_override:
+            return self.reps_override
+        return 1 if self.quick else default
+
+    @property
+    def burst_sizes(self) -> tuple[int, ...]:
+        return (10,) if self.quick else (10, 20)
+
+
+@dataclass
+class Measurement:
+    key: str
+    func: Callable[[Context], Section]
+    fresh_users: Callable[[Context], int]  # users it spawns for (each used once: see Rig.take)
+    logged_in: int  # users it needs logged in (any, e.g. for the load test)
+
+
+MEASUREMENTS: list[Measurement] = []
+
+
+def measurement(key: str, fresh_users: Callable[[Context], int] = lambda ctx: 0, logged_in: int = 0) -> Callable:
+    def register(func: Callable[[Context], Section]) -> Callable[[Context], Section]:
+        MEASUREMENTS.append(Measurement(key, func, fresh_users, logged_in))
+        return func
+
+    return register
+
+
+def rotated(rep: int) -> list[str]:
+    """A different order in every repetition, so no variant always runs first (or last)."""
+    return list(KINDS[rep % 3:] + KINDS[: rep % 3])
+
+
+# --- running N spawns at once, for any of the three ----------------------------------------------------
+
+
+def hub_of(ctx: Context, kind: str) -> Hub:
+    hub = ctx.rig.ours if kind == "ours" else ctx.rig.stock
+    assert hub is not None
+    return hub
+
+
+async def _hub_spawns(hub: Hub, people: list[User]) -> tuple[list[Spawned], float]:
+    async with httpx.AsyncClient(verify=False, limits=httpx.Limits(max_connections=500, max_keepalive_connections=500)) as client:
+        start_wall, start = time.time(), time.monotonic()
+        results = await asyncio.gather(*(rig.spawn_via_api(client, hub, u.name, start) for u in people))
+    return list(results), start_wall
+
+
+def spawn_at_once(ctx: Context, kind: str, people: list[User]) -> tuple[list[Spawned], float]:
+    """Every user's server requested at the same moment; (results, start in epoch seconds).
+    The servers are left running (see ``remove``)."""
+    if kind == "floor":
+        assert ctx.rig.floor is not None
+        return asyncio.run(ctx.rig.floor.spawn(people))
+    return asyncio.run(_hub_spawns(hub_of(ctx, kind), people))
+
+
+def remove(ctx: Context, kind: str, people: list[User]) -> None:
+    """Stop the servers the way each side does it (the hub's API; docker service rm for the floor)
+    and wait until their services are gone and no container of theirs runs, so that every run
+    starts from the same state."""
+    if kind == "floor":
+        assert ctx.rig.floor is not None
+        asyncio.run(ctx.rig.floor.stop())
+    else:
+        asyncio.run(rig.stop_all(hub_of(ctx, kind), [u.name for u in people]))
+    time.sleep(0.5)  # let the engine finish tearing down network endpoints before the next run
+
+
+def failures_text(results: list[Spawned]) -> list[str]:
+    seen: dict[str, int] = {}
+    for r in results:
+        if r.error:
+            seen[r.error[:160]] = seen.get(r.error[:160], 0) + 1
+    return [f"{count}× {error}" for error, count in seen.items()]
+
+
+# --- 1. one spawn ---------------------------------------------------------------------------------------
+
+
+@measurement("single", fresh_users=lambda ctx: ctx.reps(5) + 1)
+def single_spawn(ctx: Context) -> Section:
+    r = ctx.rig
+    reps = ctx.reps(5)
+    samples: dict[str, list[float]] = {k: [] for k in KINDS}
+    errors: dict[str, list[str]] = {k: [] for k in KINDS}
+    for rep in range(reps):
+        person = r.take(1)  # one new user per repetition, the same one for the three variants
+        for kind in rotated(rep):
+            results, _ = spawn_at_once(ctx, kind, person)
+            remove(ctx, kind, person)
+            for result in results:
+                (samples[kind].append(result.seconds) if result.seconds is not None else errors[kind].append(result.error))
+        log(f"single spawn {rep + 1}/{reps}: " + ", ".join(f"{k} {samples[k][-1]:.2f} s" if samples[k] else f"{k} failed" for k in KINDS))
+    med = {k: median(samples[k]) for k in KINDS}
+    section = Section(
+        "1. One user's spawn: request → the notebook answering",
+        ["", "median", "min–max", "vs floor", "vs stock", "failed"],
+        how=(f"{reps} repetitions, the three variants interleaved (a different one first each time). Ours and stock: "
+             "`POST /hub/api/users/<name>/server` with the user's API token, the spawn's progress events followed as the "
+             "spawn page does, then `GET https://127.0.0.1:<port>/user/<name>/api` with the token until it answers 200 "
+             "through the hub's proxy. Floor: `docker service create` of the same image with ours' container spec, "
+             "probed over the same kind of overlay network (attachable, DNS round robin) from a container on it "
+             "every 50 ms until `/user/<name>/api` answers below 500 (JupyterHub's own readiness rule). Between "
+             "runs every server is stopped and its container gone; every repetition spawns for a user "
+             "who has not had a server before (see *Reading the numbers*)."),
+    )
+    for kind in KINDS:
+        section.rows.append([LABELS[kind], secs(med[kind]), spread(samples[kind]),
+                             times(ratio(med[kind], med["floor"])), "" if kind != "ours" else times(ratio(med["ours"], med["stock"])),
+                             f"{len(errors[kind])}/{reps}"])
+        section.notes += [f"{kind} failed: {e}" for e in dict.fromkeys(errors[kind])]
+    section.targets.append(Target("one spawn: ours ÷ floor", ratio(med["ours"], med["floor"]), 1.3))
+    section.extra.append(spawn_profile(ctx))
+    return section
+
+
+# --- where a spawn's time goes -------------------------------------------------------------------------------
+
+
+def _container_of(service: str) -> str | None:
+    ids = docker("ps", "-aq", "--filter", f"label=com.docker.swarm.service.name={service}").split()
+    return ids[0] if ids else None
+
+
+def _logs(container: str | None, since: float) -> list[tuple[float, str]]:
+    """The container's log lines with Docker's timestamps (when each line was written)."""
+    if not container:
+        return []
+    result = subprocess.run(["docker", "logs", "--timestamps", "--since", f"{since - 1:.3f}", container],
+                            capture_output=True, text=True, timeout=60, check=False)
+    lines = []
+    for line in (result.stdout + result.stderr).splitlines():
+        stamp, _, text = line.partition(" ")
+        try:
+            lines.append((parse_time(stamp), text))
+        except ValueError:
+            continue
+    return lines
+
+
+def _first(lines: list[tuple[float, str]], pattern: str) -> float | None:
+    found = [t for t, text in lines if re.search(pattern, text)]
+    return min(found) if found else None
+
+
+def timelines(ctx: Context, kind: str, results: list[Spawned], start: float) -> dict[str, list[float]]:
+    """For every user who got a server: seconds from the request to each milestone, from Docker's
+    records and the logs. Call before the servers are removed."""
+    hub = None if kind == "floor" else hub_of(ctx, kind)
+    hub_log = _logs(_container_of(hub.service), start) if hub else []
+    found: dict[str, list[float]] = {}
+    for result in results:
+        if result.seconds is None:
+            continue
+        user = result.user
+        service = hub.notebook(user) if hub else f"{rig.FLOOR_NB}-{user}"
+        spec = json.loads(docker("service", "inspect", service))[0]
+        task_ids = docker("service", "ps", "-q", "--no-trunc", service).split()
+        task = json.loads(docker("inspect", task_ids[0]))[0] if task_ids else {}
+        container_id = task.get("Status", {}).get("ContainerStatus", {}).get("ContainerID")
+        container = json.loads(docker("inspect", container_id))[0] if container_id else {}
+        marks: dict[str, float | None] = {
+            "service created": parse_time(spec["CreatedAt"]),
+            "container started": parse_time(container["State"]["StartedAt"]) if container else None,
+            "notebook server listening": _first(_logs(container_id, start), r"Jupyter Server .* is running at"),
+        }
+        if hub:
+            marks["hub: spawn finished (its http check passed)"] = _first(hub_log, rf"User {user} took [0-9.]+ seconds to start")
+            marks["hub: route added to the proxy"] = _first(hub_log, rf"Adding user {user} to proxy")
+            marks["answers through the proxy (client)"] = result.end
+        else:
+            marks["answers on the overlay network (probe)"] = result.end
+        for name, value in marks.items():
+            if value is not None:
+                found.setdefault(name, []).append(value - start)
+    return found
+
+
+PROFILE_NOTE = ("Milestones from `docker service inspect` (created), `docker inspect` of the task's container (started), "
+                "the notebook's log (`Jupyter Server … is running at`, Docker's timestamp) and the hub's log (`User … took … "
+                "seconds to start`, `Adding user … to proxy`). From 'listening' to 'spawn finished' the hub is polling: its "
+                "spawner until the swarm task runs, then JupyterHub's http check, which retries after a random wait of up "
+                "to 0.2, 0.4, 0.8, 1.6, 3.2, then 5 s.")
+
+
+def profile_section(title: str, per_kind: dict[str, dict[str, list[float]]], percentiles: bool) -> Section:
+    milestones = list(dict.fromkeys(m for kind in KINDS for m in per_kind.get(kind, {})))
+    columns = ["milestone"]
+    for kind in KINDS:
+        columns += [f"{kind} p50", f"{kind} p95"] if percentiles else [kind]
+    rows = []
+    for m in milestones:
+        row = [m]
+        for kind in KINDS:
+            values = per_kind.get(kind, {}).get(m)
+            if percentiles:
+                row += [secs(quantile(values, 0.5)) if values else "", secs(quantile(values, 0.95)) if values else ""]
+            else:
+                row.append(secs(median(values)) if values else "")
+        rows.append(row)
+    return Section(title, columns, rows, notes=[PROFILE_NOTE])
+
+
+def spawn_profile(ctx: Context) -> Section:
+    """One more spawn of each variant, with the time of every milestone."""
+    person = ctx.rig.take(1)
+    per_kind = {}
+    for kind in KINDS:
+        results, start = spawn_at_once(ctx, kind, person)
+        try:
+            per_kind[kind] = timelines(ctx, kind, results, start)
+        finally:
+            remove(ctx, kind, person)
+    return profile_section("Where one spawn's time goes (seconds after the request; one more spawn of each)", per_kind, False)
+
+
+# --- 2. bursts -----------------------------------------------------------------------------------------------
+
+
+@measurement("bursts", fresh_users=lambda ctx: sum(ctx.burst_sizes) * ctx.reps(3))
+def bursts(ctx: Context) -> Section:
+    r = ctx.rig
+    sizes = ctx.burst_sizes
+    reps = ctx.reps(3)
+    section = Section(
+        "2. Bursts: N users' servers requested at once",
+        ["", "wall median", "wall min–max", "per-user p50", "per-user p95", "wall vs floor", "wall vs stock", "failed"],
+        how=(f"{reps} repetitions per size, variants interleaved. Ours and stock: N `POST /hub/api/users/<name>/server` "
+             "sent at the same moment, each with its own user's API token (ours' users logged in through the tenant "
+             "simulator first), each followed until `/user/<name>/api` answers 200 through the proxy. Floor: N `docker "
+             "service create` started at the same moment, probed as above. Wall: from the first request to the last "
+             "server answering. p50/p95: every user's own time over all repetitions."),
+    )
+    for n in sizes:
+        walls: dict[str, list[float]] = {k: [] for k in KINDS}
+        each: dict[str, list[float]] = {k: [] for k in KINDS}
+        failed: dict[str, list[Spawned]] = {k: [] for k in KINDS}
+        profiled: dict[str, dict[str, list[float]]] = {}
+        for rep in range(reps):
+            people = r.take(n)  # new users each repetition, the same ones for the three variants
+            for kind in rotated(rep):
+                results, start = spawn_at_once(ctx, kind, people)
+                if n == max(sizes) and rep == reps - 1:
+                    profiled[kind] = timelines(ctx, kind, results, start)
+                remove(ctx, kind, people)
+                ok = [x.seconds for x in results if x.seconds is not None]
+                each[kind] += ok
+                failed[kind] += [x for x in results if x.error]
+                if len(ok) == n:
+                    walls[kind].append(max(ok))
+            log(f"burst of {n} {rep + 1}/{reps}: " + ", ".join(f"{k} {walls[k][-1]:.1f} s" if walls[k] else f"{k} -" for k in KINDS))
+        med = {k: median(walls[k]) for k in KINDS}
+        for kind in KINDS:
+            section.rows.append([
+                f"N={n} {LABELS[kind]}", secs(med[kind], 1), spread(walls[kind], 1),
+                secs(quantile(each[kind], 0.5) if each[kind] else None, 1), secs(quantile(each[kind], 0.95) if each[kind] else None, 1),
+                times(ratio(med[kind], med["floor"])), "" if kind != "ours" else times(ratio(med["ours"], med["stock"])),
+                f"{len(failed[kind])}/{n * reps}",
+            ])
+            section.notes += [f"N={n} {kind}: {text}" for text in failures_text(failed[kind])]
+        if profiled:
+            section.extra.append(profile_section(f"Where a burst of {n}'s time goes (seconds after the requests, over the users of the last repetition)",
+                                                 profiled, True))
+        if n == 20:
+            section.targets.append(Target("burst of 20: ours ÷ floor (wall)", ratio(med["ours"], med["floor"]), 1.2))
+            section.targets.append(Target("burst of 20: ours ÷ stock (wall)", ratio(med["ours"], med["stock"]), 1.0, strict=True))
+    return section
+
+
+# --- 3. a browser: login page to JupyterLab ------------------------------------------------------------------
+
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--disable-quic"]
+
+
+@measurement("browser", fresh_users=lambda ctx: ctx.reps(3))
+def browser_login(ctx: Context) -> Section:
+    from playwright.sync_api import sync_playwright
+
+    r = ctx.rig
+    assert r.ours
+    reps = ctx.reps(3)
+    phases = ["login page loaded", "signed in (back at the hub)", "JupyterLab's URL loaded", "JupyterLab UI ready"]
+    samples: dict[str, list[float]] = {p: [] for p in phases}
+    hub = r.ours
+    with sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        try:
+            for rep in range(reps):
+                person = r.take(1)[0]  # a new user each time (its API token stops the server afterwards)
+                context = chromium.new_context(ignore_https_errors=True)
+                page = context.new_page()
+                page.set_default_timeout(240_000)
+                seen: list[tuple[float, str]] = []
+
+                def navigated(frame, page=page, seen=seen) -> None:
+                    if frame == page.main_frame:
+                        seen.append((time.monotonic(), frame.url))
+
+                page.on("framenavigated", navigated)
+                start = time.monotonic()
+                page.goto(f"{hub.url}/hub/login")
+                loaded = time.monotonic()
+                page.get_by_role("button", name="Sign in with sim").click()
+                page.fill("input[name=username]", person.name)
+                page.fill("input[name=password]", person.password)
+                page.locator("form [type=submit]").first.click()
+                page.wait_for_url(re.compile(rf"/user/{person.name}/lab"))
+                page.locator(".jp-LauncherCard").first.wait_for()  # the launcher: JupyterLab has loaded and rendered
+                ready = time.monotonic()
+                back = [t for t, url in seen if url.startswith(hub.url) and t > loaded and "/oauth_callback" not in url]
+                lab = [t for t, url in seen if re.search(rf"/user/{person.name}/lab", url)]
+                for phase, value in zip(phases, [loaded, back[0] if back else None, lab[-1] if lab else None, ready]):
+                    if value is not None:
+                        samples[phase].append(value - start)
+                context.close()
+                log(f"browser login to JupyterLab {rep + 1}/{reps}: {ready - start:.2f} s")
+                with ThreadPoolExecutor(1) as thread:  # Playwright's sync API keeps an event loop in this thread
+                    thread.submit(asyncio.run, rig.stop_all(hub, [person.name])).result()
+        finally:
+            chromium.close()
+    rows = [[f"→ {p}", secs(median(samples[p])), spread(samples[p])] for p in phases]
+    return Section(
+        "3. Login to JupyterLab in a real browser (ours)",
+        ["seconds after opening the login page", "median", "min–max"], rows,
+        how=(f"{reps} repetitions, a fresh browser context (no cookies) each time, the user's server stopped in between. "
+             "Playwright drives Debian's Chromium: open `/hub/login`, *Sign in with sim*, the tenant's login form, then "
+             "the hub spawns the server and the browser lands on `/user/<name>/lab`; ready when JupyterLab shows its "
+             "launcher (`.jp-LauncherCard`)."),
+    )
+
+
+# --- 4. the hub under load --------------------------------------------------------------------------------------
+
+
+async def _load(hub: Hub, tokens: list[str], seconds: float) -> tuple[list[float], int]:
+    """One client per user, each sending GET /hub/api/user back to back for ``seconds``."""
+    latencies: list[float] = []
+    errors = 0
+    connector = aiohttp.TCPConnector(limit=len(tokens), ssl=False)
+    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=60)) as session:
+        async def one_user(token: str, until: float, record: bool) -> None:
+            nonlocal errors
+            headers = {"Authorization": f"token {token}"}
+            while time.monotonic() < until:
+                began = time.monotonic()
+                try:
+                    async with session.get(f"{hub.url}/hub/api/user", headers=headers) as response:
+                        await response.read()
+                        ok = response.status == 200
+                except (aiohttp.ClientError, TimeoutError):
+                    ok = False
+                if record:
+                    if ok:
+                        latencies.append(time.monotonic() - began)
+                    else:
+                        errors += 1
+
+        warm = time.monotonic() + 2  # connections and TLS sessions up, the hub's caches warm
+        await asyncio.gather(*(one_user(t, warm, False) for t in tokens))
+        until = time.monotonic() + seconds
+        await asyncio.gather(*(one_user(t, until, True) for t in tokens))
+    return latencies, errors
+
+
+LOAD_USERS = 100
+
+
+@measurement("load", logged_in=LOAD_USERS)
+def hub_load(ctx: Context) -> Section:
+    r = ctx.rig
+    assert r.ours and r.stock
+    concurrency = LOAD_USERS
+    people = r.people[:concurrency]
+    seconds = 5.0 if ctx.quick else 10.0
+    reps = ctx.reps(3)
+    rows = []
+    for hub in (r.ours, r.stock):
+        r.login(hub, people)
+        rps, p50, p95, p99, errors = [], [], [], [], 0
+        for rep in range(reps):
+            latencies, failed = asyncio.run(_load(hub, [hub.tokens[u.name] for u in people], seconds))
+            errors += failed
+            rps.append(len(latencies) / seconds)
+            if latencies:
+                p50.append(quantile(latencies, 0.5) * 1000)
+                p95.append(quantile(latencies, 0.95) * 1000)
+                p99.append(quantile(latencies, 0.99) * 1000)
+            log(f"{hub.kind} hub under load {rep + 1}/{reps}: {rps[-1]:.0f} requests/s, p95 {p95[-1] if p95 else 0:.0f} ms")
+        label = LABELS[hub.kind] + ("" if hub.kind == "ours" else " — reference")
+        rows.append([label, f"{median(rps):.0f}", spread(rps, 0), f"{median(p50):.0f} ms" if p50 else "—",
+                     f"{median(p95):.0f} ms" if p95 else "—", spread(p95, 0), f"{median(p99):.0f} ms" if p99 else "—", str(errors)])
+    return Section(
+        f"4. The hub under load: GET /hub/api/user, {concurrency} users at once",
+        ["", "requests/s median", "requests/s min–max", "p50", "p95 median", "p95 min–max", "p99", "errors"], rows,
+        how=(f"{concurrency} users, each with its own API token, each sending `GET /hub/api/user` back to back over one "
+             f"keep-alive HTTPS connection for {seconds:.0f} s after a 2 s warm-up (aiohttp, one process); {reps} runs. "
+             "Requests go through the hub's proxy (TLS) to the hub, as a browser's do. The client runs on the same two "
+             "cores as the hub, so these are lower bounds for the hub. The stock hub (shared-password login, no auth state) is shown for reference."),
+    )
+
+
+# --- 5. deploy on the lab (placeholder) ------------------------------------------------------------------------------
+
+
+@measurement("lab")
+def lab_deploy(ctx: Context) -> Section:
+    """Fresh deploy to three new lab hosts over SSH, then no-op redeploys (see benchmarks/lab.py)."""
+    from . import lab
+
+    runs = lab.measure(ctx.reps(3), ctx.rig.workdir)
+    section = Section(
+        "5. Deploy on the lab: fresh deploy and no-op redeploy, remote commands per host",
+        ["", "median", "min–max", "remote commands per host (hub, worker1, worker2)"],
+        how=(f"{ctx.reps(3)} repetitions, each on three new Docker-in-Docker hosts (tests/lab/harness.py: own engine, sshd, "
+             "nfs-ganesha; prefix bench-lab, 10.98.0.0/24) reached over real SSH. Fresh: no swarm, no images (both images "
+             "are sent from this machine with `docker save | ssh docker load`, about 1.5 GB in all). Then the same deploy "
+             "again, first with the SSH connections of the last run still open (ControlPersist), then with new ones. "
+             "Counted: every command each host's executor ran (reads included). A no-op run that changed anything or "
+             "replaced the hub container would stop the benchmark."),
+    )
+    for case, results in runs.items():
+        seconds = [r.seconds for r in results]
+        counts = results[-1].commands
+        section.rows.append([case, secs(median(seconds)), spread(seconds), ", ".join(str(counts.get(h, 0)) for h in ("hub", "worker1", "worker2"))])
+    noop = median([r.seconds for r in runs["no-op redeploy, new SSH connections"]])
+    section.targets.append(Target("no-op redeploy on the lab (new SSH connections): median ÷ 15 s", noop / 15 if noop is not None else None, 1.0))
+    section.notes.append("No-op redeploys changed nothing and restarted nothing (same hub container; checked on every repetition).")
+    return section
