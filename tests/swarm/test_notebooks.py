@@ -193,6 +193,7 @@ def test_hub_restart_keeps_notebooks_running(hub) -> None:
 def test_a_server_stopped_and_started_again_is_found_at_its_new_address(hub) -> None:
     """Restarted within minutes without a hub restart: the hub's DNS cache (600 s TTL from Docker)
     must not send it to the old container's address (it did: the spawn failed after http_timeout)."""
+    _stop("alice")  # a server of its own, whatever the tests before left running
     browser = http_login("alice")
     assert spawn(browser, "alice") == "ready"
     first = notebook_container("alice")
