@@ -44,11 +44,7 @@ class Run:
 
 
 def _site(lab: Lab, directory: Path) -> Path:
-    key = directory / "deploy_key"
-    key.write_bytes(lab.key_path.read_bytes())
-    os.chmod(key, 0o600)
-    hosts = [{"host_id": n, "ssh_host": ip, "private_ip": ip, "roles": ["hub"] if n == "hub" else ["worker"]} for n, ip in lab.hosts.items()]
-    (directory / "site.hosts").write_text(yaml.safe_dump({"ssh_user": "root", "ssh_key": "deploy_key", "ssh_known_hosts": "known_hosts", SCOPE: {"hosts": hosts}}))
+    lab.write_servers(directory, SCOPE)
     (directory / "site.configs").write_text(yaml.safe_dump({SCOPE: {
         "tenant": "designsafe", "jupyterhub_host": lab.hosts["hub"], "jupyterhub_oauth_client_id": "bench-client",
         "jupyterhub_image": "deployer/jupyterhub:0.1.0", "jupyter_user_image": "deployer/jupyteruser:0.1.0",

@@ -81,6 +81,7 @@ class Rollout:
         self.progress = progress
         self.layout = Layout.of(deployment)
         self.hub = deployment.hub
+        self.hosts = {h.host_id: h for h in deployment.hosts}
         self.hub_ex = executors[self.hub.host_id]
         self.report = Report(action, {h.host_id: HostResult(h.host_id, ",".join(h.roles)) for h in deployment.hosts})
         self._phase = 0
@@ -140,7 +141,7 @@ class Rollout:
         if error:
             entry["error"] = str(error).splitlines()[0][:500]
         try:  # the audit line must not hide the run's own outcome
-            self.hub_ex.run(sh(f'umask 077; mkdir -p "$(dirname "$1")"; cat >>"$1"', AUDIT_LOG,
+            self.hub_ex.run(sh('umask 077; mkdir -p "$(dirname "$1")"; cat >>"$1"', AUDIT_LOG,
                                input=(json.dumps(entry, sort_keys=True) + "\n").encode(), why="audit log"))
         except DeployerError:
             pass
@@ -201,8 +202,7 @@ class Rollout:
         facts: dict[str, HostFacts] = {}
 
         def read(host_id: str) -> None:
-            host = next(h for h in self.d.hosts if h.host_id == host_id)
-            facts[host_id] = cluster.gather_one(host, self.ex[host_id], self.d)
+            facts[host_id] = cluster.gather_one(self.hosts[host_id], self.ex[host_id], self.d)
 
         self.each([h.host_id for h in self.d.hosts], read)
         return facts
@@ -210,7 +210,7 @@ class Rollout:
     def engines(self, facts: dict[str, HostFacts]) -> None:
         def install(host_id: str) -> None:
             self.run(host_id, cluster.INSTALL_DOCKER, timeout=1200)
-            facts[host_id] = cluster.gather_one(next(h for h in self.d.hosts if h.host_id == host_id), self.ex[host_id], self.d)
+            facts[host_id] = cluster.gather_one(self.hosts[host_id], self.ex[host_id], self.d)
 
         self.each([h for h, f in facts.items() if f.docker is None], install)
 
@@ -223,7 +223,7 @@ class Rollout:
             token = self.hub_ex.run(cmd("docker", "swarm", "join-token", "-q", "worker")).stdout.strip()
 
             def join(host_id: str) -> None:
-                host = next(h for h in self.d.hosts if h.host_id == host_id)
+                host = self.hosts[host_id]
                 ex = self.ex[host_id]
                 reach = ex.run(sh('timeout 5 bash -c "exec 3<>/dev/tcp/$1/$2"', hub.address, "2377"), check=False)
                 if reach.code != 0:
@@ -281,7 +281,7 @@ class Rollout:
     def images(self, facts: dict[str, HostFacts], local: dict[str, str | None]) -> None:
         def provide(host_id: str) -> None:
             ex = self.ex[host_id]
-            for image in cluster.wanted_images(self.d, next(h for h in self.d.hosts if h.host_id == host_id)):
+            for image in cluster.wanted_images(self.d, self.hosts[host_id]):
                 remote = facts[host_id].images.get(image) if image in facts[host_id].images else images.image_id(ex, image)
                 if images.needs(local.get(image), remote):
                     how = images.provide(ex, image, local.get(image))

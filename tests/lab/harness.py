@@ -24,6 +24,8 @@ import threading
 import time
 from pathlib import Path
 
+import yaml
+
 ROOT = Path(__file__).resolve().parents[2]
 CONTEXT = ROOT / "images" / "lab"
 IMAGE = "deployer/lab-host:latest"
@@ -238,6 +240,17 @@ class Lab:
             raise LabError(f"ssh {host} {command!r} failed ({result.returncode}):\n"
                            f"{result.stdout.decode(errors='replace')[-2000:]}\n{result.stderr.decode(errors='replace')[-2000:]}")
         return result
+
+    def write_servers(self, directory: Path, scope: str) -> None:
+        """The servers file an operator writes for these hosts (``site.hosts``, the first host the
+        hub, the others workers) and the lab's key beside it as ``deploy_key`` (0600)."""
+        key = directory / "deploy_key"
+        key.write_bytes(self.key_path.read_bytes())
+        os.chmod(key, 0o600)
+        hosts = [{"host_id": name, "ssh_host": ip, "private_ip": ip, "roles": ["hub"] if i == 0 else ["worker"]}
+                 for i, (name, ip) in enumerate(self.hosts.items())]
+        servers = {"ssh_user": "root", "ssh_key": "deploy_key", "ssh_known_hosts": "known_hosts", scope: {"hosts": hosts}}
+        (directory / "site.hosts").write_text(yaml.safe_dump(servers))
 
     def load_image(self, host: str, image: str, timeout: float = 900) -> None:
         """``docker save IMAGE | ssh HOST docker load``."""

@@ -71,11 +71,7 @@ def site(lab: Lab, tenant: TenantSimulator, tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("lab-site")
     (path / "extras").mkdir()
     (path / "extras" / "tenant-ca.pem").write_text(tenant.ca_pem)
-    key = path / "deploy_key"
-    key.write_bytes(lab.key_path.read_bytes())
-    os.chmod(key, 0o600)
-    hosts = [{"host_id": name, "ssh_host": ip, "private_ip": ip, "roles": ["hub"] if name == "hub" else ["worker"]} for name, ip in lab.hosts.items()]
-    (path / "site.hosts").write_text(yaml.safe_dump({"ssh_user": "root", "ssh_key": "deploy_key", "ssh_known_hosts": "known_hosts", SCOPE: {"hosts": hosts}}))
+    lab.write_servers(path, SCOPE)
     (path / "site.configs").write_text(yaml.safe_dump({SCOPE: {
         "tenant": "sim", "tenant_type": "agave", "jupyterhub_tenant_base_url": tenant.agave_base_url, "tenant_ca_bundle": "tenant-ca.pem",
         "tas_base_url": tenant.tas_base_url, "use_tas_uid": True, "use_tas_gid": True, "tas_role_account": TAS_ROLE[0],

@@ -20,11 +20,7 @@ SCOPE = "jupyterhub.lab.sim"
 
 
 def write_site(path: Path, lab: Lab) -> Path:
-    key = path / "deploy_key"
-    key.write_bytes(lab.key_path.read_bytes())
-    os.chmod(key, 0o600)
-    hosts = [{"host_id": name, "ssh_host": ip, "private_ip": ip, "roles": ["hub"] if name == "hub" else ["worker"]} for name, ip in lab.hosts.items()]
-    (path / "site.hosts").write_text(yaml.safe_dump({"ssh_user": "root", "ssh_key": "deploy_key", "ssh_known_hosts": "known_hosts", SCOPE: {"hosts": hosts}}))
+    lab.write_servers(path, SCOPE)
     (path / "site.configs").write_text(yaml.safe_dump({SCOPE: {
         "tenant": "designsafe", "jupyterhub_host": "jupyter.example.org", "jupyterhub_oauth_client_id": "lab-client",
         "jupyterhub_image": "deployer/jupyterhub:0.1.0", "jupyter_user_image": "deployer/jupyteruser:0.1.0",
