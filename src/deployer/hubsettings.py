@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from deployer_hub.tenants import Flavour
+
 from .loader import Deployment
 
 #: Files under /run/secrets in the hub container.
@@ -66,11 +68,15 @@ def settings(deployment: Deployment, layout: Layout, *, ssl: bool = True, https_
     return {
         "deployment": str(deployment.target),
         "login": config.login,
-        "tenant": {"id": config.tenant, "flavour": None, "base_url": None, "ca_bundle": None} if local_dev else {
+        "tenant": {"id": config.tenant, "flavour": None, "base_url": None, "ca_bundle": None,
+                   "case_insensitive": False, "username_claim": None} if local_dev else {
             "id": config.tenant_info.id,
             "flavour": config.tenant_info.flavour.value,
             "base_url": config.tenant_info.base_url,
             "ca_bundle": f"{HUB_ROOT}/tenant-ca.pem" if config.tenant_ca_bundle else None,
+            "case_insensitive": config.tenant_case_insensitive,
+            # Only an OpenID Connect provider is asked for a claim; Agave and Tapis name the user in their profile.
+            "username_claim": config.oidc_username_claim if config.tenant_info.flavour is Flavour.OIDC else None,
         },
         "oauth": {"client_id": config.jupyterhub_oauth_client_id, "callback_url": config.callback_url},
         "hub": {
@@ -90,6 +96,7 @@ def settings(deployment: Deployment, layout: Layout, *, ssl: bool = True, https_
             "use_gid": config.use_tas_gid,
             "url": config.tas_base_url,
             "role_account": config.tas_role_account,
+            "min_id": config.tas_min_id,
         },
         "notebooks": {
             "image": config.jupyter_user_image,

@@ -25,6 +25,11 @@ from . import mounts
 DEFAULT_HUB_IMAGE = "deployer/jupyterhub:0.1.0"
 DEFAULT_USER_IMAGE = "taccsciapps/jupyteruser-base:latest"
 DEFAULT_CULL_TIMEOUT = 86400
+#: The OpenID Connect claim that names the user, unless oidc_username_claim says otherwise.
+DEFAULT_USERNAME_CLAIM = "preferred_username"
+#: The smallest uid/gid the hub accepts from TAS, unless tas_min_id says otherwise.
+DEFAULT_TAS_MIN_ID = 1000
+MAX_CLAIM_LENGTH = 128
 
 #: Keys whose values are secrets: kept in the passwords file, never printed.
 SECRET_KEYS = frozenset({"jupyterhub_oauth_client_secret", "tas_role_pass", "jupyterhub_key", "local_dev_password"})
@@ -173,6 +178,31 @@ def _posix_id(value: Any) -> int | None:
     return value
 
 
+def _tas_min_id(value: Any) -> int:
+    # Strict like the other ids: YAML's true is not 1 and 1.5 is not 1.
+    if isinstance(value, bool) or not isinstance(value, int):
+        fail(f"must be a whole number, got {value!r}")
+    if value == 0:
+        fail(f"must not be 0: uid/gid 0 is root and is never accepted from TAS; the default is {DEFAULT_TAS_MIN_ID}")
+    if not 0 < value < 2**31:
+        fail(f"must be between 1 and 2147483647, got {value}")
+    return value
+
+
+def _username_claim(value: Any) -> str:
+    if not isinstance(value, str):
+        fail(f"must be the name of a claim such as {DEFAULT_USERNAME_CLAIM} or email, got {type(value).__name__}")
+    if not value:
+        fail(f"must not be empty; leave the key out for the default {DEFAULT_USERNAME_CLAIM}")
+    if len(value) > MAX_CLAIM_LENGTH:
+        fail(f"must be at most {MAX_CLAIM_LENGTH} characters, got {len(value)}")
+    if any(ch.isspace() for ch in value):
+        fail(f"must not contain whitespace, got {value!r}")
+    if not value.isprintable():
+        fail(f"must be printable characters only, got {value!r}")
+    return value
+
+
 HubHost = Annotated[str, PlainValidator(_hub_host)]
 Image = Annotated[str, PlainValidator(_image)]
 Secret = Annotated[SecretStr, BeforeValidator(_secret)]
@@ -192,6 +222,11 @@ class JupyterHubConfig(BaseModel):
 
     tenant: Annotated[str, PlainValidator(_identifier)]
     tenant_type: Flavour | None = None
+    #: true: the tenant's usernames are case-insensitive (Alice is alice), so the hub lower-cases them.
+    #: false: a username not already in the hub's form (lower-case a-z 0-9 . _ @ + -) is refused at login.
+    tenant_case_insensitive: bool = False
+    #: tenant_type oidc only: the claim of the provider's user info that is the username.
+    oidc_username_claim: Annotated[str, PlainValidator(_username_claim)] = DEFAULT_USERNAME_CLAIM
     #: tenant: the tenant's OAuth server. local-dev: a shared password, for a hub on this machine only.
     login: Literal["tenant", "local-dev"] = "tenant"
     local_dev_password: OptionalSecret = None
@@ -211,6 +246,8 @@ class JupyterHubConfig(BaseModel):
     tas_role_account: str | None = Field(default=None, min_length=1)
     tas_role_pass: OptionalSecret = None
     tas_base_url: Annotated[str, PlainValidator(_base_url)] = tenants.DEFAULT_TAS_BASE_URL
+    #: The smallest uid/gid accepted from TAS (0 never is).
+    tas_min_id: Annotated[int, PlainValidator(_tas_min_id)] = DEFAULT_TAS_MIN_ID
     tenant_ca_bundle: str | None = None
     cull_idle_notebook_timeout: int = Field(default=DEFAULT_CULL_TIMEOUT, ge=0)
     notebook_memory_limit: MemorySize = None
@@ -278,6 +315,9 @@ def cross_check(cfg: JupyterHubConfig) -> list[Finding]:
             known = ", ".join(sorted(tenants.AGAVE_TENANTS))
             why = f"{cfg.tenant!r} is not a standard tenant (standard Agave v2 tenants: {known})"
         found.append(Finding("jupyterhub_tenant_base_url", f"required: {why}; set jupyterhub_tenant_base_url to its base URL"))
+    if "oidc_username_claim" in cfg.model_fields_set and flavour is not Flavour.OIDC:
+        found.append(Finding("oidc_username_claim", f"only applies to OpenID Connect tenants (tenant_type: oidc); tenant {cfg.tenant!r} "
+                                                    f"is {flavour.value}, whose username comes from its profile: remove the key"))
 
     if (cfg.jupyterhub_cert is None) != (cfg.jupyterhub_key is None):
         have, missing = ("jupyterhub_cert", "jupyterhub_key") if cfg.jupyterhub_key is None else ("jupyterhub_key", "jupyterhub_cert")
@@ -299,6 +339,8 @@ def cross_check(cfg: JupyterHubConfig) -> list[Finding]:
         for key, flag in (("jupyteruser_uid", "use_tas_uid"), ("jupyteruser_gid", "use_tas_gid")):
             if getattr(cfg, key) is not None and getattr(cfg, flag):
                 found.append(Finding(key, f"ignored: {flag} is true, so notebooks run with the user's TAS id", error=False))
+    elif "tas_min_id" in cfg.model_fields_set:
+        found.append(Finding("tas_min_id", "ignored: use_tas_uid and use_tas_gid are false, so no id comes from TAS", error=False))
 
     for index, mount in enumerate(cfg.volume_mounts):
         tas_vars = mount.variables & TAS_TEMPLATE_VARIABLES

@@ -71,6 +71,7 @@ def both(*mutations: Mutation) -> Mutation:
 
 P = f"site.configs: {SCOPE}"
 H = f"site.hosts: {SCOPE}"
+OIDC_ISSUER = "https://id.example.org/realms/hub"
 TAS_ON = conf(use_tas_uid=True, use_tas_gid=True, tas_role_account="jhub-role")
 
 
@@ -139,6 +140,22 @@ CASES = [
     Case("tenant-type", [f"{P}/tenant_type: must be 'agave', 'tapis' or 'oidc', got 'keycloak'"], configs=conf(tenant_type="keycloak")),
     Case("oidc-without-url", [f"{P}/jupyterhub_tenant_base_url: required: tenant_type oidc needs the provider's issuer URL"], configs=conf(tenant_type="oidc")),
     Case("tenant-bad-id", [f"{P}/tenant: must be letters, digits"], configs=conf(tenant="my tenant")),
+    Case("case-insensitive-not-bool", [f"{P}/tenant_case_insensitive: must be a valid boolean, unable to interpret input, got 'maybe'"],
+         configs=conf(tenant_case_insensitive="maybe")),
+    Case("claim-on-agave-tenant", [f"{P}/oidc_username_claim: only applies to OpenID Connect tenants (tenant_type: oidc); tenant 'designsafe' is agave"],
+         configs=conf(oidc_username_claim="email")),
+    Case("claim-on-tapis-tenant", [f"{P}/oidc_username_claim: only applies to OpenID Connect tenants (tenant_type: oidc); tenant 'designsafe' is tapis"],
+         configs=conf(tenant_type="tapis", oidc_username_claim="preferred_username")),
+    Case("claim-empty", [f"{P}/oidc_username_claim: must not be empty; leave the key out for the default preferred_username"],
+         configs=conf(tenant_type="oidc", jupyterhub_tenant_base_url=OIDC_ISSUER, oidc_username_claim="")),
+    Case("claim-with-space", [f"{P}/oidc_username_claim: must not contain whitespace, got 'user name'"],
+         configs=conf(tenant_type="oidc", jupyterhub_tenant_base_url=OIDC_ISSUER, oidc_username_claim="user name")),
+    Case("claim-too-long", [f"{P}/oidc_username_claim: must be at most 128 characters, got 129"],
+         configs=conf(tenant_type="oidc", jupyterhub_tenant_base_url=OIDC_ISSUER, oidc_username_claim="c" * 129)),
+    Case("claim-not-printable", [f"{P}/oidc_username_claim: must be printable characters only, got 'user\\x00name'"],
+         configs=conf(tenant_type="oidc", jupyterhub_tenant_base_url=OIDC_ISSUER, oidc_username_claim="user\x00name")),
+    Case("claim-not-string", [f"{P}/oidc_username_claim: must be the name of a claim such as preferred_username or email, got int"],
+         configs=conf(tenant_type="oidc", jupyterhub_tenant_base_url=OIDC_ISSUER, oidc_username_claim=7)),
     # --- TLS
     Case("cert-without-key", [f"site.passwords: {SCOPE}/jupyterhub_key: required because jupyterhub_cert is set"], configs=conf(jupyterhub_cert=CERT)),
     Case("key-without-cert", [f"{P}/jupyterhub_cert: required because jupyterhub_key is set"], passwords=secret(jupyterhub_key=KEY)),
@@ -164,6 +181,14 @@ CASES = [
     Case("uid-root", [f"{P}/jupyteruser_uid: must not be 0: notebooks never run as root"], configs=conf(jupyteruser_uid=0)),
     Case("uid-not-number", [f"{P}/jupyteruser_uid: must be a whole number, got 'abc'"], configs=conf(jupyteruser_uid="abc")),
     Case("gid-negative", [f"{P}/jupyteruser_gid: must be between 1 and 2147483647, got -5"], configs=conf(jupyteruser_gid=-5)),
+    Case("tas-min-id-zero", [f"{P}/tas_min_id: must not be 0: uid/gid 0 is root and is never accepted from TAS; the default is 1000"],
+         configs=conf(tas_min_id=0)),
+    Case("tas-min-id-negative", [f"{P}/tas_min_id: must be between 1 and 2147483647, got -1"], configs=conf(tas_min_id=-1)),
+    Case("tas-min-id-bool", [f"{P}/tas_min_id: must be a whole number, got True"], configs=conf(tas_min_id=True)),
+    Case("tas-min-id-float", [f"{P}/tas_min_id: must be a whole number, got 1.5"], configs=conf(tas_min_id=1.5)),
+    Case("tas-min-id-string", [f"{P}/tas_min_id: must be a whole number, got 'abc'"], configs=conf(tas_min_id="abc")),
+    Case("tas-min-id-quoted", [f"{P}/tas_min_id: must be a whole number, got '1000'"], configs=conf(tas_min_id="1000")),
+    Case("tas-min-id-override-bool", ["-o: overrides/tas_min_id: must be a whole number, got True"], args=["-o", "tas_min_id=true"]),
     Case("tas-flag-not-bool", [f"{P}/use_tas_gid: must be a valid boolean, unable to interpret input, got 'maybe'"], configs=conf(use_tas_gid="maybe")),
     # --- notebook limits and images
     Case("cull-negative", [f"{P}/cull_idle_notebook_timeout: must be greater than or equal to 0, got -1"], configs=conf(cull_idle_notebook_timeout=-1)),

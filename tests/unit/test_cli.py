@@ -30,7 +30,8 @@ def test_init_writes_an_example_that_validates(tmp_path: Path) -> None:
     text = (target / "site.configs").read_text()
     for key in ("tenant:", "jupyterhub_tenant_base_url", "jupyterhub_host", "jupyterhub_oauth_client_id", "jupyterhub_cert",
                 "volume_mounts", "jupyterhub_image", "jupyter_user_image", "jupyteruser_uid", "jupyteruser_gid", "use_tas_uid",
-                "use_tas_gid", "tas_role_account", "cull_idle_notebook_timeout", "notebook_memory_limit", "notebook_offer_lab", "use_stock_nfs"):
+                "use_tas_gid", "tas_role_account", "cull_idle_notebook_timeout", "notebook_memory_limit", "notebook_offer_lab", "use_stock_nfs",
+                "tenant_case_insensitive", "oidc_username_claim", "tas_min_id"):
         assert key in text, key
     assert "tas_role_pass" in (target / "site.passwords").read_text()
 

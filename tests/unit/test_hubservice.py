@@ -57,7 +57,8 @@ def test_settings_carry_no_secret(site) -> None:
     spec = spec_for(site())
     text = json.dumps(spec.settings)
     assert CLIENT_SECRET not in text
-    assert spec.settings["tenant"] == {"id": "designsafe", "flavour": "agave", "base_url": "https://agave.designsafe-ci.org", "ca_bundle": None}
+    assert spec.settings["tenant"] == {"id": "designsafe", "flavour": "agave", "base_url": "https://agave.designsafe-ci.org", "ca_bundle": None,
+                                      "case_insensitive": False, "username_claim": None}
     assert spec.settings["oauth"]["callback_url"] == "https://jupyter.example.org/hub/oauth_callback"
     assert spec.settings["notebooks"]["volume_mounts"][0] == "/data/{tenant_id}/{username}:/home/jupyter/permanent:rw"
 

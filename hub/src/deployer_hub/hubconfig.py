@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .auth import AgaveOAuthenticator, TapisOAuthenticator, TenantOIDCAuthenticator
-from .spawner import TenantSwarmSpawner
+from .spawner import NOTEBOOK_CA_BUNDLE, TenantSwarmSpawner
 
 AUTHENTICATORS = {"agave": AgaveOAuthenticator, "tapis": TapisOAuthenticator, "oidc": TenantOIDCAuthenticator}
 
@@ -79,6 +79,12 @@ def apply(c: Any, settings_path: str, secrets_dir: str = "/run/secrets") -> dict
     s.start_timeout = nb.get("start_timeout", 180)
     s.http_timeout = 120
     s.task_timeout = nb.get("task_timeout", 150)
+    if nb.get("ca_config") and tenant.get("ca_bundle"):
+        # The tenant's CA in every notebook, joined there with the image's system CAs; the token
+        # files name that bundle as `verify` (agavepy and tapipy hand it to requests).
+        s.ca_config = nb["ca_config"]
+        s.ca_bundle_path = NOTEBOOK_CA_BUNDLE
+        c.TenantOAuthenticator.notebook_ca_bundle = NOTEBOOK_CA_BUNDLE
 
     # --- idle culling
     if nb["cull_idle_timeout"]:
@@ -116,6 +122,12 @@ def _tenant_login(c: Any, settings: dict, secret: Secrets) -> None:
     a.token_root = nb["token_root"]
     if tenant.get("ca_bundle"):
         a.http_request_kwargs = {"ca_certs": tenant["ca_bundle"]}
+    # Defaults as in Deployer's model, so a hub.json written before these keys existed still loads.
+    a.username_case_insensitive = bool(tenant.get("case_insensitive", False))
+    if tenant["flavour"] == "oidc":
+        a.username_claim = tenant.get("username_claim") or "preferred_username"
+    a.identity_db = f"{settings['hub']['data_dir']}/identities.sqlite"
+    a.tas_min_id = int(tas.get("min_id", 1000))
     if tas["use_uid"] or tas["use_gid"]:
         a.use_tas_uid, a.use_tas_gid = tas["use_uid"], tas["use_gid"]
         a.tas_url = tas["url"]

@@ -1,0 +1,96 @@
+"""Configuration keys end to end: the configs file → hub.json (hubsettings) → the authenticator's traits (hubconfig)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from traitlets.config import Config
+
+from conftest import CLIENT_SECRET, SCOPE, TAS_PASSWORD, base_configs, run_cli
+from deployer.discovery import discover
+from deployer.hubsettings import Layout, settings
+from deployer.loader import load
+from deployer_hub.hubconfig import apply
+
+OIDC = {"tenant_type": "oidc", "jupyterhub_tenant_base_url": "https://id.example.org/realms/hub"}
+TAS_ON = {"use_tas_uid": True, "use_tas_gid": True, "tas_role_account": "jhub-role"}
+
+
+def hub_json(site, **keys) -> dict:
+    configs = base_configs()
+    configs[SCOPE].update(keys)
+    passwords = {SCOPE: {"jupyterhub_oauth_client_secret": CLIENT_SECRET, "tas_role_pass": TAS_PASSWORD}}
+    loaded = load(discover(site(configs=configs, passwords=passwords).path), "jupyterhub", "prod", "designsafe")
+    deployment = loaded.deployments[0]
+    return settings(deployment, Layout.of(deployment))
+
+
+def applied(tmp_path: Path, hub: dict) -> Config:
+    """``hubconfig.apply`` on a fresh traitlets Config, with hub.json and the secret files in tmp_path."""
+    secrets = tmp_path / "secrets"
+    secrets.mkdir(exist_ok=True)
+    for name, value in (("oauth_client_secret", CLIENT_SECRET), ("tas_role_pass", TAS_PASSWORD),
+                        ("cookie_secret", "c" * 64), ("crypt_key", "0" * 64)):
+        (secrets / name).write_text(value)
+    path = tmp_path / "hub.json"
+    path.write_text(json.dumps(hub))
+    c = Config()
+    apply(c, str(path), str(secrets))
+    return c
+
+
+def test_defaults_reach_hub_json_and_the_authenticator(site, tmp_path: Path) -> None:
+    hub = hub_json(site)
+    assert hub["tenant"]["case_insensitive"] is False
+    assert hub["tenant"]["username_claim"] is None  # designsafe is an Agave tenant: no claim to ask for
+    assert hub["tas"]["min_id"] == 1000
+    a = applied(tmp_path, hub).AgaveOAuthenticator
+    assert a.username_case_insensitive is False
+    assert a.tas_min_id == 1000
+    assert a.identity_db == "/srv/jupyterhub/data/identities.sqlite"
+    assert "username_claim" not in a  # oauthenticator's own default stays for Agave and Tapis
+
+
+def test_set_values_reach_hub_json_and_the_authenticator(site, tmp_path: Path) -> None:
+    hub = hub_json(site, tenant_case_insensitive=True, tas_min_id=500, **TAS_ON)
+    assert (hub["tenant"]["case_insensitive"], hub["tas"]["min_id"]) == (True, 500)
+    a = applied(tmp_path, hub).AgaveOAuthenticator
+    assert (a.username_case_insensitive, a.tas_min_id) == (True, 500)
+    assert (a.use_tas_uid, a.tas_role_password) == (True, TAS_PASSWORD)
+
+
+def test_tapis_tenant_gets_no_claim(site, tmp_path: Path) -> None:
+    hub = hub_json(site, tenant_type="tapis")
+    assert hub["tenant"]["username_claim"] is None
+    assert "username_claim" not in applied(tmp_path, hub).TapisOAuthenticator
+
+
+@pytest.mark.parametrize(("keys", "claim"), [({}, "preferred_username"), ({"oidc_username_claim": "email"}, "email"),
+                                             ({"oidc_username_claim": "urn:example:uid"}, "urn:example:uid")])
+def test_oidc_claim_reaches_hub_json_and_the_authenticator(site, tmp_path: Path, keys: dict, claim: str) -> None:
+    hub = hub_json(site, **OIDC, **keys)
+    assert (hub["tenant"]["flavour"], hub["tenant"]["username_claim"]) == ("oidc", claim)
+    c = applied(tmp_path, hub)
+    assert c.JupyterHub.authenticator_class.__name__ == "TenantOIDCAuthenticator"
+    assert c.TenantOIDCAuthenticator.username_claim == claim
+    assert c.TenantOIDCAuthenticator.identity_db == "/srv/jupyterhub/data/identities.sqlite"
+
+
+def test_hub_json_from_before_these_keys_still_loads(site, tmp_path: Path) -> None:
+    hub = hub_json(site, **OIDC)
+    for key in ("case_insensitive", "username_claim"):
+        del hub["tenant"][key]
+    del hub["tas"]["min_id"]
+    a = applied(tmp_path, hub).TenantOIDCAuthenticator
+    assert (a.username_case_insensitive, a.tas_min_id, a.username_claim) == (False, 1000, "preferred_username")
+
+
+
+def test_tas_min_id_without_tas_is_a_warning_not_an_error(site) -> None:
+    configs = base_configs()
+    configs[SCOPE]["tas_min_id"] = 500
+    result = run_cli(["-i", "prod", "-t", "designsafe", "validate"], site(configs=configs).path)
+    assert result.exit_code == 0, result.output
+    assert f"site.configs: {SCOPE}/tas_min_id: ignored: use_tas_uid and use_tas_gid are false" in result.stderr
