@@ -35,7 +35,9 @@ from urllib.parse import urljoin, urlsplit
 if TYPE_CHECKING:
     import httpx
 
-__all__ = ["OIDCProvider", "OIDCProviderError", "OIDCLoginError", "complete_oidc_login", "pkce_pair", "OIDC_DIR"]
+__all__ = [
+    "OIDCProvider", "OIDCProviderError", "OIDCLoginError", "complete_oidc_login", "pkce_pair", "OIDC_DIR", "ensure_node_modules",
+]
 
 #: The folder holding package.json, package-lock.json and provider.mjs.
 OIDC_DIR = Path(__file__).resolve().parent
@@ -64,41 +66,45 @@ class OIDCLoginError(RuntimeError):
     """The provider's login or consent pages did not lead back to the client."""
 
 
-def _lock_hash() -> str:
+def _lock_hash(directory: Path = OIDC_DIR) -> str:
     h = hashlib.sha256()
     for name in ("package.json", "package-lock.json"):
-        h.update(name.encode() + b"\0" + (OIDC_DIR / name).read_bytes() + b"\0")
+        h.update(name.encode() + b"\0" + (directory / name).read_bytes() + b"\0")
     return h.hexdigest()
 
 
-def ensure_node_modules() -> None:
-    """``npm ci`` in tests/oidc unless node_modules was already installed from this very lockfile.
+def ensure_node_modules(directory: Path = OIDC_DIR) -> None:
+    """``npm ci`` in ``directory`` (default tests/oidc) unless its node_modules was already installed from this
+    very lockfile.
 
-    Serialised with a file lock so parallel test processes install once."""
+    Serialised with a file lock (one per directory) so parallel test processes install once. Shared by the
+    second provider harness, tests/oidc_mock."""
+    directory = Path(directory).resolve()
     if shutil.which("node") is None or shutil.which("npm") is None:
         raise OIDCProviderError("the OIDC test provider needs node (>= 20) and npm on PATH")
-    want = _lock_hash()
-    lock_path = Path(tempfile.gettempdir()) / f"deployer-oidc-npm-{hashlib.sha256(bytes(OIDC_DIR)).hexdigest()[:16]}.lock"
+    want = _lock_hash(directory)
+    stamp = directory / "node_modules" / STAMP.name
+    lock_path = Path(tempfile.gettempdir()) / f"deployer-oidc-npm-{hashlib.sha256(bytes(directory)).hexdigest()[:16]}.lock"
     with open(lock_path, "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if STAMP.is_file() and STAMP.read_text().strip() == want:
+        if stamp.is_file() and stamp.read_text().strip() == want:
             return
         try:
             proc = subprocess.run(
                 ["npm", "ci", "--no-audit", "--no-fund", "--loglevel=error"],
-                cwd=OIDC_DIR,
+                cwd=directory,
                 capture_output=True,
                 text=True,
                 timeout=INSTALL_TIMEOUT,
                 stdin=subprocess.DEVNULL,
             )
         except subprocess.TimeoutExpired as e:
-            raise OIDCProviderError(f"npm ci in {OIDC_DIR} took longer than {INSTALL_TIMEOUT:.0f} s") from e
+            raise OIDCProviderError(f"npm ci in {directory} took longer than {INSTALL_TIMEOUT:.0f} s") from e
         if proc.returncode != 0:
             raise OIDCProviderError(
-                f"npm ci in {OIDC_DIR} failed (exit {proc.returncode}):\n{proc.stdout}{proc.stderr}".rstrip()
+                f"npm ci in {directory} failed (exit {proc.returncode}):\n{proc.stdout}{proc.stderr}".rstrip()
             )
-        STAMP.write_text(want + "\n")
+        stamp.write_text(want + "\n")
 
 
 class OIDCProvider:
