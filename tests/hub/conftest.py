@@ -22,11 +22,17 @@ def sim():
         yield simulator
 
 
-def authenticator_config(flavour: str, sim: TenantSimulator, hub: HubProcess, *, secret: str = CLIENT_SECRET, extra: str = "") -> str:
+def authenticator_config(flavour: str, sim: TenantSimulator, hub: HubProcess, *, secret: str = CLIENT_SECRET, extra: str = "",
+                         case_insensitive: bool = True) -> str:
+    """Our authenticator against the simulator. ``case_insensitive``: the tenant declared so, as
+    TACC's (JDoe and jdoe are one account there); the hub's default is False."""
     base_url = sim.agave_base_url if flavour == "agave" else sim.tapis_base_url
     cls = "AgaveOAuthenticator" if flavour == "agave" else "TapisOAuthenticator"
     return textwrap.dedent(f"""
+    from deployer_hub.auth import page_notice
+    c.JupyterHub.template_vars = {{"announcement": page_notice}}
     c.JupyterHub.authenticator_class = "{flavour}"
+    c.{cls}.username_case_insensitive = {case_insensitive}
     c.{cls}.tenant_id = "sim"
     c.{cls}.tenant_base_url = "{base_url}"
     c.{cls}.client_id = "{CLIENT_ID}"

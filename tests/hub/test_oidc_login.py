@@ -32,6 +32,7 @@ def oidc_hub(tmp_path: Path):
         c.TenantOIDCAuthenticator.client_secret = "{CLIENT_SECRET}"
         c.TenantOIDCAuthenticator.oauth_callback_url = "{callback}"
         c.TenantOIDCAuthenticator.allow_all = True
+        c.TenantOIDCAuthenticator.username_case_insensitive = True  # "Alice" is "alice" at this provider
         c.TenantOIDCAuthenticator.token_root = "{tmp_path / 'tokens'}"
         c.Authenticator.auth_refresh_age = 1
         """

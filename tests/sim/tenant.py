@@ -102,6 +102,7 @@ class _Token:
     client_id: str | None  # None: a Tapis password grant made without a client
     jti: str
     expires_at: int
+    issued_at: int = 0
     state: str = "active"  # "active", "rotated" (refresh token used once) or "revoked"
     pair: str | None = None  # for a refresh token: the access token issued with it
 
@@ -142,6 +143,9 @@ class _Tenant:
         self.codes: dict[str, _Code] = {}
         self.tokens: dict[str, _Token] = {}
         self.issued: Counter[str] = Counter()
+        self.refresh_grants: Counter[str] = Counter()  # refresh grants that issued new tokens, per user
+        self.refused_refreshes: Counter[str] = Counter()  # refresh tokens presented again after rotation, per user
+        self.expired_uses: Counter[str] = Counter()  # requests that presented an expired access token, per user
         self._next_tas_id = 100001
 
     # users, clients, role accounts
@@ -265,7 +269,7 @@ class _Tenant:
                 "exp": expires_at,
             }
             value = jwt.encode(claims, self.jwt_key, algorithm="HS256")
-        token = _Token(value, flavour, kind, username, client_id, jti, expires_at)
+        token = _Token(value, flavour, kind, username, client_id, jti, expires_at, issued_at=expires_at - ttl)
         self.tokens[value] = token
         return token
 
@@ -288,10 +292,13 @@ class _Tenant:
             if token.client_id != client_id:
                 raise _GrantError("Refresh token was issued to another client")
             if token.state != "active":
+                if token.state == "rotated":
+                    self.refused_refreshes[token.username] += 1
                 raise _GrantError(f"Refresh token is {'revoked' if token.state == 'revoked' else 'no longer valid (already used)'}")
             if token.expires_at <= time.time():
                 raise _GrantError("Refresh token has expired")
             token.state = "rotated"
+            self.refresh_grants[token.username] += 1
             if flavour == AGAVE and token.pair in self.tokens:
                 self.tokens[token.pair].state = "revoked"  # WSO2 retires the old access token on refresh
             return self.issue(flavour, token.username, client_id)
@@ -302,7 +309,10 @@ class _Tenant:
             token = self.tokens.get(value)
             if token is None or token.flavour != flavour or token.kind != "access" or token.state != "active":
                 return None
-            if token.expires_at <= time.time() or not self._signature_ok(token):
+            if token.expires_at <= time.time():
+                self.expired_uses[token.username] += 1
+                return None
+            if not self._signature_ok(token):
                 return None
             return self.users.get(token.username)
 
@@ -365,6 +375,9 @@ def _with_query(url: str, **params: str | None) -> str:
 class _Handler(tornado.web.RequestHandler):
     """Base: logs every request for tests and parses credentials and bodies."""
 
+    #: Name under which tests may replace this handler's answers (``TenantSimulator.mangle``).
+    kind = ""
+
     def initialize(self, sim: TenantSimulator, flavour: str = "") -> None:
         self.sim = sim
         self.tenant = sim._tenant
@@ -375,6 +388,15 @@ class _Handler(tornado.web.RequestHandler):
         self.sim.requests.append((self.request.method or "", self.request.path))
 
     def reply(self, status: int, body: dict[str, Any], **headers: str) -> None:
+        mangle = self.sim.mangles.get(self.kind)
+        if mangle is not None and status < 300:
+            body = mangle(body)  # a test makes the service break its contract (any JSON value, or raw text)
+            self.set_status(status)
+            for name, value in headers.items():
+                self.set_header(name.replace("_", "-"), value)
+            self.set_header("Content-Type", "application/json")
+            self.finish(body if isinstance(body, (str, bytes)) else json.dumps(body))
+            return
         self.set_status(status)
         for name, value in headers.items():
             self.set_header(name.replace("_", "-"), value)
@@ -480,6 +502,8 @@ _NO_STORE = {"Cache_Control": "no-store", "Pragma": "no-cache"}  # RFC 6749 5.1:
 class _AgaveTokenHandler(_Handler):
     """WSO2's token endpoint: client credentials in the body or as HTTP Basic, RFC 6749 errors."""
 
+    kind = "agave_token"
+
     def post(self) -> None:
         params = self.form()  # WSO2 takes only form bodies
         client = self.client(params)
@@ -519,6 +543,8 @@ class _AgaveTokenHandler(_Handler):
 
 class _AgaveProfileHandler(_Handler):
     """``/profiles/v2/me``: the token's user, behind the gateway's bearer-token check."""
+
+    kind = "agave_profile"
 
     def get(self) -> None:
         scheme, _, value = self.request.headers.get("Authorization", "").partition(" ")
@@ -606,6 +632,8 @@ class _TapisHandler(_Handler):
 class _TapisTokenHandler(_TapisHandler):
     """``/v3/oauth2/tokens``: JSON or form; clients authenticate only with HTTP Basic."""
 
+    kind = "tapis_token"
+
     def post(self) -> None:
         params = self.json_or_form()
         grant_type = params.get("grant_type")
@@ -639,6 +667,8 @@ class _TapisTokenHandler(_TapisHandler):
 
 
 class _TapisUserinfoHandler(_TapisHandler):
+    kind = "tapis_userinfo"
+
     def get(self) -> None:
         user, why = self.tapis_user()
         if user is None:
@@ -702,11 +732,17 @@ class _TASHandler(_Handler):
 
 
 class _TASUserHandler(_TASHandler):
+    kind = "tas_user"
+
     def get(self, username: str) -> None:
         user = self.tenant.tas_user(username)
         if user is None:
             return self.reply(404, {"status": "error", "message": "User not found", "result": None})
-        self.reply(200, {"status": "success", "message": None, "result": {
+        self.reply(200, {"status": "success", "message": None, "result": {**self._record(user), **self.sim.tas_overrides.get(username, {})}})
+
+    @staticmethod
+    def _record(user: _User) -> dict[str, Any]:
+        return {
             "id": user.tas_id,
             "username": user.username,
             "firstName": user.first_name,
@@ -716,7 +752,7 @@ class _TASUserHandler(_TASHandler):
             "gid": user.gid,
             "homeDirectory": user.home_directory,
             "source": "Standard",
-        }})
+        }
 
 
 class _TASNotFound(_TASHandler):
@@ -763,6 +799,10 @@ class TenantSimulator:
         self.tenant_id = tenant_id
         self.requests: list[tuple[str, str]] = []
         self.tas_delay: float = 2.0
+        #: handler kind -> function of the normal answer body returning what is sent instead (any JSON value or raw text)
+        self.mangles: dict[str, Any] = {}
+        #: TAS username -> fields replacing those of its TAS record (e.g. {"uid": 0})
+        self.tas_overrides: dict[str, dict[str, Any]] = {}
         self._tas_mode = "up"
         self._url: str | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -837,6 +877,36 @@ class TenantSimulator:
 
     def revoke_refresh_tokens(self, username: str | None = None) -> None:
         self._tenant.revoke_refresh(username)
+
+    @property
+    def access_ttl(self) -> int:
+        """Lifetime of access tokens issued from now on, in seconds."""
+        return self._tenant.access_ttl
+
+    @access_ttl.setter
+    def access_ttl(self, seconds: int) -> None:
+        self._tenant.access_ttl = seconds
+
+    def refresh_grants(self, username: str) -> int:
+        """Refresh grants that issued new tokens to ``username``."""
+        with self._tenant.lock:
+            return self._tenant.refresh_grants[username]
+
+    def refused_refreshes(self, username: str) -> int:
+        """Times a rotated (already used) refresh token of ``username`` was presented again."""
+        with self._tenant.lock:
+            return self._tenant.refused_refreshes[username]
+
+    def expired_uses(self, username: str) -> int:
+        """Requests that presented an expired access token of ``username``."""
+        with self._tenant.lock:
+            return self._tenant.expired_uses[username]
+
+    def token_times(self, value: str) -> tuple[int, int] | None:
+        """(issued_at, expires_at) of a token as the tenant recorded it, or None."""
+        with self._tenant.lock:
+            token = self._tenant.tokens.get(value)
+            return (token.issued_at, token.expires_at) if token else None
 
     def tokens_issued(self, username: str) -> int:
         """Access tokens issued to ``username`` so far (logins, password grants and refreshes)."""

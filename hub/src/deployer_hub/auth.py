@@ -3,45 +3,53 @@
 All three build on oauthenticator's ``OAuthenticator`` (state cookie, PKCE, encrypted
 auth state). On top of it they add what a TACC-style hub needs:
 
-* access tokens refreshed *before* they expire (``refresh_margin``), not only after a
-  request failed;
-* the user's tokens written as files the notebook's libraries read, after login and
-  after every refresh (:mod:`deployer_hub.tokenfiles`);
-* the user's POSIX identity from TAS at spawn time, with a clear refusal (shown on the
-  spawn page) when TAS is down or has no uid/gid, never a fallback to root;
-* usernames normalised and restricted to characters that are safe in paths.
+* a token's issue time and absolute expiry recorded once, when the tenant issues it
+  (:mod:`deployer_hub.tokenlife`), and the token refreshed while it still has
+  ``refresh_margin`` left: on page and API requests, and in the background for users
+  whose server runs;
+* one refresh in flight per user (:mod:`deployer_hub.singleflight`): tenants that rotate
+  refresh tokens accept each one once;
+* usernames never merged: a name the hub would have to change is refused, and each hub
+  name is bound to one account of the tenant (:mod:`deployer_hub.identities`);
+* the user's tokens written as files the notebook's libraries read; a failure to write
+  them is logged with the path, shown to the user, and retried, never a failed login;
+* the user's POSIX identity from TAS at login (in the background) and at spawn, never on
+  the page path, with a clear refusal when TAS is down or its record is unusable;
+* every failure of the tenant's services a clear page (:mod:`deployer_hub.errors`).
 """
 
 from __future__ import annotations
 
+import asyncio
+import copy
+import html
 import json
+import ssl
 import time
 import urllib.request
 from dataclasses import asdict, dataclass
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit, urlunsplit
 
-from oauthenticator.oauth2 import OAuthenticator
+from oauthenticator.oauth2 import OAuthenticator, OAuthLoginHandler, _deserialize_state
 from tornado import web
-from tornado.httpclient import HTTPClientError
+from tornado.httpclient import HTTPClientError, HTTPRequest
 from traitlets import Bool, Float, Integer, Unicode, default
 
-from . import paths, tenants, tokenfiles
-from .tas import TASClient, TASError, TASMissingIds
+from . import identities, oidc, paths, tenants, tokenfiles, tokenlife
+from .errors import ReplyError, UserFacingError, describe, is_refusal, is_transient
+from .singleflight import SingleFlight
+from .tas import DEFAULT_MIN_ID, TASClient, TASError, TASMissingIds
 from .tenants import Flavour
 
-
-class UserFacingError(web.HTTPError):
-    """An error whose message JupyterHub shows to the user (login or spawn page)."""
-
-    def __init__(self, status: int, message: str):
-        super().__init__(status, "%s", message)
-        self.jupyterhub_message = message
-
+__all__ = ["AgaveOAuthenticator", "TapisOAuthenticator", "TenantOIDCAuthenticator", "UserFacingError", "Identity", "page_notice"]
 
 #: The user image's own user and group (deployer/jupyteruser): the owner of what the hub
 #: creates for a notebook whose uid/gid is neither configured nor given by TAS.
 IMAGE_UID, IMAGE_GID = 1000, 100
+
+TOKENS_UNAVAILABLE = ("Your API tokens could not be placed in your notebook right now (~/.agave is not up to date). "
+                      "The hub keeps trying; if this persists, please contact support.")
 
 
 @dataclass(frozen=True)
@@ -51,6 +59,13 @@ class Identity:
     uid: int | None = None
     gid: int | None = None
     home_directory: str | None = None
+
+
+def page_notice(user: Any) -> str:
+    """``JupyterHub.template_vars["announcement"]``: what this user must know now (HTML, escaped)."""
+    authenticator = getattr(user, "authenticator", None)
+    notice = getattr(authenticator, "notice_for", None)
+    return notice(user.name) if user is not None and notice else ""
 
 
 class TenantOAuthenticator(OAuthenticator):
@@ -63,15 +78,43 @@ class TenantOAuthenticator(OAuthenticator):
         config=True,
         help="Base URL of the tenant's OAuth server. Empty: the tenant registry's URL for tenant_id.",
     )
+    tenant_ca_bundle = Unicode(
+        "",
+        config=True,
+        help="PEM file of extra CA certificates trusted (besides the system's) for every call to the tenant and TAS.",
+    )
+    tenant_timeout = Float(20.0, config=True, help="Seconds to wait for each call to the tenant (token, userinfo, keys).")
     refresh_margin = Integer(
         300,
         config=True,
         help="Refresh an access token when it has fewer than this many seconds left, so the notebook never holds an expired one.",
     )
+    refresh_wait_timeout = Float(30.0, config=True, help="Seconds a request waits for another request's refresh of the same user.")
+    keep_fresh_interval = Float(
+        60.0,
+        config=True,
+        help="Seconds between checks of the tokens of users whose server runs (refreshed then if within refresh_margin). 0: off.",
+    )
+    username_case_insensitive = Bool(
+        False,
+        config=True,
+        help="The tenant treats usernames case-insensitively: fold ASCII upper case (Alice is alice). "
+        "Off: a username not already lower case is refused, never merged with another account.",
+    )
+    identity_db = Unicode(
+        "jupyterhub_identities.sqlite",
+        config=True,
+        help="SQLite file binding hub usernames to tenant accounts and keeping the last TAS identity (relative: to the hub's directory).",
+    )
     token_root = Unicode(
         "",
         config=True,
         help="Directory on the shared store holding per-user token files ({token_root}/{tenant_id}/{username}/). Empty: no files.",
+    )
+    notebook_ca_bundle = Unicode(
+        "",
+        config=True,
+        help="Path, inside notebooks, of the CA bundle trusting the tenant; written into the token files as 'verify'. Empty: verify: true.",
     )
     share_client_secret = Bool(
         False,
@@ -85,6 +128,7 @@ class TenantOAuthenticator(OAuthenticator):
     tas_role_account = Unicode("", config=True, help="TAS role account used by the hub.")
     tas_role_password = Unicode("", config=True, help="Password of the TAS role account (load it from a secret file).")
     tas_timeout = Float(10.0, config=True, help="Seconds to wait for TAS before refusing the spawn.")
+    tas_min_id = Integer(DEFAULT_MIN_ID, config=True, help="Smallest uid/gid accepted from TAS (0 is never accepted).")
     notebook_uid = Integer(None, allow_none=True, config=True, help="uid for notebooks when TAS is not used (None: the image's user).")
     notebook_gid = Integer(None, allow_none=True, config=True, help="gid for notebooks when TAS is not used (None: the image's group).")
     token_file_uid = Integer(IMAGE_UID, config=True, help="Owner of token files when the notebook uid is the image's own (not known here).")
@@ -105,10 +149,136 @@ class TenantOAuthenticator(OAuthenticator):
     def _login_service_default(self) -> str:
         return self.tenant_id or "your tenant"
 
+    def __init__(self, **kwargs: Any):
+        super().__init__(**kwargs)
+        self._flights = SingleFlight(wait_timeout=self.refresh_wait_timeout)
+        self._store: identities.IdentityStore | None = None
+        self._token_problems: dict[str, float] = {}  # hub name -> since when its token files could not be written
+        self._pending_lookups: dict[str, dict] = {}  # hub name -> newest auth state, while TAS is asked in the background
+        self._tasks: set[asyncio.Task] = set()
+        self._keeper: asyncio.Task | None = None
+        bundle = self.tenant_ca_bundle or self.http_request_kwargs.get("ca_certs")
+        self._ssl_context: ssl.SSLContext | None = None
+        if bundle:
+            # The system's CAs *and* the tenant's: tornado's ca_certs would replace the system's.
+            self._ssl_context = ssl.create_default_context()
+            self._ssl_context.load_verify_locations(cafile=bundle)
+            kwargs = {k: v for k, v in self.http_request_kwargs.items() if k != "ca_certs"}
+            self.http_request_kwargs = {**kwargs, "ssl_options": self._ssl_context}
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            pass  # not in the hub (e.g. a config check): started by the first request instead
+        else:
+            self._start_keeper()
+
+    # --- the identity store -----------------------------------------------------------
+
+    @property
+    def store(self) -> identities.IdentityStore:
+        if self._store is None:
+            self._store = identities.IdentityStore(self.identity_db)
+        return self._store
+
+    # --- calls to the tenant ----------------------------------------------------------
+
+    async def _fetch_json(self, url: str, **kwargs: Any) -> Any:
+        """One call to the tenant with the tenant's CA and a bounded time; the answer as JSON.
+
+        Raises HTTPClientError, OSError (refused, DNS, TLS) or ReplyError; logs nothing (callers do, once)."""
+        options = {"connect_timeout": self.tenant_timeout, "request_timeout": self.tenant_timeout, **self.http_request_kwargs, **kwargs}
+        response = await self.http_client.fetch(HTTPRequest(url, **options))
+        try:
+            return json.loads(response.body or b"null")
+        except ValueError:
+            raise ReplyError("the answer is not JSON") from None
+
+    def _failure(self, exc: BaseException, what: str, url: str = "") -> UserFacingError:
+        """The page for a failed call to the tenant; the cause logged once."""
+        if isinstance(exc, UserFacingError):
+            return exc
+        status, message, detail = describe(exc, self.login_service)
+        self.log.error("%s failed%s: %s", what, f" ({_without_query(url)})" if url else "", detail)
+        return UserFacingError(status, message)
+
+    async def get_token_info(self, handler: Any, params: dict) -> dict:
+        """POST to the token endpoint; the reply checked and its lifetime stamped once."""
+        try:
+            reply = await self._fetch_json(self.token_url, method="POST", headers=self.build_token_info_request_headers(),
+                                           body=urlencode(params).encode())
+        except HTTPClientError as exc:
+            if is_refusal(exc):
+                self.log.warning("%s refused a token request (HTTP %s, grant %s)", self.login_service, exc.code, params.get("grant_type"))
+                raise UserFacingError(403, f"{self.login_service} refused the login (HTTP {exc.code}). If this persists, "
+                                           "the hub's OAuth client may be misconfigured.") from exc
+            raise
+        token_info = self._token_reply(reply)
+        return tokenlife.stamp(token_info)
+
+    def _token_reply(self, reply: Any) -> dict:
+        """The token reply as an RFC 6749 dict (Agave and OIDC send one already)."""
+        if not isinstance(reply, dict):
+            raise ReplyError("the token reply is not a JSON object")
+        if not isinstance(reply.get("access_token"), str) or not reply["access_token"]:
+            raise ReplyError("the token reply has no access token")
+        if reply.get("refresh_token") is not None and not isinstance(reply["refresh_token"], str):
+            raise ReplyError("the refresh token is not text")
+        reply.setdefault("token_type", "Bearer")
+        return reply
+
+    async def token_to_user(self, token_info: dict) -> dict:
+        """The user's profile from the userinfo endpoint (a JSON object, else ReplyError)."""
+        token_type = str(token_info.get("token_type") or "Bearer")
+        profile = await self._fetch_json(self.userdata_url, method="GET",
+                                         headers=self.build_userdata_request_headers(token_info["access_token"], token_type))
+        if not isinstance(profile, dict):
+            raise ReplyError("the user profile is not a JSON object")
+        return profile
+
+    async def authenticate(self, handler: Any, data: Any = None, **kwargs: Any) -> dict:
+        """Login: code -> tokens -> profile -> hub name; every failure a clear page."""
+        try:
+            token_info = await self.get_token_info(handler, self.build_access_tokens_request_params(handler, data))
+            await self.check_token_reply(handler, token_info)
+            return await self._token_to_auth_model(token_info)
+        except web.HTTPError as exc:
+            if isinstance(exc, UserFacingError):
+                raise
+            raise self._failure(exc, "Login") from None
+        except Exception as exc:
+            raise self._failure(exc, "Login") from None
+
+    async def check_token_reply(self, handler: Any, token_info: dict) -> None:
+        """Hook for flavour-specific checks of a login's token reply (the OIDC ID token)."""
+
     # --- usernames --------------------------------------------------------------------
 
+    def claimed_username(self, user_info: dict) -> str:
+        """The tenant's own spelling of the username in its profile reply (flavour-specific)."""
+        raise NotImplementedError
+
+    def subject(self, user_info: dict, hub_name: str) -> tuple[str, str]:
+        """(issuer, subject) of the account: what a hub name is bound to."""
+        return self.tenant_base_url.rstrip("/"), hub_name
+
+    def user_info_to_username(self, user_info: dict) -> str:
+        raw = self.claimed_username(user_info)
+        try:
+            return paths.canonical_username(raw, case_insensitive=self.username_case_insensitive)
+        except paths.NotCanonical:
+            self.log.warning("Refusing login: %s", paths.NotCanonical(f"username {raw!r} is not in the hub's canonical form"))
+            raise UserFacingError(
+                403, f"Your {self.login_service} username {raw!r} cannot be used on this hub as it is: hub usernames are lower case "
+                "and without spaces or special characters, and this hub does not treat differently written names as the same "
+                "account. Please contact support.") from None
+        except paths.UnsafeName:
+            self.log.warning("Refusing login of %r: not a safe username", raw)
+            raise UserFacingError(403, "Your username cannot be used on this hub (only a-z, 0-9 and . _ @ + - are allowed). "
+                                       "Please contact support.") from None
+
     def normalize_username(self, username: str) -> str:
-        return paths.normalize(super().normalize_username(username))
+        """No normalisation that could merge accounts: ASCII case only, and only when declared."""
+        return username.lower() if self.username_case_insensitive and username.isascii() else username
 
     def validate_username(self, username: str) -> bool:
         try:
@@ -118,74 +288,147 @@ class TenantOAuthenticator(OAuthenticator):
             return False
         return super().validate_username(username)
 
-    # --- tokens -----------------------------------------------------------------------
-
-    async def get_token_info(self, handler: Any, params: dict) -> dict:
-        try:
-            return await super().get_token_info(handler, params)
-        except HTTPClientError as exc:
-            raise self._token_error(exc) from None
-
-    def _token_error(self, exc: HTTPClientError) -> web.HTTPError:
-        if exc.code in (400, 401, 403):
-            return UserFacingError(403, f"{self.login_service} refused the login (HTTP {exc.code}). If this persists, the hub's OAuth client may be misconfigured.")
-        return UserFacingError(502, f"{self.login_service} could not be reached to complete the login ({exc}). Please try again.")
-
     def build_auth_state_dict(self, token_info: dict, user_info: dict) -> dict:
         state = super().build_auth_state_dict(token_info, user_info)
+        issued_at, expires_at = tokenlife.times(token_info)
         # The tenant's own spelling of the name: TAS and the tenant's APIs know the user by it.
-        state["tenant_username"] = self.user_info_to_username(user_info)
-        state["expires_at"] = _expires_at(token_info)
-        state["issued_at"] = int(time.time())
+        state["tenant_username"] = self.claimed_username(user_info)
+        state["issued_at"], state["expires_at"] = issued_at, expires_at
         return state
+
+    async def update_auth_model(self, auth_model: dict) -> dict:
+        """At login: bind the name to its account, then deliver the tokens (TAS in the background)."""
+        name, state = auth_model["name"], auth_model["auth_state"]
+        issuer, subject = self.subject(state.get(self.user_auth_state_key) or {}, name)
+        try:
+            self.store.bind(name, issuer, subject)
+        except identities.AccountConflict as exc:
+            self.log.warning("Refusing login: %s", exc)
+            raise UserFacingError(403, f"The username {name!r} on this hub already belongs to another {self.login_service} account, "
+                                       "so you cannot be logged in as it. Please contact support.") from None
+        state["issuer"], state["subject"] = issuer, subject
+        self._deliver_tokens(name, state)
+        if self.uses_tas and self.token_root:
+            self._lookup_in_background(name, _tenant_name(state, name), state)
+        return auth_model
+
+    # --- refresh ------------------------------------------------------------------------
 
     def _expiring(self, auth_state: dict) -> bool:
         expires_at = auth_state.get("expires_at")
-        return expires_at is not None and expires_at - time.time() < self.refresh_margin
+        return isinstance(expires_at, (int, float)) and expires_at - time.time() < self.refresh_margin
 
     async def refresh_user(self, user: Any, handler: Any = None, **kwargs: Any) -> Any:
-        """Refresh before expiry; a refused refresh token means a new login (False)."""
-        auth_state = await user.get_auth_state() if self.enable_auth_state else None
-        if auth_state and auth_state.get("refresh_token") and self._expiring(auth_state):
-            self.log.info("Access token of %s expires soon; refreshing it", user.name)
+        """True (still good), an updated auth model (refreshed), or False (a new login is needed).
+
+        Refreshes while the token still has ``refresh_margin`` left; otherwise asks the tenant
+        whether the token still works (revocation) and refreshes if not. A tenant that cannot
+        be asked right now does not log anyone out."""
+        self._start_keeper()
+        auth_state = await user.get_auth_state()
+        if not auth_state or not auth_state.get("access_token"):
+            return False
+        if self._expiring(auth_state):
+            return await self._refresh(user.name, auth_state)
+        try:
+            await self.token_to_user({"access_token": auth_state["access_token"], "token_type": "Bearer"})
+        except Exception as exc:
+            if isinstance(exc, HTTPClientError) and 400 <= exc.code < 500:
+                self.log.info("The access token of %s no longer works (HTTP %s); refreshing it", user.name, exc.code)
+                return await self._refresh(user.name, auth_state)
+            self.log.warning("Could not check the token of %s with %s (%s); keeping the session", user.name, self.login_service,
+                             describe(exc, self.login_service)[2])
+            return True
+        if user.name in self._token_problems:
+            self._deliver_tokens(user.name, auth_state)  # retry what failed before
+        return True
+
+    async def _refresh(self, name: str, auth_state: dict) -> Any:
+        refresh_token = auth_state.get("refresh_token")
+        if not refresh_token:
+            expired = (auth_state.get("expires_at") or 0) <= time.time()
+            return False if expired else True
+
+        async def work() -> Any:
+            params = self.build_refresh_token_request_params(refresh_token)
             try:
-                token_info = await self.get_token_info(handler, self.build_refresh_token_request_params(auth_state["refresh_token"]))
-            except Exception as exc:  # revoked or expired refresh token, or the server is down
-                self.log.info("Refreshing the token of %s failed (%s); a new login is needed", user.name, exc)
+                token_info = await self.get_token_info(None, params)
+            except Exception as exc:
+                if isinstance(exc, UserFacingError) and exc.status_code == 403 or is_refusal(exc):
+                    self.log.info("%s refused the refresh token of %s; a new login is needed", self.login_service, name)
+                    return False
+                if is_transient(exc) or (isinstance(exc, UserFacingError) and exc.status_code in (502, 503)):
+                    self.log.warning("Refreshing the token of %s failed (%s); trying again later", name, describe(exc, self.login_service)[2])
+                    return (auth_state.get("expires_at") or 0) > time.time()  # keep a session whose token still works
+                self.log.warning("Refreshing the token of %s failed: %s; a new login is needed", name, describe(exc, self.login_service)[2])
                 return False
             if not token_info.get("refresh_token"):  # servers may keep the refresh token unchanged
-                token_info["refresh_token"] = auth_state["refresh_token"]
+                token_info["refresh_token"] = refresh_token
             try:
-                return await self._token_to_auth_model(token_info)
+                state = await self._refreshed_state(auth_state, token_info)
             except Exception as exc:
-                self.log.warning("A fresh token of %s did not work (%s); a new login is needed", user.name, exc)
+                self.log.warning("The refreshed token of %s was refused: %s; a new login is needed", name, exc)
                 return False
-        return await super().refresh_user(user, handler, **kwargs)
+            self.log.info("Refreshed the access token of %s (valid until %s)", name, state.get("expires_at"))
+            if name in self._pending_lookups:
+                self._pending_lookups[name] = state
+            self._deliver_tokens(name, state)
+            return {"name": name, "auth_state": state}
 
-    async def update_auth_model(self, auth_model: dict) -> dict:
-        """After every login and refresh: refuse unsafe names, keep the token files in step."""
         try:
-            paths.safe_component(auth_model["name"])
-        except paths.UnsafeName:
-            self.log.warning("Refusing login of %r: not a safe username", auth_model["name"])
-            raise UserFacingError(403, "Your username cannot be used on this hub (only a-z, 0-9 and . _ @ + - are allowed). Please contact support.") from None
-        if self.token_root:
-            try:
-                # Refreshes reuse the identity of the last lookup: TAS is asked at login and at
-                # every spawn, not on every token refresh (a slow TAS would stall every page).
-                identity = self._identities.get(auth_model["name"]) or await self.resolve_identity(
-                    _tenant_name(auth_model["auth_state"], auth_model["name"]), auth_model["name"]
-                )
-            except TASError as exc:
-                # Login still works; the spawn will retry TAS and show the user why it cannot start.
-                self.log.warning("Token files of %s not written at login: %s", auth_model["name"], exc)
-            else:
-                self.write_token_files(auth_model["name"], auth_model["auth_state"], identity)
-        return auth_model
+            result = await self._flights.run(name, refresh_token, work)
+        except asyncio.TimeoutError:
+            self.log.warning("Waited %.0f s for another refresh of %s; keeping the session", self.refresh_wait_timeout, name)
+            return True
+        return copy.deepcopy(result) if isinstance(result, dict) else result
+
+    async def _refreshed_state(self, old: dict, token_info: dict) -> dict:
+        """The new auth state after a refresh: new tokens and times, the same account."""
+        issued_at, expires_at = tokenlife.times(token_info)
+        state = dict(old)
+        state.update(
+            access_token=token_info["access_token"],
+            refresh_token=token_info.get("refresh_token"),
+            id_token=token_info.get("id_token") or old.get("id_token"),
+            token_response=token_info,
+            issued_at=issued_at,
+            expires_at=expires_at,
+        )
+        return state
+
+    # --- keeping running notebooks' tokens fresh ----------------------------------------
+
+    def _start_keeper(self) -> None:
+        if self._keeper is None and self.keep_fresh_interval > 0 and self.token_root:
+            self._keeper = asyncio.get_running_loop().create_task(self._keep_fresh())
+
+    async def _keep_fresh(self) -> None:
+        """Refresh the tokens of users whose server runs, so a notebook left alone keeps working tokens."""
+        while True:
+            await asyncio.sleep(self.keep_fresh_interval)
+            users = getattr(self.parent, "users", None)
+            for user in list(users.values()) if users is not None else []:
+                try:
+                    if not user.active:
+                        continue
+                    state = await user.get_auth_state()
+                    if not state or not self._expiring(state):
+                        continue
+                    result = await self._refresh(user.name, state)
+                    if isinstance(result, dict):
+                        await user.save_auth_state(result["auth_state"])
+                    elif result is False:
+                        self.log.warning("The tokens in the notebook of %s will expire: %s refused the refresh; the user must log in again",
+                                         user.name, self.login_service)
+                except Exception:
+                    self.log.exception("Keeping the tokens of %s fresh failed", getattr(user, "name", "?"))
+
+    # --- token files ----------------------------------------------------------------------
 
     def token_files(self, username: str, auth_state: dict) -> dict[str, bytes]:
         client = (self.client_id, self.client_secret) if self.share_client_secret else None
-        return tokenfiles.render(self.flavour, self.tenant_id, self.tenant_base_url, username, auth_state, client)
+        verify: bool | str = self.notebook_ca_bundle or True
+        return tokenfiles.render(self.flavour, self.tenant_id, self.tenant_base_url, username, auth_state, client, verify=verify)
 
     def write_token_files(self, username: str, auth_state: dict, identity: Identity) -> None:
         uid = identity.uid if identity.uid is not None else self.token_file_uid
@@ -194,50 +437,96 @@ class TenantOAuthenticator(OAuthenticator):
         tokenfiles.write(directory, self.token_files(username, auth_state), uid, gid)
         self.log.info("Token files of %s written to %s", username, directory)
 
+    def _deliver_tokens(self, name: str, auth_state: dict, identity: Identity | None = None) -> bool:
+        """Write the token files if the owner is known; a failure is logged, shown and retried later."""
+        if not self.token_root:
+            return True
+        identity = identity or self.known_identity(name)
+        if identity is None:
+            return False  # TAS not asked yet: written when it answers, and at spawn
+        try:
+            self.write_token_files(name, auth_state, identity)
+        except (OSError, paths.UnsafeName) as exc:
+            first = name not in self._token_problems
+            self._token_problems.setdefault(name, time.time())
+            path = getattr(exc, "filename", None) or f"{self.token_root}/{self.tenant_id}/{name}"
+            (self.log.error if first else self.log.debug)(
+                "Token files of %s could not be written to %s: %s; retrying at the next refresh and at spawn", name, path,
+                getattr(exc, "strerror", None) or exc)
+            return False
+        if self._token_problems.pop(name, None) is not None:
+            self.log.info("Token files of %s are in place again", name)
+        return True
+
+    def notice_for(self, name: str) -> str:
+        """What the pages tell this user now (escaped HTML), e.g. that their tokens are not in the notebook."""
+        return html.escape(TOKENS_UNAVAILABLE) if name in self._token_problems else ""
+
     # --- identity and spawning --------------------------------------------------------
-
-    _identities: dict[str, Identity]
-
-    def __init__(self, **kwargs: Any):
-        super().__init__(**kwargs)
-        self._identities = {}  # hub name -> identity of the last successful TAS lookup
 
     @property
     def uses_tas(self) -> bool:
         return self.use_tas_uid or self.use_tas_gid
 
     def _tas(self) -> TASClient:
-        ca = self.http_request_kwargs.get("ca_certs")
-        return TASClient(self.tas_url, self.tas_role_account, self.tas_role_password, timeout=self.tas_timeout, ca_certs=ca)
+        return TASClient(self.tas_url, self.tas_role_account, self.tas_role_password, timeout=self.tas_timeout,
+                         ssl_context=self._ssl_context, min_id=self.tas_min_id)
+
+    def known_identity(self, name: str) -> Identity | None:
+        """The identity to own token files now, without asking TAS (None: not known yet)."""
+        if not self.uses_tas:
+            return Identity(self.notebook_uid, self.notebook_gid)
+        posix = self.store.posix(name)
+        if posix is None:
+            return None
+        return Identity(posix.uid if self.use_tas_uid else self.notebook_uid, posix.gid if self.use_tas_gid else self.notebook_gid,
+                        posix.home_directory)
 
     async def resolve_identity(self, tenant_username: str, hub_name: str) -> Identity:
         """TAS uid/gid/home when TAS is on, else the configured ids. Raises TASError."""
         if not self.uses_tas:
             return Identity(self.notebook_uid, self.notebook_gid)
-        username = tenant_username
-        tas_user = await self._tas().lookup(username)
+        tas_user = await self._tas().lookup(tenant_username)
         uid = tas_user.uid if self.use_tas_uid else self.notebook_uid
         gid = tas_user.gid if self.use_tas_gid else self.notebook_gid
         missing = [name for name, flag, value in (("uid", self.use_tas_uid, tas_user.uid), ("gid", self.use_tas_gid, tas_user.gid)) if flag and value is None]
         if missing:
             raise TASMissingIds(
-                f"TAS has no {' or '.join(missing)} for {username!r}",
-                f"TAS, the TACC Accounting System, has no {' or '.join(missing)} for your account {username!r}, so your server "
+                f"TAS has no {' or '.join(missing)} for {tenant_username!r}",
+                f"TAS, the TACC Accounting System, has no {' or '.join(missing)} for your account {tenant_username!r}, so your server "
                 "cannot start with your identity. Please contact support.",
             )
-        identity = Identity(uid, gid, tas_user.home_directory)
-        self._identities[hub_name] = identity
-        return identity
+        self.store.set_posix(hub_name, identities.Posix(tas_user.uid, tas_user.gid, tas_user.home_directory))
+        return Identity(uid, gid, tas_user.home_directory)
+
+    def _lookup_in_background(self, name: str, tenant_username: str, auth_state: dict) -> None:
+        """Ask TAS after the login page is done (bounded by tas_timeout), then write the token files."""
+        self._pending_lookups[name] = auth_state
+
+        async def lookup() -> None:
+            try:
+                identity = await self.resolve_identity(tenant_username, name)
+            except TASError as exc:
+                self.log.warning("TAS lookup of %s after login failed: %s (asked again at spawn)", name, exc)
+                return
+            finally:
+                state = self._pending_lookups.pop(name, auth_state)
+            self._deliver_tokens(name, state, identity)
+
+        task = asyncio.get_running_loop().create_task(lookup())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def pre_spawn_start(self, user: Any, spawner: Any) -> None:
+        self._start_keeper()
         auth_state = await user.get_auth_state()
         try:
             identity = await self.resolve_identity(_tenant_name(auth_state, user.name), user.name)
         except TASError as exc:
             self.log.error("Not starting %s's server: %s", user.name, exc)
             raise UserFacingError(503, exc.user_message) from None
-        if self.token_root and auth_state:
-            self.write_token_files(user.name, auth_state, identity)
+        if auth_state:
+            self._deliver_tokens(user.name, auth_state, identity)
         apply = getattr(spawner, "apply_identity", None)
         if apply is not None:  # the Deployer spawner runs the container as this identity
             apply(identity)
@@ -256,13 +545,12 @@ def _tenant_name(auth_state: dict | None, hub_name: str) -> str:
     return (auth_state or {}).get("tenant_username") or hub_name
 
 
-def _expires_at(token_info: dict) -> int | None:
-    """Absolute expiry (epoch seconds) from ``expires_at`` or ``expires_in``."""
-    if isinstance(token_info.get("expires_at"), (int, float)):
-        return int(token_info["expires_at"])
-    if token_info.get("expires_in") is not None:
-        return int(time.time()) + int(token_info["expires_in"])
-    return None
+def _without_query(url: str) -> str:
+    return urlunsplit(urlsplit(url)._replace(query="", fragment=""))
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
 
 
 class AgaveOAuthenticator(TenantOAuthenticator):
@@ -286,9 +574,14 @@ class AgaveOAuthenticator(TenantOAuthenticator):
     def _scope_default(self) -> list[str]:
         return ["PRODUCTION"]
 
-    @default("username_claim")
-    def _username_claim_default(self):
-        return lambda info: (info.get("result") or {}).get("username")
+    def claimed_username(self, user_info: dict) -> str:
+        result = user_info.get("result")
+        if not isinstance(result, dict):
+            raise ReplyError("the user profile has no result object")
+        username = _text(result.get("username"))
+        if username is None:
+            raise ReplyError("the user profile has no username")
+        return username
 
 
 class TapisOAuthenticator(AgaveOAuthenticator):
@@ -305,29 +598,21 @@ class TapisOAuthenticator(AgaveOAuthenticator):
     def _scope_default(self) -> list[str]:
         return []
 
-    async def get_token_info(self, handler: Any, params: dict) -> dict:
-        try:
-            reply = await self.httpfetch(
-                self.token_url,
-                "fetching a Tapis token",
-                method="POST",
-                headers=self.build_token_info_request_headers(),
-                body=urlencode(params).encode(),
-                validate_cert=self.validate_server_cert,
-            )
-        except HTTPClientError as exc:
-            raise self._token_error(exc) from None
-        result = (reply or {}).get("result") or {}
-        access = result.get("access_token") or {}
-        refresh = result.get("refresh_token") or {}
-        if not access.get("access_token"):
-            raise UserFacingError(502, f"{self.login_service} answered without an access token. Please try again.")
+    def _token_reply(self, reply: Any) -> dict:
+        result = reply.get("result") if isinstance(reply, dict) else None
+        if not isinstance(result, dict):
+            raise ReplyError("the token reply has no result object")
+        access, refresh = result.get("access_token"), result.get("refresh_token") or {}
+        if not isinstance(access, dict) or not _text(access.get("access_token")):
+            raise ReplyError("the token reply has no access token")
+        if not isinstance(refresh, dict):
+            raise ReplyError("the refresh token is not an object")
         return {
             "access_token": access["access_token"],
             "token_type": "Bearer",
             "expires_in": access.get("expires_in"),
             "expires_at_iso": access.get("expires_at"),
-            "refresh_token": refresh.get("refresh_token"),
+            "refresh_token": _text(refresh.get("refresh_token")),
             "refresh_expires_at_iso": refresh.get("expires_at"),
         }
 
@@ -335,16 +620,35 @@ class TapisOAuthenticator(AgaveOAuthenticator):
         return {"Accept": "application/json", "User-Agent": "JupyterHub", "X-Tapis-Token": access_token}
 
 
+class _NonceLoginHandler(OAuthLoginHandler):
+    """The login redirect with an OpenID Connect ``nonce`` derived from this login's state."""
+
+    def authorize_redirect(self, *args: Any, **kwargs: Any) -> None:
+        extra = dict(kwargs.get("extra_params") or {})
+        state_id = _deserialize_state(extra.get("state", "")).get("state_id", "")
+        extra["nonce"] = oidc.nonce_for(self.settings["cookie_secret"], state_id)
+        kwargs["extra_params"] = extra
+        return super().authorize_redirect(*args, **kwargs)
+
+
+#: Where a login's validated ID-token claims travel inside the token reply to the checks after userinfo.
+_ID_CLAIMS = "deployer_id_claims"
+
+
 class TenantOIDCAuthenticator(TenantOAuthenticator):
     """Any standard OpenID Connect provider, configured from its discovery document.
 
     ``tenant_base_url`` is the provider's issuer; the endpoints come from
-    ``{issuer}/.well-known/openid-configuration``, fetched once at start-up.
+    ``{issuer}/.well-known/openid-configuration``. The ID token is validated at login and
+    after every refresh (:mod:`deployer_hub.oidc`); accounts are keyed on issuer + ``sub``,
+    and the username comes from ``username_claim`` (default ``preferred_username``).
     """
 
     flavour = Flavour.OIDC
+    login_handler = _NonceLoginHandler
 
     discovery_timeout = Float(10.0, config=True, help="Seconds to wait for the provider's discovery document.")
+    id_token_leeway = Float(30.0, config=True, help="Clock skew, in seconds, allowed when checking an ID token's exp and iat.")
 
     @default("tenant_base_url")
     def _tenant_base_url_default(self) -> str:
@@ -371,20 +675,90 @@ class TenantOIDCAuthenticator(TenantOAuthenticator):
         return self._discovered("userinfo_endpoint")
 
     _discovery: dict | None = None
+    _keyset: oidc.KeySet | None = None
+
+    @property
+    def issuer(self) -> str:
+        return self.tenant_base_url.rstrip("/")
 
     def _discovered(self, key: str) -> str:
         if self._discovery is None:
-            issuer = self.tenant_base_url.rstrip("/")
-            url = issuer + tenants.OIDC_DISCOVERY_PATH
+            url = self.issuer + tenants.OIDC_DISCOVERY_PATH
             try:
-                with urllib.request.urlopen(url, timeout=self.discovery_timeout) as response:  # noqa: S310 - configured https URL
+                with urllib.request.urlopen(url, timeout=self.discovery_timeout, context=self._ssl_context) as response:  # noqa: S310 - configured URL
                     document = json.load(response)
             except (OSError, ValueError) as exc:
                 raise RuntimeError(f"could not read the OpenID Connect discovery document at {url}: {exc}") from None
-            if str(document.get("issuer", "")).rstrip("/") != issuer:
-                raise RuntimeError(f"the discovery document at {url} names issuer {document.get('issuer')!r}, not {issuer!r}")
+            if not isinstance(document, dict) or str(document.get("issuer", "")).rstrip("/") != self.issuer:
+                found = document.get("issuer") if isinstance(document, dict) else None
+                raise RuntimeError(f"the discovery document at {url} names issuer {found!r}, not {self.issuer!r}")
             self._discovery = document
         value = self._discovery.get(key)
         if not value:
             raise RuntimeError(f"the OpenID Connect provider {self.tenant_base_url} publishes no {key}")
         return value
+
+    @property
+    def keyset(self) -> oidc.KeySet:
+        if self._keyset is None:
+            jwks_uri = self._discovered("jwks_uri")
+            self._keyset = oidc.KeySet(lambda: self._fetch_json(jwks_uri))
+        return self._keyset
+
+    async def _id_claims(self, token_info: dict, *, nonce: str | None, subject: str | None) -> dict:
+        try:
+            return await oidc.validate(token_info.get("id_token"), self.keyset, issuer=self.issuer, client_id=self.client_id,
+                                       nonce=nonce, leeway=self.id_token_leeway, subject=subject)
+        except oidc.IDTokenError as exc:
+            self.log.warning("ID token from %s refused: the %s check failed (%s)", self.issuer, exc.check, exc.detail)
+            raise UserFacingError(403, f"The sign-in from {self.login_service} could not be verified (the identity token failed "
+                                       f"the '{exc.check}' check). Please try again; if this persists, contact support.") from None
+
+    async def check_token_reply(self, handler: Any, token_info: dict) -> None:
+        state_id = _deserialize_state(handler.get_state_cookie()).get("state_id", "") if handler is not None else ""
+        nonce = oidc.nonce_for(handler.settings["cookie_secret"], state_id) if handler is not None else None
+        claims = await self._id_claims(token_info, nonce=nonce, subject=None)
+        token_info[_ID_CLAIMS] = {"iss": claims["iss"], "sub": claims["sub"]}
+
+    async def token_to_user(self, token_info: dict) -> dict:
+        profile = await super().token_to_user(token_info)
+        claims = token_info.get(_ID_CLAIMS)
+        if claims and profile.get("sub") != claims["sub"]:
+            self.log.warning("ID token from %s refused: the userinfo sub differs from the ID token's", self.issuer)
+            raise UserFacingError(403, f"The sign-in from {self.login_service} could not be verified (the identity token failed "
+                                       "the 'sub' check). Please try again; if this persists, contact support.")
+        return profile
+
+    def claimed_username(self, user_info: dict) -> str:
+        claim = self.username_claim if isinstance(self.username_claim, str) else "preferred_username"
+        value = _text(user_info.get(claim))
+        if value is None:
+            self.log.warning("Login refused: %s sent no usable %r claim (oidc_username_claim)", self.issuer, claim)
+            raise UserFacingError(403, f"{self.login_service} did not send your username in the '{claim}' claim, which this hub "
+                                       "uses as the username (oidc_username_claim). Please contact the hub's operators.")
+        return value
+
+    def subject(self, user_info: dict, hub_name: str) -> tuple[str, str]:
+        sub = _text(user_info.get("sub"))
+        if sub is None:
+            raise ReplyError("the user profile has no sub")
+        return self.issuer, sub
+
+    def user_info_to_username(self, user_info: dict) -> str:
+        """The hub name bound to this issuer + sub if there is one (a renamed user keeps their account)."""
+        _, sub = self.subject(user_info, "")
+        bound = self.store.name_for(self.issuer, sub)
+        if bound is not None:
+            return bound
+        return super().user_info_to_username(user_info)
+
+    def build_auth_state_dict(self, token_info: dict, user_info: dict) -> dict:
+        state = super().build_auth_state_dict(token_info, user_info)
+        state["token_response"] = {k: v for k, v in token_info.items() if k != _ID_CLAIMS}
+        return state
+
+    async def _refreshed_state(self, old: dict, token_info: dict) -> dict:
+        """A refreshed ID token (if any) must be valid and for the same subject (OIDC Core 12.2)."""
+        if token_info.get("id_token"):
+            await self._id_claims(token_info, nonce=None, subject=old.get("subject"))
+        return await super()._refreshed_state(old, token_info)

@@ -1,8 +1,8 @@
 """Rendering ``volume_mounts`` templates for one user, safely.
 
 ``{username}`` and ``{tenant_id}`` must each be one safe path component;
-``{tas_homeDirectory}`` may be several (TAS gives e.g. ``04/12345/jdoe``) but each
-must be safe. After rendering, a host path must still lie below the static part of
+``{tas_homeDirectory}`` may be several (TAS gives e.g. ``04/12345/JDoe``) but each
+must be safe, and its case is kept (another case may be another user's directory). After rendering, a host path must still lie below the static part of
 its template (the text before the first variable), so no value can escape it.
 """
 
@@ -27,20 +27,13 @@ class RenderedMount:
     nfs: bool = False
 
 
-def _relative_path(value: str, what: str) -> str:
-    parts = [p for p in value.strip("/").split("/") if p]
-    if not parts:
-        raise MountRenderError(f"{what} is empty")
-    return "/".join(paths.safe_component(paths.normalize(p), what) for p in parts)
-
-
 def template_values(username: str, tenant_id: str, tas_home_directory: str | None) -> dict[str, str]:
     values = {
         "username": paths.safe_component(username),
         "tenant_id": paths.safe_component(tenant_id, "tenant id"),
     }
     if tas_home_directory:
-        values["tas_homeDirectory"] = _relative_path(tas_home_directory, "TAS home directory")
+        values["tas_homeDirectory"] = paths.safe_relative_path(tas_home_directory, "TAS home directory")  # case kept: 04/12345/JDoe is not 04/12345/jdoe
     return values
 
 

@@ -9,10 +9,17 @@ from __future__ import annotations
 
 import base64
 import json
+import ssl
 from dataclasses import dataclass
 from urllib.parse import quote
 
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
+
+from . import paths
+
+#: The smallest uid/gid accepted from TAS unless configured otherwise: system accounts
+#: (0 is root) never run a notebook.
+DEFAULT_MIN_ID = 1000
 
 
 class TASError(Exception):
@@ -35,6 +42,10 @@ class TASMissingIds(TASError):
     pass
 
 
+class TASBadRecord(TASError):
+    """TAS answered, but a value in the user's record cannot be used (uid 0, a float, a hostile home)."""
+
+
 @dataclass(frozen=True)
 class TASUser:
     username: str
@@ -45,11 +56,13 @@ class TASUser:
 
 class TASClient:
     def __init__(self, base_url: str, role_account: str, role_password: str, *, timeout: float = 10.0,
-                 ca_certs: str | None = None, http_client: AsyncHTTPClient | None = None):
+                 ssl_context: ssl.SSLContext | None = None, http_client: AsyncHTTPClient | None = None,
+                 min_id: int = DEFAULT_MIN_ID):
         self.base_url = base_url.rstrip("/")
         self._auth = "Basic " + base64.b64encode(f"{role_account}:{role_password}".encode()).decode()
         self.timeout = timeout
-        self.ca_certs = ca_certs
+        self.ssl_context = ssl_context
+        self.min_id = max(1, min_id)  # 0 is never a notebook's uid, whatever is configured
         self.http = http_client or AsyncHTTPClient()
 
     def __repr__(self) -> str:  # never show the role password
@@ -62,7 +75,7 @@ class TASClient:
             headers={"Authorization": self._auth, "Accept": "application/json", "User-Agent": "deployer-hub"},
             connect_timeout=self.timeout,
             request_timeout=self.timeout,
-            ca_certs=self.ca_certs,
+            ssl_options=self.ssl_context,
         )
         try:
             response = await self.http.fetch(request)
@@ -79,13 +92,40 @@ class TASClient:
             raise TASUnavailable(f"TAS at {self.base_url} could not be reached: {exc}", "TAS, the TACC Accounting System, is unavailable right now, so your server cannot start with your identity. Please try again in a few minutes.") from None
         try:
             result = json.loads(response.body)["result"]
-            user = TASUser(username, _int_or_none(result.get("uid")), _int_or_none(result.get("gid")), result.get("homeDirectory") or None)
-        except (ValueError, KeyError, TypeError, AttributeError):
+            if not isinstance(result, dict):
+                raise TypeError("result is not an object")
+        except (ValueError, KeyError, TypeError):
             raise TASUnavailable(f"TAS gave an unreadable answer for {username!r}", "TAS, the TACC Accounting System, gave an unexpected answer. Please try again later or contact support.") from None
-        return user
+        return TASUser(username, self._id(result, "uid", username), self._id(result, "gid", username), _home(result, username))
+
+    def _id(self, record: dict, key: str, username: str) -> int | None:
+        """An integer id >= min_id, or None when TAS has none. Booleans, floats and 0 are refused."""
+        value = record.get(key)
+        if value is None or value == "":
+            return None
+        number: int | None = None
+        if isinstance(value, int) and not isinstance(value, bool):
+            number = value
+        elif isinstance(value, str) and value.isascii() and value.isdigit():
+            number = int(value)
+        if number is None or number < self.min_id:
+            raise TASBadRecord(
+                f"TAS gave {key} {value!r} for {username!r}, which is not an integer >= {self.min_id}",
+                f"TAS, the TACC Accounting System, gave your account a {key} that this hub does not accept, so your server "
+                "cannot start with your identity. Please contact support.",
+            )
+        return number
 
 
-def _int_or_none(value: object) -> int | None:
+def _home(record: dict, username: str) -> str | None:
+    """The home directory as TAS spells it (case kept), checked to be a safe relative path."""
+    value = record.get("homeDirectory")
     if value is None or value == "":
         return None
-    return int(value)  # type: ignore[arg-type]
+    try:
+        return paths.safe_relative_path(value, "TAS home directory")
+    except paths.UnsafeName:
+        raise TASBadRecord(
+            f"TAS gave an unusable homeDirectory {value!r} for {username!r}",
+            "TAS, the TACC Accounting System, gave your account a home directory this hub cannot use. Please contact support.",
+        ) from None

@@ -38,8 +38,12 @@ def user_dir(token_root: str, tenant_id: str, username: str) -> str:
 
 
 def render(flavour: Flavour, tenant_id: str, base_url: str, username: str, auth_state: dict[str, Any],
-           client: tuple[str, str] | None = None) -> dict[str, bytes]:
-    """File name -> content for one user's tokens. ``client`` is (key, secret) only when sharing is on."""
+           client: tuple[str, str] | None = None, *, verify: bool | str = True) -> dict[str, bytes]:
+    """File name -> content for one user's tokens. ``client`` is (key, secret) only when sharing is on;
+    ``verify`` is what the libraries pass to requests (True, or the notebook's CA bundle path).
+
+    The times are the tenant's: issued_at when it issued the token, expires_at when it expires
+    (recorded once, see :mod:`deployer_hub.tokenlife`), so a library's own expiry check is right."""
     access = auth_state.get("access_token") or ""
     refresh = auth_state.get("refresh_token") or ""
     expires_at = auth_state.get("expires_at")
@@ -55,7 +59,7 @@ def render(flavour: Flavour, tenant_id: str, base_url: str, username: str, auth_
             "api_secret": secret,
             "api_server": base_url,
             "username": username,
-            "verify": True,
+            "verify": verify,
             "client_name": "jupyterhub",
             "expires_in": expires_in,
             "created_at": issued_at,
@@ -84,7 +88,7 @@ def render(flavour: Flavour, tenant_id: str, base_url: str, username: str, auth_
             "expires_at": _iso(expires_at),
             "client_id": key,
             "client_key": secret,
-            "verify": True,
+            "verify": verify,
         }
         return {"tapis.json": _json(tapis), "tapis_token": access.encode()}
     generic = {"issuer": base_url, "username": username, "access_token": access, "refresh_token": refresh, "expires_at": expires_at}
@@ -92,9 +96,15 @@ def render(flavour: Flavour, tenant_id: str, base_url: str, username: str, auth_
 
 
 def write(directory: str, files: dict[str, bytes], uid: int, gid: int) -> None:
-    """Write ``files`` into ``directory`` atomically, 0600, owned by uid:gid."""
-    parent = os.path.dirname(directory)
-    os.makedirs(parent, mode=TENANT_DIR_MODE, exist_ok=True)
+    """Write ``files`` into ``directory`` atomically, 0600, owned by uid:gid.
+
+    Modes are set explicitly, never left to the umask: the token root and the tenant
+    directory are 0711 (a notebook's mount, made as root squashed to nobody over NFS, must
+    pass through them; nobody may list them), the user's directory 0700."""
+    tenant_dir = os.path.dirname(directory)
+    for path in (os.path.dirname(tenant_dir), tenant_dir):
+        os.makedirs(path, mode=TENANT_DIR_MODE, exist_ok=True)
+        os.chmod(path, TENANT_DIR_MODE)
     os.makedirs(directory, mode=DIR_MODE, exist_ok=True)
     os.chown(directory, uid, gid)
     os.chmod(directory, DIR_MODE)
