@@ -48,10 +48,10 @@ def authenticator_config(flavour: str, sim: TenantSimulator, hub: HubProcess, *,
 def start_hub(tmp_path: Path, sim: TenantSimulator):
     hubs: list[HubProcess] = []
 
-    def start(flavour: str, **kwargs) -> HubProcess:
+    def start(flavour: str, *, umask: int = 0o022, **kwargs) -> HubProcess:
         workdir = tmp_path / f"hub{len(hubs)}"
         workdir.mkdir()
-        hub = HubProcess(workdir, "")
+        hub = HubProcess(workdir, "", umask=umask)
         hub.config = authenticator_config(flavour, sim, hub, **kwargs)
         sim.add_client(CLIENT_ID, CLIENT_SECRET, f"{hub.url}/hub/oauth_callback")
         hubs.append(hub.start())

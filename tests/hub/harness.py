@@ -33,7 +33,8 @@ class HubProcess:
     auth state and servers through the real REST API.
     """
 
-    def __init__(self, workdir: Path, config: str, *, start_timeout: float = 60.0):
+    def __init__(self, workdir: Path, config: str, *, start_timeout: float = 60.0, umask: int = 0o022):
+        self.umask = umask  # the hub process's umask: modes must not depend on it
         self.workdir = workdir
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -72,7 +73,7 @@ class HubProcess:
         (self.workdir / "jupyterhub_config.py").write_text(self._config_text())
         log = open(self.log_path, "wb")
         env = {**os.environ, "PATH": f"{JUPYTERHUB.parent}:{os.environ.get('PATH', '')}"}
-        self.proc = subprocess.Popen([str(JUPYTERHUB), "-f", "jupyterhub_config.py"], cwd=self.workdir, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        self.proc = subprocess.Popen([str(JUPYTERHUB), "-f", "jupyterhub_config.py"], cwd=self.workdir, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True, umask=self.umask)
         deadline = time.monotonic() + self.start_timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
