@@ -5,7 +5,12 @@
 #     directory under /tmp;
 #   - a uid the image does not know gets a passwd entry "jupyter" (and its gid a group) through
 #     nss_wrapper, so `whoami`, `~`, getpwuid() and the shell prompt work;
-#   - the shell skeleton (.bashrc, .profile) is copied into HOME when missing.
+#   - the shell skeleton (.bashrc, .profile) is copied into HOME when missing;
+#   - with a tenant CA (DEPLOYER_TENANT_CA, a file the spawner mounts from a Docker config), the
+#     system CAs and the tenant's are joined into one bundle (DEPLOYER_CA_BUNDLE, by default
+#     /etc/deployer/ca-bundle.pem, which is also certifi's bundle: see the Dockerfile), and
+#     REQUESTS_CA_BUNDLE, SSL_CERT_FILE and CURL_CA_BUNDLE point at it for the server, its kernels
+#     and its terminals (requests, agavepy, tapipy, Python's ssl, httpx, aiohttp, pip, curl).
 # Files the process creates (also in bind mounts such as ~/permanent) belong to that uid:gid.
 set -euo pipefail
 
@@ -46,6 +51,29 @@ done
 if [ -d /home/jupyter/permanent ] && [ ! -w /home/jupyter/permanent ]; then
     echo "deployer-entrypoint: /home/jupyter/permanent is not writable for uid $uid:$gid" \
          "(no persistent storage mounted?)" >&2
+fi
+
+tenant_ca_bundle() {
+    local tenant_ca=$1 bundle=$2 system_ca=/etc/ssl/certs/ca-certificates.crt tmp
+    if [ ! -r "$tenant_ca" ] || ! grep -q -- '-----BEGIN CERTIFICATE-----' "$tenant_ca"; then
+        echo "deployer-entrypoint: $tenant_ca is missing or holds no certificate; the tenant's CA is not trusted" >&2
+        return 1
+    fi
+    if ! tmp=$(mktemp "$(dirname "$bundle")/.ca-bundle.XXXXXX" 2>/dev/null); then
+        echo "deployer-entrypoint: cannot write $bundle as uid $uid; the tenant's CA is not trusted" >&2
+        return 1
+    fi
+    # Written afresh at every start (the tenant CA may have changed), replaced atomically.
+    { if [ -r "$system_ca" ]; then cat "$system_ca"; echo; fi; cat "$tenant_ca"; } >"$tmp" &&
+        chmod 0444 "$tmp" && mv -f "$tmp" "$bundle" || { rm -f "$tmp"; return 1; }
+}
+if [ -n "${DEPLOYER_TENANT_CA:-}" ]; then
+    bundle=${DEPLOYER_CA_BUNDLE:-/etc/deployer/ca-bundle.pem}
+    if tenant_ca_bundle "$DEPLOYER_TENANT_CA" "$bundle"; then
+        export REQUESTS_CA_BUNDLE="$bundle" SSL_CERT_FILE="$bundle" CURL_CA_BUNDLE="$bundle"
+        # Node adds these to its own CAs (the system ones are not in its store).
+        export NODE_EXTRA_CA_CERTS="$DEPLOYER_TENANT_CA"
+    fi
 fi
 
 exec "$@"

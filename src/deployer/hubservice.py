@@ -26,6 +26,12 @@ def _digest(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()[:12]
 
 
+def config_name(layout: Layout, path: str, content: str) -> str:
+    """The Docker config holding ``content`` for the file ``path``: named by its content."""
+    stem = path.rsplit("/", 1)[-1].replace(".", "-").replace("_", "-")
+    return f"{layout.name}-{stem}-{_digest(content.encode())}"
+
+
 @dataclass(frozen=True)
 class HubSpec:
     """Everything the hub service is made of; its hash tells whether the service must change."""
@@ -49,8 +55,7 @@ class HubSpec:
         return files
 
     def config_name(self, path: str) -> str:
-        stem = path.rsplit("/", 1)[-1].replace(".", "-").replace("_", "-")
-        return f"{self.layout.name}-{stem}-{_digest(self.config_files()[path].encode())}"
+        return config_name(self.layout, path, self.config_files()[path])
 
     @property
     def spec_hash(self) -> str:

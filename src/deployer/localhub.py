@@ -18,7 +18,7 @@ from . import hubsettings, images, tls
 from .commands import Command, cmd, sh
 from .errors import DeployerError
 from .executor import LocalExecutor
-from .hubservice import HubSpec, SwarmFacts, network_commands, object_commands, service_commands
+from .hubservice import HubSpec, SwarmFacts, config_name, network_commands, object_commands, service_commands
 from .hubsettings import HUB_ROOT, Layout
 from .loader import Deployment
 from .state import StateDir
@@ -29,6 +29,10 @@ class Outcome:
     url: str
     ran: list[Command] = field(default_factory=list)
     self_signed: bool = False
+
+
+#: The tenant's extra CA certificates in the hub container (hub.json's tenant.ca_bundle).
+TENANT_CA = f"{HUB_ROOT}/tenant-ca.pem"
 
 
 def state_for(deployment: Deployment) -> StateDir:
@@ -49,8 +53,12 @@ def hub_spec(deployment: Deployment, layout: Layout, state: StateDir, *, https_p
         secrets["tas_role_pass"] = config.tas_role_pass.get_secret_value()
     files = {f"{HUB_ROOT}/ssl/cert.pem": cert}
     if config.tenant_ca_bundle:
-        files[f"{HUB_ROOT}/tenant-ca.pem"] = config.tenant_ca_bundle
+        files[TENANT_CA] = config.tenant_ca_bundle
     settings = hubsettings.settings(deployment, layout, https_port=https_port, http_port=http_port)
+    if settings["tenant"].get("ca_bundle") and config.tenant_ca_bundle:
+        # Notebooks get the same config object as the hub's tenant-ca.pem (the spawner attaches it
+        # to each notebook service by this name): content-addressed, removed with the others.
+        settings["notebooks"]["ca_config"] = config_name(layout, TENANT_CA, config.tenant_ca_bundle)
     return HubSpec(layout, config.jupyterhub_image, settings, secrets, files, https_port, http_port, image_id), self_signed
 
 

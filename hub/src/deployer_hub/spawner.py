@@ -8,6 +8,8 @@ what that one lacks for a TACC-style hub:
 * bind mounts *and* NFS-backed volume mounts (the stock one only builds binds);
 * the container runs as the TAS uid/gid, else the configured ids, else the image's user;
 * the user's token directory mounted where agavepy and tapipy look;
+* the tenant's extra CA certificates (a Docker config) in every notebook, where the image's
+  entrypoint joins them with the system CAs for requests, agavepy, tapipy, curl and ssl;
 * Docker calls run on a pool shared by all users, not one thread for the whole hub;
 * every wait is bounded, and the usual failures (image missing on the node, bind path
   missing on the node, no worker available) become messages the user reads.
@@ -23,12 +25,18 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import docker.errors
-from docker.types import ContainerSpec, DriverConfig, EndpointSpec, Mount, Placement, Resources, RestartPolicy, TaskTemplate
+from docker.types import ConfigReference, ContainerSpec, DriverConfig, EndpointSpec, Mount, Placement, Resources, RestartPolicy, TaskTemplate
 from dockerspawner import SwarmSpawner
 from traitlets import Bool, Float, Integer, List, Unicode, default
 
 from . import mounts, paths, tokenfiles
 from .auth import IMAGE_GID, IMAGE_UID, Identity, UserFacingError
+
+#: Where the tenant's extra CA certificates (a Docker config) appear in a notebook container.
+NOTEBOOK_TENANT_CA = "/etc/deployer/tenant-ca.pem"
+#: The bundle the image's entrypoint makes from the system CAs and NOTEBOOK_TENANT_CA, and points
+#: REQUESTS_CA_BUNDLE, SSL_CERT_FILE and CURL_CA_BUNDLE at (the token files' ``verify`` too).
+NOTEBOOK_CA_BUNDLE = "/etc/deployer/ca-bundle.pem"
 
 
 class TenantSwarmSpawner(SwarmSpawner):
@@ -46,6 +54,13 @@ class TenantSwarmSpawner(SwarmSpawner):
     docker_threads = Integer(16, config=True, help="Threads for Docker API calls, shared by all users' spawns.")
     ready_interval = Float(0.1, config=True, help="Seconds between checks that a started notebook accepts connections.")
     task_timeout = Float(120.0, config=True, help="Seconds to wait for the notebook's task to run before giving up with a message.")
+    ca_config = Unicode(
+        "", config=True,
+        help="Name of the Docker config holding the tenant's extra CA certificates (hub.json notebooks.ca_config); "
+        "empty: none. Mounted read-only at ca_mount_path; the image's entrypoint makes ca_bundle_path from it.",
+    )
+    ca_mount_path = Unicode(NOTEBOOK_TENANT_CA, config=True, help="Where the ca_config file appears in the notebook.")
+    ca_bundle_path = Unicode(NOTEBOOK_CA_BUNDLE, config=True, help="The combined bundle (system CAs + ca_config) the entrypoint writes.")
     offer_lab = Bool(True, config=True, help="Open JupyterLab after login (else the classic notebook).")
     image_user = Unicode("jupyter", config=True, help="The image's user name, used when only a gid is configured.")
     managed_root = Unicode(
@@ -141,7 +156,22 @@ class TenantSwarmSpawner(SwarmSpawner):
         if self.token_root:
             env["AGAVE_CACHE_DIR"] = self.token_mount_path
             env["TAPIS_TOKEN_FILE"] = f"{self.token_mount_path}/tapis.json"
+        if self.ca_config:
+            # Read by the image's entrypoint (public paths; a CA certificate is no secret).
+            env["DEPLOYER_TENANT_CA"] = self.ca_mount_path
+            env["DEPLOYER_CA_BUNDLE"] = self.ca_bundle_path
         return env
+
+    async def ca_configs(self) -> list[ConfigReference]:
+        """The tenant CA config for the service (Docker needs its ID as well as its name)."""
+        if not self.ca_config:
+            return []
+        try:
+            found = await self.docker("inspect_config", self.ca_config)
+        except docker.errors.NotFound:
+            self.log.error("The tenant CA config %s does not exist (redeploy the hub)", self.ca_config)
+            raise UserFacingError(503, "Your server cannot be set up: the tenant's CA certificates are missing on the swarm. Please contact support.") from None
+        return [ConfigReference(found["ID"], self.ca_config, filename=self.ca_mount_path, uid="0", gid="0", mode=0o444)]
 
     def _create_managed_dirs(self, rendered: list[mounts.RenderedMount], uid: int | None, gid: int | None) -> None:
         root = self.managed_root.rstrip("/")
@@ -158,7 +188,8 @@ class TenantSwarmSpawner(SwarmSpawner):
     async def create_object(self) -> dict:
         uid, gid = self.run_as
         self._create_managed_dirs(self.rendered_mounts(), uid, gid)
-        container = dict(image=self.image, env=self.get_env(), args=(await self.get_command()), mounts=self.mounts)
+        container = dict(image=self.image, env=self.get_env(), args=(await self.get_command()), mounts=self.mounts,
+                         configs=(await self.ca_configs()) or None)
         if uid is not None or gid is not None:
             user = str(uid) if uid is not None else self.image_user
             container["user"] = f"{user}:{gid}" if gid is not None else user
