@@ -724,7 +724,7 @@ class TenantOIDCAuthenticator(TenantOAuthenticator):
         profile = await super().token_to_user(token_info)
         claims = token_info.get(_ID_CLAIMS)
         if claims and profile.get("sub") != claims["sub"]:
-            self.log.warning("ID token from %s refused: the userinfo sub differs from the ID token's", self.issuer)
+            self.log.warning("ID token from %s refused: the sub check failed (userinfo's sub differs from the ID token's)", self.issuer)
             raise UserFacingError(403, f"The sign-in from {self.login_service} could not be verified (the identity token failed "
                                        "the 'sub' check). Please try again; if this persists, contact support.")
         return profile

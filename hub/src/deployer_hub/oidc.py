@@ -1,8 +1,9 @@
 """OpenID Connect ID tokens, validated as OpenID Connect Core 3.1.3.7 requires.
 
-* signature against the provider's JWKS (fetched with the tenant CA bundle; refetched when a
-  token names a key id not seen yet, so a key rotation at the provider just works, but at most
-  once per ``min_refetch`` seconds so junk key ids cannot make the hub hammer the provider);
+* signature against the provider's JWKS (fetched with the tenant CA bundle; refetched at once
+  when a token names a key id not seen yet, so a key rotation at the provider just works; a key
+  id still missing after that is looked for again only after ``min_refetch`` seconds, so junk
+  key ids cannot make the hub hammer the provider);
 * ``iss`` equal to the configured issuer, ``aud`` containing our client id (and ``azp`` equal to
   it when there are several audiences), ``exp`` and ``iat`` with a small clock skew;
 * ``nonce`` bound to the login request: an HMAC of the login's state id, which lives in the
@@ -49,6 +50,7 @@ class KeySet:
         self.min_refetch = min_refetch
         self._keys: dict[str | None, jwt.PyJWK] = {}
         self._fetched_at = float("-inf")
+        self._missed: set[str | None] = set()  # key ids not in the set fetched last
 
     async def _load(self) -> None:
         document = await self._fetch()
@@ -65,14 +67,16 @@ class KeySet:
             keys[data.get("kid")] = key
         self._keys = keys
         self._fetched_at = time.monotonic()
+        self._missed = set()
 
     async def key(self, kid: str | None) -> jwt.PyJWK:
-        if kid not in self._keys and time.monotonic() - self._fetched_at >= self.min_refetch:
+        if kid not in self._keys and (kid not in self._missed or time.monotonic() - self._fetched_at >= self.min_refetch):
             await self._load()  # first use, or a key id not seen yet: the provider may have rotated
         if kid in self._keys:
             return self._keys[kid]
         if kid is None and len(self._keys) == 1:
             return next(iter(self._keys.values()))
+        self._missed.add(kid)
         raise IDTokenError("signature", f"no key with id {kid!r} in the provider's JWKS")
 
 
