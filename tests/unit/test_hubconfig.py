@@ -94,3 +94,18 @@ def test_tas_min_id_without_tas_is_a_warning_not_an_error(site) -> None:
     result = run_cli(["-i", "prod", "-t", "designsafe", "validate"], site(configs=configs).path)
     assert result.exit_code == 0, result.output
     assert f"site.configs: {SCOPE}/tas_min_id: ignored: use_tas_uid and use_tas_gid are false" in result.stderr
+
+
+def test_the_configuration_builds_a_real_authenticator(site, tmp_path: Path) -> None:
+    """Every trait hubconfig sets exists on the authenticator (traitlets would only warn about a typo)."""
+    from deployer_hub.auth import AgaveOAuthenticator, page_notice
+
+    hub = hub_json(site, tenant_case_insensitive=True, tas_min_id=2000, **TAS_ON)
+    hub["tenant"]["ca_bundle"] = None
+    c = applied(tmp_path, hub)
+    assert c.JupyterHub.template_vars["announcement"] is page_notice  # per-user notices on every page
+    configured = set(c.AgaveOAuthenticator)
+    authenticator = AgaveOAuthenticator(config=c)
+    unknown = configured - set(authenticator.trait_names())
+    assert not unknown, f"hubconfig sets traits the authenticator does not have: {unknown}"
+    assert (authenticator.username_case_insensitive, authenticator.tas_min_id, authenticator.use_tas_gid) == (True, 2000, True)

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .auth import AgaveOAuthenticator, TapisOAuthenticator, TenantOIDCAuthenticator
+from .auth import AgaveOAuthenticator, TapisOAuthenticator, TenantOIDCAuthenticator, page_notice
 from .spawner import NOTEBOOK_CA_BUNDLE, TenantSwarmSpawner
 
 AUTHENTICATORS = {"agave": AgaveOAuthenticator, "tapis": TapisOAuthenticator, "oidc": TenantOIDCAuthenticator}
@@ -121,7 +121,9 @@ def _tenant_login(c: Any, settings: dict, secret: Secrets) -> None:
     a.allow_all = True  # every user of the tenant may use the hub, as TACC's hubs did
     a.token_root = nb["token_root"]
     if tenant.get("ca_bundle"):
-        a.http_request_kwargs = {"ca_certs": tenant["ca_bundle"]}
+        a.tenant_ca_bundle = tenant["ca_bundle"]  # added to the system's CAs for the tenant and TAS
+    # Pages tell a user what they must know now (e.g. their tokens are not in the notebook).
+    c.JupyterHub.template_vars = {"announcement": page_notice}
     # Defaults as in Deployer's model, so a hub.json written before these keys existed still loads.
     a.username_case_insensitive = bool(tenant.get("case_insensitive", False))
     if tenant["flavour"] == "oidc":
