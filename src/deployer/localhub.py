@@ -192,6 +192,8 @@ def remove(layout: Layout, ex: LocalExecutor) -> None:
         ex.run(cmd("docker", "network", "rm", layout.network), check=False)
         left = _lines(ex, "docker", "network", "ls", "--filter", f"name=^{layout.network}$", "--format", "{{.Name}}")
         left |= _lines(ex, "docker", "secret", "ls", "--filter", label, "--format", "{{.Name}}")
+        # Notebooks hold the tenant CA config until their tasks have left, as they hold the network.
+        left |= _lines(ex, "docker", "config", "ls", "--filter", label, "--format", "{{.Name}}")
         if not left:
             return
         time.sleep(1)
