@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import stat
+import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -106,25 +107,68 @@ def test_parallel_requests_share_one_refresh(flavour: str, start_hub, sim: Tenan
     assert sim.refused_refreshes("JDoe") == refused  # no rotated refresh token was ever sent again
 
 
-def test_token_share_failure_does_not_break_login_and_heals(start_hub, sim: TenantSimulator) -> None:
+class BrokenShare:
+    """The token share made unusable in one of the ways a real share breaks, and repaired again."""
+
+    def __init__(self, tokens: Path, how: str):
+        self.tokens, self.how = tokens, how
+        self.mounted = False
+
+    def _mount(self, *args: str) -> None:
+        subprocess.run(["mount", *args], check=True, capture_output=True)
+
+    def break_(self) -> str:
+        """Break it; returns the error the hub log must name."""
+        self.tokens.mkdir()
+        if self.how == "replaced by a file":
+            (self.tokens / "sim").write_text("not a directory")
+            return f"could not be written to {self.tokens / 'sim'}: File exists"
+        self._mount("-t", "tmpfs", "-o", "size=64k", "tmpfs", str(self.tokens))
+        self.mounted = True
+        if self.how == "read-only":
+            self._mount("-o", "remount,ro", str(self.tokens))
+            return f"could not be written to {self.tokens}: Read-only file system"
+        (self.tokens / "filler").write_bytes(b"\0" * (64 * 1024 - 4096))
+        subprocess.run(["dd", "if=/dev/zero", f"of={self.tokens / 'rest'}", "bs=1k"], capture_output=True)  # full to the last block
+        return "No space left on device"
+
+    def repair(self) -> None:
+        if self.how == "replaced by a file":
+            (self.tokens / "sim").unlink()
+        elif self.how == "read-only":
+            self._mount("-o", "remount,rw", str(self.tokens))
+        else:
+            (self.tokens / "filler").unlink()
+            (self.tokens / "rest").unlink()
+
+    def close(self) -> None:
+        if self.mounted:
+            subprocess.run(["umount", "-l", str(self.tokens)], capture_output=True)
+
+
+@pytest.mark.parametrize("how", ["replaced by a file", "read-only", "full"])
+def test_token_share_failure_does_not_break_login_and_heals(how: str, start_hub, sim: TenantSimulator) -> None:
     hub = start_hub("agave", extra="c.AgaveOAuthenticator.refresh_margin = 10**6\nc.AgaveOAuthenticator.keep_fresh_interval = 0")
-    (hub.workdir / "tokens").mkdir()
-    (hub.workdir / "tokens" / "sim").write_text("not a directory")  # the tenant's token directory replaced by a file
-    browser, response = login(hub, "JDoe", "pw-jdoe")
-    assert response.status_code == 302, response.text
-    home = browser.get("/hub/home")
-    assert home.status_code == 200
-    assert "Your API tokens could not be placed in your notebook right now" in home.text
-    log = hub.log_text()
-    assert f"could not be written to {hub.workdir / 'tokens' / 'sim'}: File exists" in log  # the path and the error
-    time.sleep(1.2)
-    assert browser.get("/hub/home").status_code == 200  # a refresh while the share is broken keeps the session
-    (hub.workdir / "tokens" / "sim").unlink()  # the share is repaired
-    time.sleep(1.2)
-    home = browser.get("/hub/home")
-    assert home.status_code == 200 and "could not be placed" not in home.text  # retried at the next refresh
-    token, _ = file_token(hub, "agave")
-    assert token == auth_state(hub, "jdoe")["access_token"]
+    share = BrokenShare(hub.workdir / "tokens", how)
+    try:
+        error = share.break_()
+        browser, response = login(hub, "JDoe", "pw-jdoe")
+        assert response.status_code == 302, response.text
+        home = browser.get("/hub/home")
+        assert home.status_code == 200
+        assert "Your API tokens could not be placed in your notebook right now" in home.text
+        log = hub.log_text()
+        assert "Token files of jdoe could not be written to" in log and error in log  # the path and the error
+        time.sleep(1.2)
+        assert browser.get("/hub/home").status_code == 200  # a refresh while the share is broken keeps the session
+        share.repair()
+        time.sleep(1.2)
+        home = browser.get("/hub/home")
+        assert home.status_code == 200 and "could not be placed" not in home.text  # retried at the next refresh
+        token, _ = file_token(hub, "agave")
+        assert token == auth_state(hub, "jdoe")["access_token"]
+    finally:
+        share.close()
 
 
 def test_token_directories_have_their_modes_whatever_the_umask(start_hub) -> None:
