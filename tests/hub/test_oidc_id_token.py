@@ -69,6 +69,10 @@ def test_good_login_is_keyed_on_issuer_and_sub(hub: HubProcess, provider: MockOI
     state = hub.api("GET", "/users/dana").json()["auth_state"]
     assert (state["issuer"], state["subject"]) == (provider.issuer, "sub-dana")
     assert CLIENT_SECRET not in hub.log_text()
+    provider.clear_requests()
+    browser.get("/hub/logout")
+    assert ("POST", "/revoke") in [(m, p) for m, p, _ in provider.requests()]  # the refresh token is revoked at logout
+    assert hub.api("GET", "/users/dana").json()["auth_state"]["refresh_token"] is None
 
 
 REFUSALS = {
@@ -183,3 +187,5 @@ def test_a_provider_behind_a_private_ca_works_over_https(tmp_path: Path) -> None
             assert any(p.endswith("/.well-known/openid-configuration") for p in paths)
             assert any(p.endswith("/token") for p in paths) and any(p.endswith("/jwks") for p in paths)
             assert any(p.endswith("/userinfo") for p in paths)
+            browser.get("/hub/logout")
+            assert any(p.endswith("/revoke") for _, p, _ in provider.requests())  # revocation over the private CA too

@@ -31,7 +31,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
-from oauthenticator.oauth2 import OAuthenticator, OAuthLoginHandler, _deserialize_state
+from oauthenticator.oauth2 import OAuthenticator, OAuthLoginHandler, OAuthLogoutHandler, _deserialize_state
 from tornado import web
 from tornado.httpclient import HTTPClientError, HTTPRequest
 from traitlets import Bool, Float, Integer, Unicode, default
@@ -631,6 +631,16 @@ class _NonceLoginHandler(OAuthLoginHandler):
         return super().authorize_redirect(*args, **kwargs)
 
 
+class _RevokingLogoutHandler(OAuthLogoutHandler):
+    """Logout also revokes the user's refresh token at the provider (RFC 7009), where it offers that."""
+
+    async def handle_logout(self) -> None:
+        await super().handle_logout()
+        user = self.current_user
+        if user is not None:
+            await self.authenticator.revoke_tokens(user)
+
+
 #: Where a login's validated ID-token claims travel inside the token reply to the checks after userinfo.
 _ID_CLAIMS = "deployer_id_claims"
 
@@ -646,9 +656,11 @@ class TenantOIDCAuthenticator(TenantOAuthenticator):
 
     flavour = Flavour.OIDC
     login_handler = _NonceLoginHandler
+    logout_handler = _RevokingLogoutHandler
 
     discovery_timeout = Float(10.0, config=True, help="Seconds to wait for the provider's discovery document.")
     id_token_leeway = Float(30.0, config=True, help="Clock skew, in seconds, allowed when checking an ID token's exp and iat.")
+    revoke_on_logout = Bool(True, config=True, help="At logout, revoke the user's refresh token at the provider's revocation_endpoint.")
 
     @default("tenant_base_url")
     def _tenant_base_url_default(self) -> str:
@@ -756,6 +768,24 @@ class TenantOIDCAuthenticator(TenantOAuthenticator):
         state = super().build_auth_state_dict(token_info, user_info)
         state["token_response"] = {k: v for k, v in token_info.items() if k != _ID_CLAIMS}
         return state
+
+    async def revoke_tokens(self, user: Any) -> None:
+        """Revoke the refresh token at logout (the access token in a running notebook lives until it expires)."""
+        endpoint = (self._discovery or {}).get("revocation_endpoint") if self.revoke_on_logout else None
+        state = await user.get_auth_state() if endpoint else None
+        if not state or not state.get("refresh_token"):
+            return
+        body = urlencode({"token": state["refresh_token"], "token_type_hint": "refresh_token", "client_id": self.client_id,
+                          **({} if self.basic_auth else {"client_secret": self.client_secret})})
+        try:
+            await self._fetch_json(endpoint, method="POST", headers=self.build_token_info_request_headers(), body=body.encode())
+        except ReplyError:
+            pass  # RFC 7009: an empty 200 is the normal answer
+        except Exception as exc:
+            self.log.warning("Revoking the refresh token of %s at logout failed: %s", user.name, describe(exc, self.login_service)[2])
+            return
+        self.log.info("Revoked the refresh token of %s at logout", user.name)
+        await user.save_auth_state({**state, "refresh_token": None})
 
     async def _refreshed_state(self, old: dict, token_info: dict) -> dict:
         """A refreshed ID token (if any) must be valid and for the same subject (OIDC Core 12.2)."""
