@@ -5,11 +5,23 @@ from __future__ import annotations
 import httpx
 
 from hub.harness import HubProcess
-from sim.tenant import complete_login
+from sim.tenant import TenantSimulator, complete_login
 
 CLIENT_ID = "hub-client"
 CLIENT_SECRET = "S3CR3T-client-xyzzy"
 TAS_ROLE = ("jhub-role", "S3CR3T-tas-plugh")
+
+
+def tas_config(sim: "TenantSimulator", *, timeout: float = 2, extra: str = "") -> str:
+    """Hub config lines: the Agave authenticator with uid and gid from the simulator's TAS."""
+    return f"""
+c.AgaveOAuthenticator.use_tas_uid = True
+c.AgaveOAuthenticator.use_tas_gid = True
+c.AgaveOAuthenticator.tas_url = "{sim.tas_base_url}"
+c.AgaveOAuthenticator.tas_role_account = "{TAS_ROLE[0]}"
+c.AgaveOAuthenticator.tas_role_password = "{TAS_ROLE[1]}"
+c.AgaveOAuthenticator.tas_timeout = {timeout}
+""" + extra
 
 
 def begin_login(browser: httpx.Client) -> str:

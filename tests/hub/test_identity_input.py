@@ -7,12 +7,11 @@ from __future__ import annotations
 import json
 import socket
 import time
-from pathlib import Path
 
 import httpx
 import pytest
 
-from hub.flows import CLIENT_ID, CLIENT_SECRET, TAS_ROLE, auth_state, login, logged_in
+from hub.flows import CLIENT_SECRET, auth_state, logged_in, login, tas_config
 from hub.harness import HubProcess
 from sim.tenant import TenantSimulator
 from sim.tls import server_tls
@@ -113,16 +112,6 @@ def test_tenant_failures_at_login_are_clear_pages(case: str, start_hub, sim: Ten
 
 # --- TAS records ----------------------------------------------------------------------------
 
-TAS = """
-c.AgaveOAuthenticator.use_tas_uid = True
-c.AgaveOAuthenticator.use_tas_gid = True
-c.AgaveOAuthenticator.tas_url = "{tas}"
-c.AgaveOAuthenticator.tas_role_account = "{account}"
-c.AgaveOAuthenticator.tas_role_password = "{password}"
-c.AgaveOAuthenticator.tas_timeout = 3
-"""
-
-
 def spawn_page(hub: HubProcess, browser: httpx.Client, name: str) -> str:
     browser.get(f"/hub/spawn/{name}")
     deadline = time.monotonic() + 15
@@ -140,7 +129,7 @@ def spawn_page(hub: HubProcess, browser: httpx.Client, name: str) -> str:
 @pytest.mark.parametrize("field,value", [("uid", 0), ("uid", -1), ("uid", True), ("gid", 1.9), ("uid", "5001; rm"), ("uid", 999),
                                          ("homeDirectory", ["04", "x"]), ("homeDirectory", "04/../../etc")])
 def test_unusable_tas_records_refuse_the_spawn(field: str, value, start_hub, sim: TenantSimulator, people) -> None:
-    hub = start_hub("agave", extra=TAS.format(tas=sim.tas_base_url, account=TAS_ROLE[0], password=TAS_ROLE[1]))
+    hub = start_hub("agave", extra=tas_config(sim, timeout=3))
     sim.tas_overrides["alice"] = {"uid": 5010, "gid": 6010, field: value}
     try:
         browser, _ = login(hub, "alice", "pw-alice")
@@ -153,7 +142,7 @@ def test_unusable_tas_records_refuse_the_spawn(field: str, value, start_hub, sim
 
 
 def test_tas_home_directory_keeps_its_case(start_hub, sim: TenantSimulator, people) -> None:
-    hub = start_hub("agave", extra=TAS.format(tas=sim.tas_base_url, account=TAS_ROLE[0], password=TAS_ROLE[1]))
+    hub = start_hub("agave", extra=tas_config(sim, timeout=3))
     sim.tas_overrides["alice"] = {"uid": 5010, "gid": 6010, "homeDirectory": "04/12345/JDoe"}
     try:
         browser, _ = login(hub, "alice", "pw-alice")

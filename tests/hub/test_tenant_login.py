@@ -11,7 +11,7 @@ from urllib.parse import parse_qs, urlencode, urlparse, urlunparse
 import httpx
 import pytest
 
-from hub.flows import CLIENT_ID, CLIENT_SECRET, TAS_ROLE, auth_state, begin_login, logged_in, login
+from hub.flows import CLIENT_ID, CLIENT_SECRET, TAS_ROLE, auth_state, begin_login, logged_in, login, tas_config
 from hub.harness import HubProcess
 from sim.tenant import TenantSimulator, complete_login
 
@@ -118,20 +118,12 @@ def test_username_that_could_escape_a_path_is_refused(start_hub) -> None:
 
 # --- TAS -------------------------------------------------------------------------------
 
-TAS_EXTRA = """
-c.AgaveOAuthenticator.use_tas_uid = True
-c.AgaveOAuthenticator.use_tas_gid = True
-c.AgaveOAuthenticator.tas_url = "{tas}"
-c.AgaveOAuthenticator.tas_role_account = "{account}"
-c.AgaveOAuthenticator.tas_role_password = "{password}"
-c.AgaveOAuthenticator.tas_timeout = 2
-"""
 
 
 @pytest.fixture
 def tas_hub(start_hub, sim: TenantSimulator) -> HubProcess:
     sim.tas_mode = "up"
-    yield start_hub("agave", extra=TAS_EXTRA.format(tas=sim.tas_base_url, account=TAS_ROLE[0], password=TAS_ROLE[1]))
+    yield start_hub("agave", extra=tas_config(sim))
     sim.tas_mode = "up"
 
 

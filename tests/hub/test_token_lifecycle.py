@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from hub.flows import TAS_ROLE, auth_state, login
+from hub.flows import auth_state, login, tas_config
 from hub.harness import HubProcess
 from sim.tenant import TenantSimulator
 
@@ -182,21 +182,10 @@ def test_token_directories_have_their_modes_whatever_the_umask(start_hub) -> Non
         assert stat.S_IMODE(path.stat().st_mode) == 0o600
 
 
-TAS = """
-c.AgaveOAuthenticator.use_tas_uid = True
-c.AgaveOAuthenticator.use_tas_gid = True
-c.AgaveOAuthenticator.tas_url = "{tas}"
-c.AgaveOAuthenticator.tas_role_account = "{account}"
-c.AgaveOAuthenticator.tas_role_password = "{password}"
-c.AgaveOAuthenticator.tas_timeout = 3
-c.AgaveOAuthenticator.keep_fresh_interval = 0
-"""
-
-
 def test_a_hanging_tas_never_slows_pages(start_hub, sim: TenantSimulator) -> None:
     sim.tas_mode, sim.tas_delay = "slow", 30
     try:
-        hub = start_hub("agave", extra=TAS.format(tas=sim.tas_base_url, account=TAS_ROLE[0], password=TAS_ROLE[1]))
+        hub = start_hub("agave", extra=tas_config(sim, timeout=3, extra="c.AgaveOAuthenticator.keep_fresh_interval = 0\n"))
         started = time.monotonic()
         browser, response = login(hub, "JDoe", "pw-jdoe")
         assert response.status_code == 302 and time.monotonic() - started < 2.5  # the login does not wait for TAS
@@ -218,7 +207,7 @@ def test_a_hanging_tas_never_slows_pages(start_hub, sim: TenantSimulator) -> Non
 
 
 def test_tas_identity_found_after_login_owns_the_token_files(start_hub, sim: TenantSimulator) -> None:
-    hub = start_hub("agave", extra=TAS.format(tas=sim.tas_base_url, account=TAS_ROLE[0], password=TAS_ROLE[1]))
+    hub = start_hub("agave", extra=tas_config(sim, timeout=3, extra="c.AgaveOAuthenticator.keep_fresh_interval = 0\n"))
     login(hub, "JDoe", "pw-jdoe")
     directory = hub.workdir / "tokens" / "sim" / "jdoe"
     for _ in range(50):  # TAS is asked in the background after the login page

@@ -76,6 +76,7 @@ def render(flavour: Flavour, tenant_id: str, base_url: str, username: str, auth_
             "created_at": str(issued_at),
             "expires_in": str(expires_in),
             "expires_at": _ctime(expires_at),
+            "verify": verify,  # agavepy's restore() from current passes it to requests
         }
         return {".agpy": _json(agpy), "current": _json(current)}
     if flavour is Flavour.TAPIS:
