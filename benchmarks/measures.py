@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import subprocess
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 
 import aiohttp
 import httpx
@@ -371,14 +373,19 @@ def browser_login(ctx: Context) -> Section:
 # --- 4. the hub under load --------------------------------------------------------------------------------------
 
 
-async def _load(hub: Hub, tokens: list[str], seconds: float) -> tuple[list[float], int]:
+@dataclass
+class LoadRun:
+    latencies: list[float]  # seconds, of the answered requests of the measured window
+    errors: int  # failed requests of the measured window
+    answered: int  # answered requests of the whole run, warm-up included (for the CPU per request)
+
+
+async def _load(hub: Hub, tokens: list[str], seconds: float) -> LoadRun:
     """One client per user, each sending GET /hub/api/user back to back for ``seconds``."""
-    latencies: list[float] = []
-    errors = 0
+    run = LoadRun([], 0, 0)
     connector = aiohttp.TCPConnector(limit=len(tokens), ssl=False)
     async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=60)) as session:
         async def one_user(token: str, until: float, record: bool) -> None:
-            nonlocal errors
             headers = {"Authorization": f"token {token}"}
             while time.monotonic() < until:
                 began = time.monotonic()
@@ -388,17 +395,67 @@ async def _load(hub: Hub, tokens: list[str], seconds: float) -> tuple[list[float
                         ok = response.status == 200
                 except (aiohttp.ClientError, TimeoutError):
                     ok = False
+                run.answered += ok
                 if record:
                     if ok:
-                        latencies.append(time.monotonic() - began)
+                        run.latencies.append(time.monotonic() - began)
                     else:
-                        errors += 1
+                        run.errors += 1
 
         warm = time.monotonic() + 2  # connections and TLS sessions up, the hub's caches warm
         await asyncio.gather(*(one_user(t, warm, False) for t in tokens))
         until = time.monotonic() + seconds
         await asyncio.gather(*(one_user(t, until, True) for t in tokens))
-    return latencies, errors
+    return run
+
+
+# What serves a request under load, each a process on this machine whose CPU time is read from
+# /proc/<pid>/stat before and after each run (the hubs' containers share the host's process table).
+SERVING = {
+    "hub": "the hub (jupyterhub)",
+    "proxy": "its proxy (configurable-http-proxy)",
+    "dockerd": "dockerd (the containers' logs, Docker's DNS)",
+    "docker-proxy": "docker-proxy (the published port)",
+    "client": "the client (this benchmark's process)",
+}
+
+
+def _cpu_seconds(pid: int) -> float | None:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
+def _serving_pids(hub: Hub) -> dict[str, list[int]]:
+    """Host pids of the processes in SERVING for this hub (a kind without a process is left out)."""
+    found: dict[str, list[int]] = {"client": [os.getpid()]}
+    container = _container_of(hub.service)
+    for line in (docker("top", container, "-eo", "pid,args", check=False) if container else "").splitlines()[1:]:
+        pid, _, args = line.strip().partition(" ")
+        if "configurable-http-proxy" in args:
+            found.setdefault("proxy", []).append(int(pid))
+        elif "bin/jupyterhub " in args or args.endswith("bin/jupyterhub"):
+            found.setdefault("hub", []).append(int(pid))
+    port = hub.url.rsplit(":", 1)[1]
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        name = Path(argv[0].decode(errors="replace")).name
+        if name == "dockerd":
+            found.setdefault("dockerd", []).append(int(entry.name))
+        elif name == "docker-proxy" and f"-host-port {port} ".encode() in b" ".join(argv) + b" ":
+            found.setdefault("docker-proxy", []).append(int(entry.name))
+    return found
+
+
+def _cpu_of(pids: dict[str, list[int]]) -> dict[str, float]:
+    return {kind: sum(_cpu_seconds(p) or 0.0 for p in ps) for kind, ps in pids.items()}
 
 
 LOAD_USERS = 100
@@ -408,34 +465,72 @@ LOAD_USERS = 100
 def hub_load(ctx: Context) -> Section:
     r = ctx.rig
     assert r.ours and r.stock
+    hubs = {"ours": r.ours, "stock": r.stock}
     concurrency = LOAD_USERS
     people = r.people[:concurrency]
     seconds = 5.0 if ctx.quick else 10.0
     reps = ctx.reps(3)
-    rows = []
-    for hub in (r.ours, r.stock):
+    for hub in hubs.values():
         r.login(hub, people)
-        rps, p50, p95, p99, errors = [], [], [], [], 0
-        for rep in range(reps):
-            latencies, failed = asyncio.run(_load(hub, [hub.tokens[u.name] for u in people], seconds))
-            errors += failed
-            rps.append(len(latencies) / seconds)
-            if latencies:
-                p50.append(quantile(latencies, 0.5) * 1000)
-                p95.append(quantile(latencies, 0.95) * 1000)
-                p99.append(quantile(latencies, 0.99) * 1000)
-            log(f"{hub.kind} hub under load {rep + 1}/{reps}: {rps[-1]:.0f} requests/s, p95 {p95[-1] if p95 else 0:.0f} ms")
-        label = LABELS[hub.kind] + ("" if hub.kind == "ours" else " — reference")
-        rows.append([label, f"{median(rps):.0f}", spread(rps, 0), f"{median(p50):.0f} ms" if p50 else "—",
-                     f"{median(p95):.0f} ms" if p95 else "—", spread(p95, 0), f"{median(p99):.0f} ms" if p99 else "—", str(errors)])
-    return Section(
+    pids = {kind: _serving_pids(hub) for kind, hub in hubs.items()}
+    rps: dict[str, list[float]] = {k: [] for k in hubs}
+    p50: dict[str, list[float]] = {k: [] for k in hubs}
+    p95: dict[str, list[float]] = {k: [] for k in hubs}
+    p99: dict[str, list[float]] = {k: [] for k in hubs}
+    errors = dict.fromkeys(hubs, 0)
+    cpu: dict[str, dict[str, list[float]]] = {k: {} for k in hubs}  # ms of CPU per answered request, per run
+    pairs: list[tuple[str, float | None]] = []  # (which ran first, ours ÷ stock)
+    for rep in range(reps):
+        # Pairs, ours and stock back to back, alternating which goes first: drift in the machine's
+        # load (other work, heat, the page cache) hits both alike.
+        order = ["ours", "stock"] if rep % 2 == 0 else ["stock", "ours"]
+        for kind in order:
+            hub = hubs[kind]
+            before = _cpu_of(pids[kind])
+            run = asyncio.run(_load(hub, [hub.tokens[u.name] for u in people], seconds))
+            after = _cpu_of(pids[kind])
+            errors[kind] += run.errors
+            rps[kind].append(len(run.latencies) / seconds)
+            if run.latencies:
+                p50[kind].append(quantile(run.latencies, 0.5) * 1000)
+                p95[kind].append(quantile(run.latencies, 0.95) * 1000)
+                p99[kind].append(quantile(run.latencies, 0.99) * 1000)
+            if run.answered:
+                for process in pids[kind]:
+                    cpu[kind].setdefault(process, []).append((after[process] - before[process]) * 1000 / run.answered)
+        pairs.append((order[0], ratio(rps["ours"][-1], rps["stock"][-1])))
+        log(f"hub under load {rep + 1}/{reps} ({order[0]} first): ours {rps['ours'][-1]:.0f}, stock {rps['stock'][-1]:.0f} requests/s, "
+            f"ours ÷ stock {times(pairs[-1][1])}")
+    rows = []
+    for kind in hubs:
+        label = LABELS[kind] + ("" if kind == "ours" else " — reference")
+        rows.append([label, f"{median(rps[kind]):.0f}", spread(rps[kind], 0), f"{median(p50[kind]):.0f} ms" if p50[kind] else "—",
+                     f"{median(p95[kind]):.0f} ms" if p95[kind] else "—", spread(p95[kind], 0), f"{median(p99[kind]):.0f} ms" if p99[kind] else "—",
+                     str(errors[kind])])
+    ratios = [value for _, value in pairs if value is not None]
+    section = Section(
         f"4. The hub under load: GET /hub/api/user, {concurrency} users at once",
         ["", "requests/s median", "requests/s min–max", "p50", "p95 median", "p95 min–max", "p99", "errors"], rows,
         how=(f"{concurrency} users, each with its own API token, each sending `GET /hub/api/user` back to back over one "
-             f"keep-alive HTTPS connection for {seconds:.0f} s after a 2 s warm-up (aiohttp, one process); {reps} runs. "
+             f"keep-alive HTTPS connection for {seconds:.0f} s after a 2 s warm-up (aiohttp, one process). {reps} pairs of runs: "
+             "ours and stock back to back, alternating which goes first, so that drift in the machine's load hits both alike; "
+             "ours ÷ stock (requests/s) is given for every pair and as the median over the pairs. "
              "Requests go through the hub's proxy (TLS) to the hub, as a browser's do. The client runs on the same two "
              "cores as the hub, so these are lower bounds for the hub. The stock hub (shared-password login, no auth state) is shown for reference."),
+        notes=[(f"ours ÷ stock, requests/s, per pair: {', '.join(f'{times(v)} ({first} first)' for first, v in pairs)}; "
+                f"median {times(median(ratios))}.")],
     )
+    processes = [p for p in SERVING if any(cpu[k].get(p) for k in hubs)]
+    if processes:
+        section.extra.append(Section(
+            "Where a request's CPU time goes (ms of CPU per answered request, median over the runs)",
+            ["process", *hubs], [[SERVING[p], *(f"{median(cpu[k][p]):.2f}" if cpu[k].get(p) else "" for k in hubs)] for p in processes],
+            notes=[("User and system CPU time of each process from /proc/<pid>/stat over each whole run (warm-up included), divided "
+                    "by the requests answered in it. The hub and its proxy run in the hub's container; dockerd writes the containers' "
+                    "logs and answers Docker's embedded DNS; docker-proxy carries the published port from 127.0.0.1 into the container. "
+                    "Two cores are 2 000 ms of CPU per second, shared by all of these.")],
+        ))
+    return section
 
 
 # --- 5. deploy on the lab (placeholder) ------------------------------------------------------------------------------

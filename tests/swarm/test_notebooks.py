@@ -179,8 +179,15 @@ def test_hub_restart_keeps_notebooks_running(hub) -> None:
     service = f"{NAME}-nb-jdoe"
     created = docker("service", "inspect", service, "--format", "{{.CreatedAt}}")
     container = notebook_container("jdoe")
+    hub_container = ("ps", "-q", "--filter", f"label=com.docker.swarm.service.name={NAME}-hub")  # the running one
+    old_hub = docker(*hub_container)
     docker("service", "update", "--force", "--detach", f"{NAME}-hub")
-    time.sleep(3)
+    # Until the new hub's container runs: the old one answers until the swarm stops it (a few
+    # seconds after the update: its proxy reaches it over loopback, not through Docker's DNS).
+    deadline = time.monotonic() + 60
+    while docker(*hub_container) in ("", old_hub):
+        assert time.monotonic() < deadline, "the hub's container was not replaced"
+        time.sleep(0.5)
     localhub.wait_for_hub("https://127.0.0.1", 120, localhub.LocalExecutor(), localhub.Layout(NAME))
     assert docker("service", "inspect", service, "--format", "{{.CreatedAt}}") == created
     assert notebook_container("jdoe") == container

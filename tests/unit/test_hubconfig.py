@@ -109,3 +109,14 @@ def test_the_configuration_builds_a_real_authenticator(site, tmp_path: Path) -> 
     unknown = configured - set(authenticator.trait_names())
     assert not unknown, f"hubconfig sets traits the authenticator does not have: {unknown}"
     assert (authenticator.username_case_insensitive, authenticator.tas_min_id, authenticator.use_tas_gid) == (True, 2000, True)
+
+
+def test_the_proxy_reaches_the_hub_over_loopback_the_notebooks_by_service_name(site, tmp_path: Path) -> None:
+    """The proxy (in the hub's container) needs no DNS lookup per request; notebooks (elsewhere) use the service name."""
+    from deployer_hub.spawner import TenantSwarmSpawner
+
+    hub = hub_json(site)
+    c = applied(tmp_path, hub)
+    assert c.JupyterHub.hub_connect_url == "http://127.0.0.1:8081"
+    assert c.Spawner.hub_connect_url == f"http://{hub['hub']['service_name']}:8081"
+    assert "hub_connect_url" in TenantSwarmSpawner.class_trait_names()  # JUPYTERHUB_API_URL in the notebook comes from it

@@ -45,7 +45,16 @@ def apply(c: Any, settings_path: str, secrets_dir: str = "/run/secrets") -> dict
         # Plain HTTP on the redirect port only answers with a redirect to HTTPS.
         c.ConfigurableHTTPProxy.command = ["configurable-http-proxy", f"--redirect-port={hub['http_port']}", f"--redirect-to={hub['public_https_port']}"]
     c.JupyterHub.hub_bind_url = "http://0.0.0.0:8081"
-    c.JupyterHub.hub_connect_url = f"http://{hub['service_name']}:8081"
+    # The proxy runs in the hub's own container (JupyterHub starts it), so it reaches the hub over
+    # loopback. With the service name it resolved that name in Docker's DNS (answered by dockerd)
+    # for every request it forwarded, because configurable-http-proxy opens a new connection to the
+    # hub per request: about 0.25 ms of CPU per request in dockerd and the proxy, ~6 % of the hub's
+    # throughput under load (docs/benchmarks.md, section 4). The services (the idle culler) already
+    # use loopback (JupyterHub's default for a hub bound to 0.0.0.0). Also, while the swarm stops
+    # the hub (a few seconds after taking its name out of DNS) the hub now answers until it exits,
+    # instead of 503s. The notebooks, in other containers, still use the service name:
+    c.JupyterHub.hub_connect_url = "http://127.0.0.1:8081"
+    c.Spawner.hub_connect_url = f"http://{hub['service_name']}:8081"
     c.JupyterHub.db_url = f"sqlite:///{hub['data_dir']}/jupyterhub.sqlite"
     c.JupyterHub.cookie_secret = bytes.fromhex(secret("cookie_secret"))
     c.CryptKeeper.keys = [bytes.fromhex(secret("crypt_key"))]
