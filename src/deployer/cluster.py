@@ -8,6 +8,7 @@ fixed before anything changes (a static mount path missing on a worker, a port t
 from __future__ import annotations
 
 import json
+import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -47,6 +48,7 @@ class HostFacts:
     images: dict[str, str | None] = field(default_factory=dict)  # image -> its ID here, None if absent
     paths: dict[str, bool] = field(default_factory=dict)
     listening: set[int] = field(default_factory=set)
+    holders: dict[int, set[str]] = field(default_factory=dict)  # listening port -> names of the programs holding it
 
 
 def static_paths(deployment: Deployment) -> list[str]:
@@ -77,11 +79,13 @@ def gather_one(host: Host, ex: Executor, deployment: Deployment) -> HostFacts:
     if host.has("worker"):
         for path in static_paths(deployment):
             facts.paths[path] = ex.run(cmd("test", "-d", path), check=False).code == 0
-    ss = ex.run(cmd("ss", "-Htln"), check=False)  # 80/443 on the hub, 2377/7946 on every host
+    ss = ex.run(cmd("ss", "-Htlnp"), check=False)  # 80/443 on the hub, 2377/7946 on every host, with their programs
     for line in ss.stdout.splitlines():
         parts = line.split()
         if len(parts) >= 4 and parts[3].rsplit(":", 1)[-1].isdigit():
-            facts.listening.add(int(parts[3].rsplit(":", 1)[-1]))
+            port = int(parts[3].rsplit(":", 1)[-1])
+            facts.listening.add(port)
+            facts.holders.setdefault(port, set()).update(re.findall(r'\(\("([^"]+)"', line))
     return facts
 
 
@@ -123,7 +127,8 @@ def problems(deployment: Deployment, facts: dict[str, HostFacts]) -> list[Proble
                               "create it (or mount the file system providing it) on every worker")
         if f.swarm_state != "active":
             for port in SWARM_PORTS:
-                if port in f.listening:
+                # dockerd itself may hold 7946 for a moment after leaving a swarm: not another program.
+                if port in f.listening and f.holders.get(port) != {"dockerd"}:
                     problem(host, f"port {port} on {host.host_id} is in use by another program; Docker Swarm needs 2377 and 7946 (TCP and UDP) and 4789 (UDP)")
     ours = hub_facts.swarm_state == "active"  # then 80/443 may be our own hub's
     for port in (80, 443):

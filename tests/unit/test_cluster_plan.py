@@ -68,6 +68,16 @@ def test_a_worker_of_another_swarm_or_a_taken_swarm_port_is_a_problem(site) -> N
     assert any("port 2377 on worker2 is in use by another program" in m for m in messages)
 
 
+def test_swarm_ports_still_held_by_dockerd_after_leaving_are_not_another_program(site) -> None:
+    d = deployment_of(site())
+    facts = ready_facts()
+    facts["worker2"] = HostFacts(docker="24.0", listening={7946}, holders={7946: {"dockerd"}}, images={USER_IMAGE: "sha256:u"},
+                                 paths={"/data/shared": True})
+    assert not [str(p) for p in plan(d, facts, Layout.of(d)).problems]
+    facts["worker2"].holders = {7946: {"dockerd", "serf"}}
+    assert any("port 7946 on worker2 is in use by another program" in str(p) for p in plan(d, facts, Layout.of(d)).problems)
+
+
 def test_an_image_rebuilt_under_the_same_tag_is_sent_again_and_a_missing_one_pulled(site) -> None:
     d = deployment_of(site())
     p = plan(d, ready_facts(), Layout.of(d), {USER_IMAGE: "sha256:NEW"})
