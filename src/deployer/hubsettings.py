@@ -104,6 +104,7 @@ def settings(deployment: Deployment, layout: Layout, *, ssl: bool = True, https_
             "gid": config.jupyteruser_gid,
             "volume_mounts": [str(m) for m in config.volume_mounts],
             "memory_limit": config.notebook_memory_limit,
+            "pids_limit": config.notebook_pids_limit,
             "offer_lab": config.notebook_offer_lab,
             "cull_idle_timeout": config.cull_idle_notebook_timeout,
             "network": layout.network,

@@ -27,6 +27,8 @@ DEFAULT_USER_IMAGE = "taccsciapps/jupyteruser-base:latest"
 DEFAULT_CULL_TIMEOUT = 86400
 #: The OpenID Connect claim that names the user, unless oidc_username_claim says otherwise.
 DEFAULT_USERNAME_CLAIM = "preferred_username"
+#: Default and smallest sensible notebook_pids_limit.
+DEFAULT_PIDS_LIMIT, MIN_PIDS_LIMIT = 4096, 64
 #: The smallest uid/gid the hub accepts from TAS, unless tas_min_id says otherwise.
 DEFAULT_TAS_MIN_ID = 1000
 MAX_CLAIM_LENGTH = 128
@@ -189,6 +191,15 @@ def _tas_min_id(value: Any) -> int:
     return value
 
 
+def _pids_limit(value: Any) -> int:
+    # Strict: YAML's true is not 1. 0 means no limit; a small limit would stop the server itself.
+    if isinstance(value, bool) or not isinstance(value, int):
+        fail(f"must be a whole number of processes, got {value!r}")
+    if value != 0 and not MIN_PIDS_LIMIT <= value <= 4_194_304:
+        fail(f"must be 0 (no limit) or between {MIN_PIDS_LIMIT} and 4194304, got {value} (a notebook server alone runs dozens of threads)")
+    return value
+
+
 def _username_claim(value: Any) -> str:
     if not isinstance(value, str):
         fail(f"must be the name of a claim such as {DEFAULT_USERNAME_CLAIM} or email, got {type(value).__name__}")
@@ -251,6 +262,8 @@ class JupyterHubConfig(BaseModel):
     tenant_ca_bundle: str | None = None
     cull_idle_notebook_timeout: int = Field(default=DEFAULT_CULL_TIMEOUT, ge=0)
     notebook_memory_limit: MemorySize = None
+    #: Most processes and threads in one notebook container (0: no limit).
+    notebook_pids_limit: Annotated[int, PlainValidator(_pids_limit)] = DEFAULT_PIDS_LIMIT
     notebook_offer_lab: bool = True
     use_stock_nfs: bool = False
 

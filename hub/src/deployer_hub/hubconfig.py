@@ -83,6 +83,7 @@ def apply(c: Any, settings_path: str, secrets_dir: str = "/run/secrets") -> dict
     s.worker_constraints = nb["constraints"]
     if nb.get("memory_limit"):
         s.mem_limit = nb["memory_limit"]
+    s.pids_limit = int(nb.get("pids_limit", 4096))
     if nb.get("nfs"):
         s.nfs_server, s.nfs_root, s.nfs_export = nb["nfs"]["server"], nb["nfs"]["root"], nb["nfs"]["export"]
     s.start_timeout = nb.get("start_timeout", 180)

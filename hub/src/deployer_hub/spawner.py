@@ -62,6 +62,10 @@ class TenantSwarmSpawner(SwarmSpawner):
     ca_mount_path = Unicode(NOTEBOOK_TENANT_CA, config=True, help="Where the ca_config file appears in the notebook.")
     ca_bundle_path = Unicode(NOTEBOOK_CA_BUNDLE, config=True, help="The combined bundle (system CAs + ca_config) the entrypoint writes.")
     offer_lab = Bool(True, config=True, help="Open JupyterLab after login (else the classic notebook).")
+    pids_limit = Integer(
+        4096, config=True,
+        help="Most processes and threads one notebook may run (a fork bomb stops there, not at the worker's limit). 0: no limit.",
+    )
     image_user = Unicode("jupyter", config=True, help="The image's user name, used when only a gid is configured.")
     managed_root = Unicode(
         "", config=True,
@@ -187,9 +191,15 @@ class TenantSwarmSpawner(SwarmSpawner):
 
     async def create_object(self) -> dict:
         uid, gid = self.run_as
+        if uid == 0 or gid == 0:  # whatever TAS or the configuration says: a notebook never runs as root
+            self.log.error("Refusing to start %s's notebook as uid/gid %s:%s", self.user.name, uid, gid)
+            raise UserFacingError(403, "Your server cannot start: it would run as the root user or group. Please contact support.")
         self._create_managed_dirs(self.rendered_mounts(), uid, gid)
         container = dict(image=self.image, env=self.get_env(), args=(await self.get_command()), mounts=self.mounts,
-                         configs=(await self.ca_configs()) or None)
+                         configs=(await self.ca_configs()) or None,
+                         # No capabilities at all, even for a process that became uid 0 somehow; the image's
+                         # entrypoint also sets no_new_privs, so no setuid program can raise privileges.
+                         cap_drop=["ALL"])
         if uid is not None or gid is not None:
             user = str(uid) if uid is not None else self.image_user
             container["user"] = f"{user}:{gid}" if gid is not None else user
@@ -201,6 +211,8 @@ class TenantSwarmSpawner(SwarmSpawner):
             cpu_reservation=int(self.cpu_guarantee * 1e9) if self.cpu_guarantee else None,
             **self.extra_resources_spec,
         )
+        if self.pids_limit:
+            resources.setdefault("Limits", {})["Pids"] = self.pids_limit  # Docker API 1.41 (20.10); docker-py has no argument
         task = TaskTemplate(
             container_spec=ContainerSpec(**{k: v for k, v in container.items() if v is not None}),
             resources=resources,

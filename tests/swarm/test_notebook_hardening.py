@@ -1,0 +1,98 @@
+"""A notebook container as a hostile user finds it: no capabilities, no way to gain privileges, a
+bounded number of processes, never root, read-only mounts that stay read-only, and no way to choose
+another image or container spec through the hub's API."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from swarm.conftest import NAME, docker
+from swarm.test_notebooks import http_login, notebook_container, spawn
+
+pytestmark = pytest.mark.swarm
+
+PROBE = r"""
+import json, os, subprocess
+def status_of(pid):
+    return dict(line.split(":\t", 1) for line in open(f"/proc/{pid}/status").read().splitlines() if ":\t" in line)
+status = status_of("self")
+# docker exec (this probe) is not the user's path; the server, its kernels and terminals are
+servers = [p for p in os.listdir("/proc") if p.isdigit() and p != str(os.getpid()) and b"jupyterhub-singleuser" in open(f"/proc/{p}/cmdline", "rb").read()]
+def run(*argv):
+    try:
+        return subprocess.run(argv, capture_output=True, text=True, timeout=20).returncode
+    except OSError:
+        return None
+pids_max = None
+for path in ("/sys/fs/cgroup/pids.max", "/sys/fs/cgroup/pids/pids.max"):
+    if os.path.exists(path):
+        pids_max = open(path).read().strip()
+setuid = subprocess.run(["find", "/", "-xdev", "-type", "f", "-perm", "/6000"], capture_output=True, text=True).stdout.split()
+print("RESULT" + json.dumps({
+    "uid": os.getuid(), "gid": os.getgid(),
+    "no_new_privs": sorted({status_of(p)["NoNewPrivs"].strip() for p in servers + ["1"]}),
+    "cap_eff": status["CapEff"].strip(), "cap_prm": status["CapPrm"].strip(), "cap_bnd": status["CapBnd"].strip(),
+    "pids_max": pids_max, "setuid_programs": setuid,
+    "remount_rw": run("mount", "-o", "remount,rw", "/home/jupyter/shared"),
+    "write_ro": run("touch", "/home/jupyter/shared/x"),
+}))
+"""
+
+
+def probe(container: str) -> dict:
+    out = docker("exec", container, "python3", "-c", PROBE)
+    return json.loads(out.split("RESULT", 1)[1])
+
+
+def test_a_notebook_has_no_privileges_to_gain(hub) -> None:
+    browser = http_login("jdoe")
+    assert spawn(browser, "jdoe") == "ready"
+    container = notebook_container("jdoe")
+    spec = json.loads(docker("service", "inspect", f"{NAME}-nb-jdoe", "--format", "{{json .Spec.TaskTemplate}}"))
+    assert spec["ContainerSpec"]["CapabilityDrop"] == ["ALL"]
+    assert spec["Resources"]["Limits"]["Pids"] == 4096
+    seen = probe(container)
+    assert (seen["uid"], seen["gid"]) == (5001, 6001)
+    assert seen["no_new_privs"] == ["1"]  # pid 1 and the server: every process of the user's session
+    assert seen["cap_eff"] == seen["cap_prm"] == seen["cap_bnd"] == "0000000000000000"
+    assert seen["pids_max"] == "4096"
+    assert seen["setuid_programs"] == []
+    assert seen["remount_rw"] != 0 and seen["write_ro"] != 0  # a read-only mount stays read-only
+    # Even `docker exec -u 0` (the operator, not a user) gets no capabilities in this container.
+    root = docker("exec", "-u", "0", container, "grep", "^CapEff", "/proc/self/status")
+    assert root.split()[-1] == "0000000000000000"
+
+
+def test_a_user_cannot_choose_the_image_or_the_container_spec(hub) -> None:
+    browser = http_login("alice")
+    browser.get("/hub/token")  # a page: sets the _xsrf cookie the API wants with cookie authentication
+    token = browser.post("/hub/api/users/alice/tokens", json={"note": "cve"},
+                         headers={"X-XSRFToken": browser.cookies.get("_xsrf", "")}).json().get("token")
+    assert token, "the user could not make an API token of their own"
+    headers = {"Authorization": f"token {token}"}
+    browser.delete("/hub/api/users/alice/server", headers=headers)  # whatever an earlier test left running
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        model = browser.get("/hub/api/users/alice", headers=headers).json()
+        if not model.get("pending") and not model.get("servers"):
+            break
+        time.sleep(0.5)
+    for options in ({"image": "deployer/jupyterhub:0.1.0"}, {"image": "alpine"}):
+        answer = browser.post("/hub/api/users/alice/server", json=options, headers=headers)
+        assert answer.status_code == 400 and "not allowed" in answer.text, answer.text
+    answer = browser.post("/hub/api/users/alice/server", headers=headers,
+                          json={"extra_container_spec": {"user": "0:0", "cap_add": ["ALL"]}, "extra_host_config": {"privileged": True},
+                                "cmd": ["sh", "-c", "id"], "mem_limit": "64G"})
+    if answer.status_code in (201, 202):  # unknown options are ignored: the operator's spec is what runs
+        container = notebook_container("alice")
+        spec = json.loads(docker("service", "inspect", f"{NAME}-nb-alice", "--format", "{{json .Spec.TaskTemplate}}"))
+        assert spec["ContainerSpec"]["Image"].startswith("deployer/jupyteruser:0.1.0")
+        assert spec["ContainerSpec"]["User"] == "5003:6003" and spec["ContainerSpec"]["CapabilityDrop"] == ["ALL"]
+        assert spec["Resources"]["Limits"]["MemoryBytes"] == 1024**3
+        assert "jupyterhub-singleuser" in " ".join(spec["ContainerSpec"].get("Args", []) + spec["ContainerSpec"].get("Command", []))
+        assert docker("exec", container, "id", "-u") == "5003"
+    else:
+        assert answer.status_code == 400
