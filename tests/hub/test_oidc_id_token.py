@@ -189,3 +189,17 @@ def test_a_provider_behind_a_private_ca_works_over_https(tmp_path: Path) -> None
             assert any(p.endswith("/userinfo") for p in paths)
             browser.get("/hub/logout")
             assert any(p.endswith("/revoke") for _, p, _ in provider.requests())  # revocation over the private CA too
+
+
+def test_a_provider_down_at_the_first_login_is_a_clear_page(tmp_path: Path) -> None:
+    provider = MockOIDCProvider().start()
+    hub = HubProcess(tmp_path, "")
+    hub.config = hub_config(hub, provider, "c.TenantOIDCAuthenticator.discovery_timeout = 3\n")
+    with hub:
+        issuer = provider.issuer
+        provider.stop()  # down before anyone logged in: discovery has not happened yet
+        response = hub.browser().get("/hub/oauth_login")
+        assert response.status_code == 503, response.text[-300:]
+        assert "could not be reached" in response.text
+        assert "Traceback" not in hub.log_text() and "discovery document failed" in hub.log_text()
+        assert issuer in hub.log_text()

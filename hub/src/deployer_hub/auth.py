@@ -700,10 +700,14 @@ class TenantOIDCAuthenticator(TenantOAuthenticator):
                 with urllib.request.urlopen(url, timeout=self.discovery_timeout, context=self._ssl_context) as response:  # noqa: S310 - configured URL
                     document = json.load(response)
             except (OSError, ValueError) as exc:
-                raise RuntimeError(f"could not read the OpenID Connect discovery document at {url}: {exc}") from None
+                # Not cached: the next login asks again. The user gets a page, the log the cause.
+                cause = getattr(exc, "reason", None) or exc
+                raise self._failure(cause if isinstance(cause, BaseException) else exc, "Reading the OpenID Connect discovery document", url) from None
             if not isinstance(document, dict) or str(document.get("issuer", "")).rstrip("/") != self.issuer:
                 found = document.get("issuer") if isinstance(document, dict) else None
-                raise RuntimeError(f"the discovery document at {url} names issuer {found!r}, not {self.issuer!r}")
+                self.log.error("The discovery document at %s names issuer %r, not %r", url, found, self.issuer)
+                raise UserFacingError(502, f"{self.login_service} is not configured as this hub expects (its discovery document names "
+                                           "another issuer). Please contact support.")
             self._discovery = document
         value = self._discovery.get(key)
         if not value:
