@@ -16,7 +16,6 @@ reaches the network. ``npm ci`` is run here once when ``node_modules`` is missin
 
 from __future__ import annotations
 
-import atexit
 import base64
 import fcntl
 import hashlib
@@ -25,12 +24,12 @@ import secrets
 import shutil
 import subprocess
 import tempfile
-import threading
-import time
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urljoin, urlsplit
+
+from oidc.node_server import NodeServer
 
 if TYPE_CHECKING:
     import httpx
@@ -48,14 +47,6 @@ INSTALL_TIMEOUT = 600.0
 STARTUP_TIMEOUT = 30.0
 
 
-#: Providers started and not yet stopped; stopped at interpreter exit so no node process outlives the tests.
-_LIVE: "set[OIDCProvider]" = set()
-
-
-@atexit.register
-def _stop_all() -> None:
-    for op in list(_LIVE):
-        op.stop()
 
 
 class OIDCProviderError(RuntimeError):
@@ -136,16 +127,12 @@ class OIDCProvider:
         self.startup_timeout = startup_timeout
         self.issuer: str = ""
         self.discovery_url: str = ""
-        self._proc: subprocess.Popen[str] | None = None
-        self._lines: list[str] = []  # stdout and stderr of node, as they came
-        self._lines_lock = threading.Lock()
-        self._ready = threading.Event()
-        self._threads: list[threading.Thread] = []
+        self._node = NodeServer(OIDC_DIR / "provider.mjs", "OIDC test provider", error=OIDCProviderError)
 
     # -- lifecycle -------------------------------------------------------------------------------------
 
     def start(self) -> "OIDCProvider":
-        if self._proc is not None and self._proc.poll() is None:
+        if self.running:
             return self
         ensure_node_modules()
         env = dict(os.environ)
@@ -158,58 +145,12 @@ class OIDCProvider:
             OIDC_REQUIRE_PKCE="1" if self.require_pkce else "0",
             NO_COLOR="1",
         )
-        self._lines = []
-        self._ready.clear()
-        self.issuer = self.discovery_url = ""
-        self._proc = subprocess.Popen(
-            ["node", str(OIDC_DIR / "provider.mjs")],
-            cwd=OIDC_DIR,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            bufsize=1,
-        )
-        _LIVE.add(self)
-        self._threads = [
-            threading.Thread(target=self._pump, args=(self._proc.stdout, True), daemon=True),
-            threading.Thread(target=self._pump, args=(self._proc.stderr, False), daemon=True),
-        ]
-        for t in self._threads:
-            t.start()
-
-        deadline = time.monotonic() + self.startup_timeout
-        while not self._ready.wait(0.05):
-            if self._proc.poll() is not None:
-                for t in self._threads:
-                    t.join(2)
-                rc = self._proc.returncode
-                self._proc = None
-                _LIVE.discard(self)
-                raise OIDCProviderError(f"the OIDC test provider exited (code {rc}) before it was ready:\n{self.output}")
-            if time.monotonic() > deadline:
-                self.stop()
-                raise OIDCProviderError(
-                    f"the OIDC test provider was not ready within {self.startup_timeout:.0f} s:\n{self.output}"
-                )
+        (self.issuer,) = self._node.start(env, self.startup_timeout)[:1]
         self.discovery_url = self.issuer + "/.well-known/openid-configuration"
         return self
 
     def stop(self) -> None:
-        proc, self._proc = self._proc, None
-        _LIVE.discard(self)
-        if proc is None:
-            return
-        if proc.poll() is None:
-            proc.terminate()  # SIGTERM: provider.mjs closes its server and exits 0
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
-        for t in self._threads:
-            t.join(2)
+        self._node.stop()
 
     def __enter__(self) -> "OIDCProvider":
         return self.start()
@@ -221,22 +162,12 @@ class OIDCProvider:
 
     @property
     def running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
+        return self._node.running
 
     @property
     def output(self) -> str:
         """Everything node printed so far (stdout and stderr interleaved): for failure messages."""
-        with self._lines_lock:
-            return "".join(self._lines)
-
-    def _pump(self, stream, is_stdout: bool) -> None:
-        for line in stream:
-            with self._lines_lock:
-                self._lines.append(line)
-            if is_stdout and not self._ready.is_set() and line.startswith("READY "):
-                self.issuer = line.split(None, 1)[1].strip()
-                self._ready.set()
-        stream.close()
+        return self._node.output
 
 
 # -- the browser side ----------------------------------------------------------------------------------

@@ -49,19 +49,16 @@ What the provider is, natively (oauth2-mock-server 8.2.3) and as set up here:
 
 from __future__ import annotations
 
-import atexit
 import http.client
 import json
 import os
 import secrets
-import subprocess
-import threading
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urljoin, urlsplit
 
 from oidc.harness import OIDCProviderError, ensure_node_modules
+from oidc.node_server import NodeServer
 
 if TYPE_CHECKING:
     import httpx
@@ -73,14 +70,6 @@ MOCK_OIDC_DIR = Path(__file__).resolve().parent
 STARTUP_TIMEOUT = 30.0
 CONTROL_TIMEOUT = 15.0
 
-#: Providers started and not yet stopped; stopped at interpreter exit so no node process outlives the tests.
-_LIVE: "set[MockOIDCProvider]" = set()
-
-
-@atexit.register
-def _stop_all() -> None:
-    for op in list(_LIVE):
-        op.stop()
 
 
 class MockOIDCProviderError(OIDCProviderError):
@@ -114,11 +103,8 @@ class MockOIDCProvider:
         self.discovery_url: str = ""
         self._control: tuple[str, int] | None = None
         self._control_token = ""
-        self._proc: subprocess.Popen[str] | None = None
-        self._lines: list[str] = []
-        self._lines_lock = threading.Lock()
-        self._ready = threading.Event()
-        self._threads: list[threading.Thread] = []
+        # stdin held open: server.mjs exits when it closes, so node dies with us even after a SIGKILL
+        self._node = NodeServer(MOCK_OIDC_DIR / "server.mjs", "mock OIDC provider", error=MockOIDCProviderError, hold_stdin=True)
 
     # -- lifecycle -------------------------------------------------------------------------------------
 
@@ -138,62 +124,17 @@ class MockOIDCProvider:
             MOCK_OIDC_HTTPS_KEY=str(self.https_key or ""),
             NO_COLOR="1",
         )
-        self._lines = []
-        self._ready.clear()
         self.issuer = self.discovery_url = ""
         self._control = None
-        self._proc = subprocess.Popen(
-            ["node", str(MOCK_OIDC_DIR / "server.mjs")],
-            cwd=MOCK_OIDC_DIR,
-            env=env,
-            stdin=subprocess.PIPE,  # node exits when this closes: it never outlives us, even after a SIGKILL
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            bufsize=1,
-        )
-        _LIVE.add(self)
-        self._threads = [
-            threading.Thread(target=self._pump, args=(self._proc.stdout, True), daemon=True),
-            threading.Thread(target=self._pump, args=(self._proc.stderr, False), daemon=True),
-        ]
-        for t in self._threads:
-            t.start()
-
-        deadline = time.monotonic() + self.startup_timeout
-        while not self._ready.wait(0.05):
-            if self._proc.poll() is not None:
-                for t in self._threads:
-                    t.join(2)
-                rc = self._proc.returncode
-                self._proc = None
-                _LIVE.discard(self)
-                raise MockOIDCProviderError(f"the mock OIDC provider exited (code {rc}) before it was ready:\n{self.output}")
-            if time.monotonic() > deadline:
-                self.stop()
-                raise MockOIDCProviderError(f"the mock OIDC provider was not ready within {self.startup_timeout:.0f} s:\n{self.output}")
+        issuer, control = self._node.start(env, self.startup_timeout)[:2]
+        parts = urlsplit(control)
+        self._control = (parts.hostname or "127.0.0.1", parts.port or 80)
+        self.issuer = issuer
         self.discovery_url = self.issuer + "/.well-known/openid-configuration"
         return self
 
     def stop(self) -> None:
-        proc, self._proc = self._proc, None
-        _LIVE.discard(self)
-        if proc is None:
-            return
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
-        if proc.stdin is not None:
-            try:
-                proc.stdin.close()
-            except OSError:
-                pass
-        for t in self._threads:
-            t.join(2)
+        self._node.stop()
 
     def __enter__(self) -> "MockOIDCProvider":
         return self.start()
@@ -205,30 +146,17 @@ class MockOIDCProvider:
 
     @property
     def running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
+        return self._node.running
 
     @property
     def output(self) -> str:
         """Everything node printed so far (stdout and stderr interleaved): for failure messages."""
-        with self._lines_lock:
-            return "".join(self._lines)
+        return self._node.output
 
     @property
     def jwks_url(self) -> str:
         """The library's JWKS endpoint (also the discovery document's ``jwks_uri``)."""
         return self.issuer + "/jwks"
-
-    def _pump(self, stream, is_stdout: bool) -> None:
-        for line in stream:
-            with self._lines_lock:
-                self._lines.append(line)
-            if is_stdout and not self._ready.is_set() and line.startswith("READY "):
-                _, issuer, control = line.split()
-                parts = urlsplit(control)
-                self._control = (parts.hostname or "127.0.0.1", parts.port or 80)
-                self.issuer = issuer
-                self._ready.set()
-        stream.close()
 
     # -- control ---------------------------------------------------------------------------------------
 
