@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urljoin, urlsplit
 
-from oidc.node_server import NodeServer
+from oidc.node_server import NodeBacked, NodeServer
 
 if TYPE_CHECKING:
     import httpx
@@ -98,7 +98,7 @@ def ensure_node_modules(directory: Path = OIDC_DIR) -> None:
         stamp.write_text(want + "\n")
 
 
-class OIDCProvider:
+class OIDCProvider(NodeBacked):
     """One ``oidc-provider`` process with one confidential client.
 
     The client may authenticate at the token endpoint with client_secret_basic or client_secret_post, has the
@@ -149,25 +149,7 @@ class OIDCProvider:
         self.discovery_url = self.issuer + "/.well-known/openid-configuration"
         return self
 
-    def stop(self) -> None:
-        self._node.stop()
-
-    def __enter__(self) -> "OIDCProvider":
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    # -- introspection ---------------------------------------------------------------------------------
-
-    @property
-    def running(self) -> bool:
-        return self._node.running
-
-    @property
-    def output(self) -> str:
-        """Everything node printed so far (stdout and stderr interleaved): for failure messages."""
-        return self._node.output
+    # -- introspection (stop, running, output, the context manager: NodeBacked) -------------------------
 
 
 # -- the browser side ----------------------------------------------------------------------------------

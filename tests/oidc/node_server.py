@@ -110,3 +110,30 @@ class NodeServer:
                 self._fields = line.split()[1:]
                 self._ready.set()
         stream.close()
+
+
+class NodeBacked:
+    """Lifecycle of a test server backed by ``self._node`` (a NodeServer); subclasses define ``start()``."""
+
+    _node: NodeServer
+
+    def start(self):  # pragma: no cover - defined by subclasses
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        self._node.stop()
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def running(self) -> bool:
+        return self._node.running
+
+    @property
+    def output(self) -> str:
+        """Everything node printed so far (stdout and stderr interleaved): for failure messages."""
+        return self._node.output

@@ -58,7 +58,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urljoin, urlsplit
 
 from oidc.harness import OIDCProviderError, ensure_node_modules
-from oidc.node_server import NodeServer
+from oidc.node_server import NodeBacked, NodeServer
 
 if TYPE_CHECKING:
     import httpx
@@ -80,7 +80,7 @@ class MockOIDCLoginError(RuntimeError):
     """/authorize did not redirect back to the client."""
 
 
-class MockOIDCProvider:
+class MockOIDCProvider(NodeBacked):
     """One ``oauth2-mock-server`` process on 127.0.0.1 (HTTP, or HTTPS with ``https_cert``/``https_key``, PEM
     files, e.g. a server certificate for 127.0.0.1 signed by a private CA), plus its control listener."""
 
@@ -133,25 +133,7 @@ class MockOIDCProvider:
         self.discovery_url = self.issuer + "/.well-known/openid-configuration"
         return self
 
-    def stop(self) -> None:
-        self._node.stop()
-
-    def __enter__(self) -> "MockOIDCProvider":
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    # -- introspection ---------------------------------------------------------------------------------
-
-    @property
-    def running(self) -> bool:
-        return self._node.running
-
-    @property
-    def output(self) -> str:
-        """Everything node printed so far (stdout and stderr interleaved): for failure messages."""
-        return self._node.output
+    # -- introspection (stop, running, output, the context manager: NodeBacked) -------------------------
 
     @property
     def jwks_url(self) -> str:
