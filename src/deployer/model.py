@@ -120,6 +120,15 @@ def _identifier(value: Any) -> str:
     return value
 
 
+def _tenant_id(value: Any) -> str:
+    value = _identifier(value)
+    if value != value.lower():
+        # The hub keeps each user's tokens under a directory named after the tenant id, and Tapis
+        # tenant ids are lower case: 'MyTenant' validated and then every login failed.
+        fail(f"must be lower case (tenant ids are; the hub names the token directory after it), got {value!r}: use {value.lower()!r}")
+    return value
+
+
 def _base_url(value: Any) -> str:
     if not isinstance(value, str):
         fail(f"must be a URL such as https://api.example.org, got {type(value).__name__}")
@@ -231,7 +240,7 @@ class JupyterHubConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
 
-    tenant: Annotated[str, PlainValidator(_identifier)]
+    tenant: Annotated[str, PlainValidator(_tenant_id)]
     tenant_type: Flavour | None = None
     #: true: the tenant's usernames are case-insensitive (Alice is alice), so the hub lower-cases them.
     #: false: a username not already in the hub's form (lower-case a-z 0-9 . _ @ + -) is refused at login.

@@ -181,6 +181,8 @@ CASES = [
     Case("uid-root", [f"{P}/jupyteruser_uid: must not be 0: notebooks never run as root"], configs=conf(jupyteruser_uid=0)),
     Case("uid-not-number", [f"{P}/jupyteruser_uid: must be a whole number, got 'abc'"], configs=conf(jupyteruser_uid="abc")),
     Case("gid-negative", [f"{P}/jupyteruser_gid: must be between 1 and 2147483647, got -5"], configs=conf(jupyteruser_gid=-5)),
+    Case("tenant-id-capitals", [f"{P}/tenant: must be lower case (tenant ids are; the hub names the token directory after it), got 'MyTenant': use 'mytenant'"],
+         configs=conf(tenant="MyTenant", tenant_type="tapis")),
     Case("pids-limit-bool", [f"{P}/notebook_pids_limit: must be a whole number of processes, got True"], configs=conf(notebook_pids_limit=True)),
     Case("pids-limit-tiny", [f"{P}/notebook_pids_limit: must be 0 (no limit) or between 64 and 4194304, got 5 (a notebook server alone runs dozens of threads)"],
          configs=conf(notebook_pids_limit=5)),
