@@ -269,7 +269,7 @@ class JupyterHubConfig(BaseModel):
     #: The smallest uid/gid accepted from TAS (0 never is).
     tas_min_id: Annotated[int, PlainValidator(_tas_min_id)] = DEFAULT_TAS_MIN_ID
     tenant_ca_bundle: str | None = None
-    cull_idle_notebook_timeout: int = Field(default=DEFAULT_CULL_TIMEOUT, ge=0)
+    cull_idle_notebook_timeout: int = Field(default=DEFAULT_CULL_TIMEOUT, ge=0, strict=True)  # strict: true is not 1
     notebook_memory_limit: MemorySize = None
     #: Most processes and threads in one notebook container (0: no limit).
     notebook_pids_limit: Annotated[int, PlainValidator(_pids_limit)] = DEFAULT_PIDS_LIMIT
@@ -397,7 +397,7 @@ class Host(BaseModel):
     roles: list[Literal["hub", "worker"]] = Field(default_factory=list)
     ssh_user: str = Field(default="root", min_length=1)
     ssh_key: str | None = None
-    ssh_port: int = Field(default=22, ge=1, le=65535)
+    ssh_port: int = Field(default=22, ge=1, le=65535, strict=True)  # strict: true is not port 1, 22.5 not 22
     #: known_hosts file for these hosts (relative to the servers file); default: the operator's own.
     ssh_known_hosts: str | None = None
 

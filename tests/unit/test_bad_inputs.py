@@ -197,6 +197,8 @@ CASES = [
     Case("tas-min-id-override-bool", ["-o: overrides/tas_min_id: must be a whole number, got True"], args=["-o", "tas_min_id=true"]),
     Case("tas-flag-not-bool", [f"{P}/use_tas_gid: must be a valid boolean, unable to interpret input, got 'maybe'"], configs=conf(use_tas_gid="maybe")),
     # --- notebook limits and images
+    Case("cull-bool", [f"{P}/cull_idle_notebook_timeout: must be a valid integer, got True"], configs=conf(cull_idle_notebook_timeout=True)),
+    Case("cull-float", [f"{P}/cull_idle_notebook_timeout: must be a valid integer, got 1.5"], configs=conf(cull_idle_notebook_timeout=1.5)),
     Case("cull-negative", [f"{P}/cull_idle_notebook_timeout: must be greater than or equal to 0, got -1"], configs=conf(cull_idle_notebook_timeout=-1)),
     Case("memory-garbage", [f"{P}/notebook_memory_limit: must be a size such as 3G or 512M, got 'lots'"], configs=conf(notebook_memory_limit="lots")),
     Case("memory-too-small", [f"{P}/notebook_memory_limit: must be at least 6M"], configs=conf(notebook_memory_limit="1K")),
@@ -210,6 +212,8 @@ CASES = [
     Case("no-hub", [f"{H}: no host has the hub role"], hosts=host(0, roles=["worker"])),
     Case("two-hubs", [f"{H}: 2 hosts have the hub role (hub1, worker1)"], hosts=host(1, roles=["hub", "worker"])),
     Case("bad-private-ip", [f'{H}/hosts/1/private_ip: must be an IPv4 or IPv6 address, got "10.0.0.300"'], hosts=host(1, private_ip="10.0.0.300")),
+    Case("ssh-port-bool", [f"{H}/hosts/1/ssh_port: must be a valid integer, got True"], hosts=host(1, ssh_port=True)),
+    Case("ssh-port-float", [f"{H}/hosts/1/ssh_port: must be a valid integer, got 2222.0"], hosts=host(1, ssh_port=2222.0)),
     Case("missing-ssh-host", [f"{H}/hosts/1/ssh_host: required key is missing"], hosts=host(1, ssh_host=None)),
     Case("missing-host-id", [f"{H}/hosts/0/host_id: required: give every host a unique host_id"], hosts=host(0, host_id=None)),
     Case("bad-role", [f"{H}/hosts/0/roles/0: must be 'hub' or 'worker', got 'manager'"], hosts=host(0, roles=["manager"])),
