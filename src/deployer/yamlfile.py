@@ -1,4 +1,12 @@
-"""Reading the operator's YAML files strictly: syntax errors and duplicate keys are problems."""
+"""Reading the operator's YAML files strictly: syntax errors and duplicate keys are problems.
+
+Operators' files are trusted but error-prone, and a mistake must never crash Deployer or make
+it spin: keys must be plain values, documents are at most ``MAX_BYTES`` long and ``MAX_DEPTH``
+deep, and aliases may not expand to more than ``MAX_NODES`` values (a "billion laughs" file of a
+few hundred bytes would otherwise take gigabytes once merged and printed). YAML error messages
+never quote the offending text: a value in the passwords file starting with ``*`` or ``!``
+would otherwise be echoed as an "undefined alias".
+"""
 
 from __future__ import annotations
 
@@ -10,20 +18,39 @@ import yaml
 from .errors import Problem
 
 
+#: Limits far above any deployment file (a few KB, five levels, a few hundred values).
+MAX_BYTES = 1024 * 1024
+MAX_DEPTH = 32
+MAX_NODES = 20_000
+
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
 class _StrictLoader(yaml.SafeLoader):
     """SafeLoader that refuses duplicate mapping keys (PyYAML silently keeps the last one)."""
 
 
 def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    # Keys written in this mapping may each appear once; keys brought in by a merge (<<: *common)
+    # are defaults that a written key overrides, as YAML's merge key specifies.
+    written = sum(1 for key_node, _ in node.value if key_node.tag != _MERGE_TAG)
     loader.flatten_mapping(node)
+    merged = len(node.value) - written
     mapping: dict[Any, Any] = {}
-    for key_node, value_node in node.value:
+    seen: set[Any] = set()
+    for index, (key_node, value_node) in enumerate(node.value):
         key = loader.construct_object(key_node, deep=deep)
-        if key in mapping:
-            mark = key_node.start_mark
-            raise yaml.constructor.ConstructorError(
-                None, None, f'duplicate key "{key}" (line {mark.line + 1}); each key may appear once', mark
-            )
+        mark = key_node.start_mark
+        try:
+            hash(key)
+        except TypeError:
+            raise yaml.constructor.ConstructorError(None, None, "a key must be a plain value (text or a number), not a list or mapping", mark) from None
+        if index >= merged:
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f'duplicate key "{key}" (line {mark.line + 1}); each key may appear once', mark
+                )
+            seen.add(key)
         mapping[key] = loader.construct_object(value_node, deep=deep)
     return mapping
 
@@ -37,17 +64,58 @@ class YamlProblem(Exception):
         self.problem = problem
 
 
+#: PyYAML problems that quote the file's text; said without the quote (it may be a secret).
+_QUOTING = {
+    "found undefined alias": "an undefined alias: a value starting with * must be quoted",
+    "found undefined tag handle": "an undefined tag: a value starting with ! must be quoted",
+    "could not determine a constructor for the tag": "an unknown tag: a value starting with ! must be quoted",
+    "found unknown escape character": "an unknown escape in a double-quoted value: use single quotes",
+    "found character that cannot start any token": "a character that cannot start a value (a tab, @ or `?): quote the value",
+}
+
+
+def _said(problem: str | None) -> str:
+    problem = problem or "invalid YAML"
+    for start, plain in _QUOTING.items():
+        if problem.startswith(start):
+            return plain
+    return problem
+
+
+def _check_shape(data: Any, source: str) -> None:
+    """Refuse documents nested too deeply or expanding (through aliases) to too many values."""
+    stack: list[tuple[Any, int]] = [(data, 1)]
+    count = 0
+    while stack:
+        value, depth = stack.pop()
+        count += 1
+        if count > MAX_NODES:
+            raise YamlProblem(Problem(source, "", f"the file expands to more than {MAX_NODES} values (through aliases?); "
+                                                  "deployment files are far smaller"))
+        if depth > MAX_DEPTH:
+            raise YamlProblem(Problem(source, "", f"values are nested more than {MAX_DEPTH} levels deep"))
+        if isinstance(value, dict):
+            stack.extend((v, depth + 1) for v in value.values())
+        elif isinstance(value, list):
+            stack.extend((v, depth + 1) for v in value)
+
+
 def parse(text: str, source: str) -> Any:
     """Parse YAML ``text``; raise :class:`YamlProblem` naming ``source`` and the line on error."""
+    if len(text.encode("utf-8", "surrogatepass")) > MAX_BYTES:
+        raise YamlProblem(Problem(source, "", f"the file is larger than {MAX_BYTES // 1024} KiB; deployment files are a few KB"))
     try:
-        return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+        data = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        what = exc.problem or "invalid YAML"
-        raise YamlProblem(Problem(source, where, f"YAML syntax error: {what}")) from None
-    except yaml.YAMLError as exc:  # pragma: no cover - PyYAML raises marked errors for files
-        raise YamlProblem(Problem(source, "", f"YAML error: {exc}")) from None
+        raise YamlProblem(Problem(source, where, f"YAML syntax error: {_said(exc.problem)}")) from None
+    except yaml.YAMLError:  # pragma: no cover - PyYAML raises marked errors for files
+        raise YamlProblem(Problem(source, "", "YAML error: the file is not valid YAML")) from None
+    except RecursionError:
+        raise YamlProblem(Problem(source, "", f"values are nested more than {MAX_DEPTH} levels deep")) from None
+    _check_shape(data, source)
+    return data
 
 
 def load(path: Path, source: str) -> Any:

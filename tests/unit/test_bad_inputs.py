@@ -96,6 +96,13 @@ CASES = [
          configs=lambda d: d.update({"jupyterhub.prod": 5})),
     Case("not-a-scope", ["site.configs: volume mounts: not a scope"], configs=lambda d: d.update({"volume mounts": []})),
     Case("misspelt-project", ["site.configs: jupyterhb: unknown top-level key; did you mean jupyterhub?"], configs=lambda d: d.update({"jupyterhb": {}})),
+    Case("yaml-unhashable-key", ["site.configs: line 2, column 5: YAML syntax error: a key must be a plain value (text or a number), not a list or mapping"],
+         configs="jupyterhub:\n  ? [a, b]\n  : 1\n"),
+    Case("yaml-too-deep", ["site.configs: values are nested more than 32 levels deep"], configs="jupyterhub:\n  x: " + "[" * 3000 + "]" * 3000 + "\n"),
+    Case("yaml-alias-bomb", ["site.hosts: the file expands to more than 20000 values (through aliases?)"],
+         hosts="l0: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+             f"l{i}: &{chr(97 + i)} [{', '.join(['*' + chr(96 + i)] * 10)}]\n" for i in range(1, 6))),
+    Case("yaml-too-large", ["site.configs: the file is larger than 1024 KiB"], configs="# " + "x" * (1024 * 1024) + "\njupyterhub: {}\n"),
     Case("servers-yaml-syntax", ["site.hosts: line 2, column 5: YAML syntax error: mapping values are not allowed here"], hosts="a: b\nc: d: e\n"),
     Case("missing-configs-file", ["nothing.configs: file not found"], args=["-c", "nothing.configs"]),
     Case("deployment-yml-unknown-key", ["deployment.yml: servrs: unknown key"], files={"deployment.yml": "servrs: site.hosts\n"}),
@@ -260,6 +267,23 @@ def test_bad_input_is_refused_with_its_path(case: Case, site) -> None:
     assert "Traceback" not in result.output
     for value in (*SECRET_VALUES, *KEY_LINES):
         assert value not in result.output, "a secret value leaked into the output"
+
+
+@pytest.mark.parametrize("value", ["*HUNTER2-alias-secret", "!HUNTER2-tag-secret x"])
+def test_an_unquoted_secret_starting_with_star_or_bang_is_not_echoed(value: str, site) -> None:
+    s = site()
+    s.write("site.passwords", f"{SCOPE}:\n  jupyterhub_oauth_client_secret: {value}\n")
+    result = run_cli(["-i", "prod", "-t", "designsafe", "validate"], s.path)
+    assert result.exit_code == 2 and "must be quoted" in result.stderr
+    assert "HUNTER2" not in result.output
+
+
+def test_a_merge_key_gives_defaults_that_written_keys_override() -> None:
+    from deployer.yamlfile import YamlProblem, parse
+
+    assert parse("common: &c\n  a: 1\n  b: 2\nx:\n  <<: *c\n  a: 3\n", "f")["x"] == {"a": 3, "b": 2}
+    with pytest.raises(YamlProblem, match="duplicate key"):
+        parse("x:\n  <<: {a: 1}\n  a: 2\n  a: 3\n", "f")  # written twice is still a duplicate
 
 
 def test_table_is_large_enough() -> None:
