@@ -21,8 +21,7 @@ def parse(text: str) -> tuple[list[tuple[str, Any]], list[Problem]]:
         key, sep, raw = item.partition("=")
         key = key.strip()
         if not sep or not key:
-            # Show only the key part: the value may be a secret typed by mistake.
-            problems.append(Problem(SOURCE, f"overrides/{index}", f"expected key=value, got {key or '(empty key)'!r}"))
+            problems.append(Problem(SOURCE, f"overrides/{index}", _without_equals(item)))
             continue
         try:
             value = yaml.safe_load(raw) if raw.strip() else ""
@@ -30,6 +29,18 @@ def parse(text: str) -> tuple[list[tuple[str, Any]], list[Problem]]:
             value = raw
         pairs.append((key, value))
     return pairs, problems
+
+
+def _without_equals(item: str) -> str:
+    """The problem of an item without '=', never quoting it: it may be a secret typed by mistake."""
+    from .model import JupyterHubConfig  # the known keys; imported here to keep this module light
+
+    name = item.split(":", 1)[0].strip()
+    if name in JupyterHubConfig.model_fields:
+        return f"expected key=value: write {name}=VALUE (the value is not shown)"
+    if not item.strip():
+        return "expected key=value, got an empty item"
+    return "expected key=value; this item has no '=' (its text is not shown: it may hold a secret)"
 
 
 def apply(layered: Layered, pairs: list[tuple[str, Any]]) -> None:

@@ -235,7 +235,11 @@ CASES = [
     Case("bad-host-id", [f"{H}/hosts/0/host_id: must be letters, digits"], hosts=host(0, host_id="hub 1")),
     Case("unknown-global", ["site.hosts: ssh_usr: unknown top-level key; did you mean ssh_user?"], hosts=lambda d: d.update(ssh_usr="root")),
     # --- overrides
-    Case("override-no-equals", ["-o: overrides/0: expected key=value, got 'novalue'"], args=["-o", "novalue"]),
+    Case("override-no-equals", ["-o: overrides/0: expected key=value; this item has no '=' (its text is not shown: it may hold a secret)"],
+         args=["-o", "novalue"]),
+    Case("override-secret-with-colon", ["-o: overrides/0: expected key=value: write jupyterhub_oauth_client_secret=VALUE (the value is not shown)"],
+         args=["-o", f"jupyterhub_oauth_client_secret:{SECRET_VALUES[0]}"]),
+    Case("override-secret-alone", ["-o: overrides/1: expected key=value; this item has no '='"], args=["-o", f"notebook_offer_lab=true&{SECRET_VALUES[0]}"]),
     Case("override-unknown-key", ["-o: overrides/jupyterhub_hots: unknown key; did you mean jupyterhub_host?"], args=["-o", "jupyterhub_hots=a.org"]),
     Case("override-bad-value", ["-o: overrides/notebook_offer_lab: must be a valid boolean"], args=["-o", "notebook_offer_lab=maybe&x_y=1"]),
 ]
