@@ -61,8 +61,8 @@ def _check_path(path: str, role: str) -> None:
         raise MountError(f"{role} is empty")
     if not path.startswith("/"):
         raise MountError(f"{role} must be an absolute path, got {path!r}")
-    if "\0" in path or "\n" in path:
-        raise MountError(f"{role} contains a control character")
+    if any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F or 0xD800 <= ord(c) <= 0xDFFF for c in path):
+        raise MountError(f"{role} contains a control character (a tab, a newline, ...) or a lone surrogate; remove it")
     if ".." in path.split("/"):
         raise MountError(f"{role} must not contain '..', got {path!r}")
     if posixpath.normpath(path) == "/":

@@ -82,12 +82,25 @@ def _said(problem: str | None) -> str:
     return problem
 
 
+def _bad_character(text: str) -> str | None:
+    """A description of the first character no deployment value may hold (a lone surrogate, or a
+    control character other than tab and newline), else None."""
+    for char in text:
+        code = ord(char)
+        if 0xD800 <= code <= 0xDFFF:
+            return f"a lone surrogate (U+{code:04X})"
+        if (code < 0x20 and char not in "\t\n\r") or 0x7F <= code <= 0x9F:
+            return f"a control character (U+{code:04X})"
+    return None
+
+
 def _check_shape(data: Any, source: str) -> None:
-    """Refuse documents nested too deeply or expanding (through aliases) to too many values."""
-    stack: list[tuple[Any, int]] = [(data, 1)]
+    """Refuse documents nested too deeply, expanding (through aliases) to too many values, or
+    holding characters no value may hold (named by path, never quoted)."""
+    stack: list[tuple[Any, int, str]] = [(data, 1, "")]
     count = 0
     while stack:
-        value, depth = stack.pop()
+        value, depth, path = stack.pop()
         count += 1
         if count > MAX_NODES:
             raise YamlProblem(Problem(source, "", f"the file expands to more than {MAX_NODES} values (through aliases?); "
@@ -95,9 +108,18 @@ def _check_shape(data: Any, source: str) -> None:
         if depth > MAX_DEPTH:
             raise YamlProblem(Problem(source, "", f"values are nested more than {MAX_DEPTH} levels deep"))
         if isinstance(value, dict):
-            stack.extend((v, depth + 1) for v in value.values())
+            for key, item in value.items():
+                where = f"{path}/{key}" if path else str(key)
+                bad = _bad_character(key) if isinstance(key, str) else None
+                if bad:
+                    raise YamlProblem(Problem(source, path, f"a key holds {bad}; remove it"))
+                stack.append((item, depth + 1, where))
         elif isinstance(value, list):
-            stack.extend((v, depth + 1) for v in value)
+            stack.extend((item, depth + 1, f"{path}/{index}") for index, item in enumerate(value))
+        elif isinstance(value, str):
+            bad = _bad_character(value)
+            if bad:
+                raise YamlProblem(Problem(source, path, f"holds {bad}; remove it (the value is not shown)"))
 
 
 def parse(text: str, source: str) -> Any:

@@ -103,6 +103,12 @@ CASES = [
          hosts="l0: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
              f"l{i}: &{chr(97 + i)} [{', '.join(['*' + chr(96 + i)] * 10)}]\n" for i in range(1, 6))),
     Case("yaml-too-large", ["site.configs: the file is larger than 1024 KiB"], configs="# " + "x" * (1024 * 1024) + "\njupyterhub: {}\n"),
+    Case("yaml-control-character", [f"site.configs: {SCOPE}/jupyterhub_host: holds a control character (U+001B); remove it"],
+         configs=f'{SCOPE}:\n  jupyterhub_host: "jupyter\\x1b[2J.example.org"\n'),
+    Case("yaml-lone-surrogate", [f"site.hosts: {SCOPE}/hosts/0/host_id: holds a lone surrogate (U+DC80)"],
+         hosts=f'{SCOPE}:\n  hosts:\n    - host_id: "hub\\udc80"\n      ssh_host: 10.0.0.1\n      roles: [hub, worker]\n'),
+    Case("mount-path-tab", [f"{P}/volume_mounts/0: host_path contains a control character (a tab, a newline, ...)"],
+         configs=mount(0, "/data/\tx/{username}:/home/jupyter/x:rw")),
     Case("servers-yaml-syntax", ["site.hosts: line 2, column 5: YAML syntax error: mapping values are not allowed here"], hosts="a: b\nc: d: e\n"),
     Case("missing-configs-file", ["nothing.configs: file not found"], args=["-c", "nothing.configs"]),
     Case("deployment-yml-unknown-key", ["deployment.yml: servrs: unknown key"], files={"deployment.yml": "servrs: site.hosts\n"}),
@@ -159,7 +165,8 @@ CASES = [
          configs=conf(tenant_type="oidc", jupyterhub_tenant_base_url=OIDC_ISSUER, oidc_username_claim="user name")),
     Case("claim-too-long", [f"{P}/oidc_username_claim: must be at most 128 characters, got 129"],
          configs=conf(tenant_type="oidc", jupyterhub_tenant_base_url=OIDC_ISSUER, oidc_username_claim="c" * 129)),
-    Case("claim-not-printable", [f"{P}/oidc_username_claim: must be printable characters only, got 'user\\x00name'"],
+    # caught when the file is read: no value may hold a control character (named by path, not quoted)
+    Case("claim-not-printable", [f"{P}/oidc_username_claim: holds a control character (U+0000); remove it (the value is not shown)"],
          configs=conf(tenant_type="oidc", jupyterhub_tenant_base_url=OIDC_ISSUER, oidc_username_claim="user\x00name")),
     Case("claim-not-string", [f"{P}/oidc_username_claim: must be the name of a claim such as preferred_username or email, got int"],
          configs=conf(tenant_type="oidc", jupyterhub_tenant_base_url=OIDC_ISSUER, oidc_username_claim=7)),
