@@ -65,8 +65,19 @@ def _check_path(path: str, role: str) -> None:
         raise MountError(f"{role} contains a control character (a tab, a newline, ...) or a lone surrogate; remove it")
     if ".." in path.split("/"):
         raise MountError(f"{role} must not contain '..', got {path!r}")
-    if posixpath.normpath(path) == "/":
+    if normal(path) == "/":
         raise MountError(f"{role} must not be / (the whole filesystem)")
+    if "{" in path:
+        static = normal(path).split("{", 1)[0]  # the fixed text before the first variable
+        if static.rsplit("/", 1)[0] == "":  # the variable is (part of) a name directly below /
+            raise MountError(f"{role} {path!r} puts a variable directly below /: a user named etc would get /etc; "
+                             "put it below a directory of its own, e.g. /data/{username}")
+
+
+def normal(path: str) -> str:
+    """``path`` with repeated slashes, ``.`` segments and a trailing slash removed (``//`` is ``/``),
+    so that every check and every comparison sees one spelling."""
+    return "/" + "/".join(part for part in path.split("/") if part not in ("", "."))
 
 
 def parse(entry: object) -> VolumeMount:
@@ -82,4 +93,4 @@ def parse(entry: object) -> VolumeMount:
     _check_path(container, "container_path")
     template_variables(host)
     template_variables(container)
-    return VolumeMount(host, container, mode)
+    return VolumeMount(normal(host), normal(container), mode)
