@@ -105,7 +105,12 @@ def _private_ip(value: Any) -> str | None:
         return None
     if not is_ip(str(value)):
         fail(f'must be an IPv4 or IPv6 address, got "{value}"')
-    return str(ipaddress.ip_address(str(value)))
+    address = ipaddress.ip_address(str(value))
+    if address.version == 6:
+        # The swarm join target, the NFS export and the workers' fstab lines would each need the
+        # address in [brackets]; until they do, say so instead of deploying "fd00::10:2377".
+        fail(f'IPv6 addresses are not supported yet for private_ip (swarm and NFS traffic), got "{value}"; use the host\'s IPv4 address')
+    return str(address)
 
 
 def _image(value: Any) -> str:
