@@ -375,7 +375,9 @@ def load(files: DeploymentFiles, project: str, instance: str | None = None, tena
     problems: list[Problem] = []
     warnings: list[Problem] = list(src.warnings)
     deployments = []
-    for target in _targets(src, project, instance, tenant):
+    selected = _targets(src, project, instance, tenant)
+    problems += _name_collisions(src, project, selected)
+    for target in selected:
         config, origins = _config_for(target, src, override_pairs, problems, warnings, unregistered_client=unregistered_client)
         hosts, host_origins = _hosts_for(target, src, problems, warnings)
         _check_hosts(target, hosts, host_origins, src, problems, warnings)
@@ -390,6 +392,22 @@ def load(files: DeploymentFiles, project: str, instance: str | None = None, tena
     if problems:
         raise ConfigError(_unique(problems), warnings=_unique(warnings))
     return Loaded(deployments, _unique(warnings))
+
+
+def _name_collisions(src: _Sources, project: str, selected: list[Target]) -> list[Problem]:
+    """Scopes whose Docker names would be the same ('.' becomes '-': jupyterhub.prod.tacc.prod and
+    jupyterhub.prod-tacc.prod): their services, secrets, networks and share would be shared."""
+    files = [f for f in (src.configs, src.passwords, src.servers) if f is not None]
+    every = {t for f in files for t in f.targets() if t.project == project and t.tenant}
+    problems = []
+    for target in selected:
+        name = str(target).replace(".", "-")
+        for other in sorted(every, key=str):
+            if other != target and str(other).replace(".", "-") == name:
+                source = next((f.source for f in files if any(s in f.stanzas for s in target.scopes()[1:])), "configs")
+                problems.append(Problem(source, str(target), f"deploys under the same Docker names ({name}-...) as {other}; "
+                                                             "rename one of the two scopes"))
+    return problems
 
 
 def _unique(problems: list[Problem]) -> list[Problem]:

@@ -325,3 +325,19 @@ def test_every_problem_is_reported_in_one_run(site) -> None:
     assert f'{P}/volume_mounts/1: mode must be ro or rw, got "rx"' in result.stderr
     assert f"{P}/jupyterhub_host: give the domain without the protocol" in result.stderr
     assert f"{H}/hosts/1/private_ip: must be an IPv4 or IPv6 address" in result.stderr
+
+
+def test_scopes_that_deploy_under_the_same_docker_names_are_refused(site) -> None:
+    configs = base_configs()
+    configs["jupyterhub.prod.designsafe-x"] = dict(configs[SCOPE], tenant="designsafe")
+    configs["jupyterhub.prod-designsafe.x"] = {"tenant": "designsafe"}
+    hosts = base_hosts()
+    hosts["jupyterhub.prod.designsafe-x"] = hosts[SCOPE]
+    passwords = base_passwords()
+    passwords["jupyterhub.prod.designsafe-x"] = passwords[SCOPE]
+    s = site(configs=configs, hosts=hosts, passwords=passwords)
+    result = run_cli(["-i", "prod", "-t", "designsafe-x", "validate"], s.path)
+    assert result.exit_code == 2, result.output
+    assert ("jupyterhub.prod.designsafe-x: deploys under the same Docker names (jupyterhub-prod-designsafe-x-...) as "
+            "jupyterhub.prod-designsafe.x; rename one of the two scopes") in result.stderr
+    assert run_cli(["-i", "prod", "-t", "designsafe", "validate"], s.path).exit_code == 0  # the others are fine
