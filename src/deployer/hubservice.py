@@ -12,6 +12,8 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 
+from deployer_hub import names
+
 from .commands import Command, cmd
 from .hubsettings import HUB_ROOT, Layout
 
@@ -22,6 +24,9 @@ CONFIG_PY = (
 )
 
 
+CONFIG_PY_PATH = f"{HUB_ROOT}/jupyterhub_config.py"
+
+
 def _digest(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()[:12]
 
@@ -29,7 +34,20 @@ def _digest(data: bytes) -> str:
 def config_name(layout: Layout, path: str, content: str) -> str:
     """The Docker config holding ``content`` for the file ``path``: named by its content."""
     stem = path.rsplit("/", 1)[-1].replace(".", "-").replace("_", "-")
-    return f"{layout.name}-{stem}-{_digest(content.encode())}"
+    return names.fit(f"{layout.name}-{stem}-{_digest(content.encode())}", names.OBJECT_NAME_MAX)
+
+
+def name_problems(layout: Layout) -> list[str]:
+    """What the deployment's own Docker names would break. Config and secret names are fitted
+    (names.fit: shortened with a hash when over 64), so only the service names can be too long:
+    the hub service, and the notebooks' prefix (which must leave room for a name and its hash)."""
+    problems = []
+    for what, name, limit in (("the hub service", layout.hub_service, names.SERVICE_NAME_MAX),
+                              ("the notebooks' prefix", f"{layout.notebook_prefix}-x-12345678", names.SERVICE_NAME_MAX)):
+        if len(name) > limit:
+            problems.append(f"{what} would be named {name!r} ({len(name)} characters); Docker allows {limit}: "
+                            "use a shorter project, instance or tenant scope")
+    return problems
 
 
 @dataclass(frozen=True)
@@ -47,10 +65,10 @@ class HubSpec:
     image_id: str = ""
 
     def secret_name(self, key: str) -> str:
-        return f"{self.layout.name}-{key.replace('_', '-')}-{_digest(self.secrets[key].encode())}"
+        return names.fit(f"{self.layout.name}-{key.replace('_', '-')}-{_digest(self.secrets[key].encode())}", names.OBJECT_NAME_MAX)
 
     def config_files(self) -> dict[str, str]:
-        files = {f"{HUB_ROOT}/hub.json": json.dumps(self.settings, indent=2, sort_keys=True), f"{HUB_ROOT}/jupyterhub_config.py": CONFIG_PY}
+        files = {f"{HUB_ROOT}/hub.json": json.dumps(self.settings, indent=2, sort_keys=True), CONFIG_PY_PATH: CONFIG_PY}
         files.update(self.files)
         return files
 

@@ -377,6 +377,7 @@ def load(files: DeploymentFiles, project: str, instance: str | None = None, tena
     deployments = []
     selected = _targets(src, project, instance, tenant)
     problems += _name_collisions(src, project, selected)
+    problems += _name_lengths(src, selected)
     for target in selected:
         config, origins = _config_for(target, src, override_pairs, problems, warnings, unregistered_client=unregistered_client)
         hosts, host_origins = _hosts_for(target, src, problems, warnings)
@@ -408,6 +409,17 @@ def _name_collisions(src: _Sources, project: str, selected: list[Target]) -> lis
                 problems.append(Problem(source, str(target), f"deploys under the same Docker names ({name}-...) as {other}; "
                                                              "rename one of the two scopes"))
     return problems
+
+
+def _name_lengths(src: _Sources, selected: list[Target]) -> list[Problem]:
+    """Docker names the deployment itself would produce, checked before any host is touched
+    (``docker config create`` failed after engines, swarm and NFS had already been changed)."""
+    from .hubservice import name_problems  # late: hubservice imports this module's types
+    from .hubsettings import Layout
+
+    source = src.configs.source if src.configs else "configs"
+    return [Problem(source, str(target), message)
+            for target in selected for message in name_problems(Layout(str(target).replace(".", "-")))]
 
 
 def _unique(problems: list[Problem]) -> list[Problem]:

@@ -25,11 +25,21 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import docker.errors
-from docker.types import ConfigReference, ContainerSpec, DriverConfig, EndpointSpec, Mount, Placement, Resources, RestartPolicy, TaskTemplate
+from docker.types import (
+    ConfigReference,
+    ContainerSpec,
+    DriverConfig,
+    EndpointSpec,
+    Mount,
+    Placement,
+    Resources,
+    RestartPolicy,
+    TaskTemplate,
+)
 from dockerspawner import SwarmSpawner
 from traitlets import Bool, Float, Integer, List, Unicode, default
 
-from . import mounts, paths, tokenfiles
+from . import mounts, names, paths, tokenfiles
 from .auth import IMAGE_GID, IMAGE_UID, Identity, UserFacingError
 
 #: Where the tenant's extra CA certificates (a Docker config) appear in a notebook container.
@@ -95,6 +105,12 @@ class TenantSwarmSpawner(SwarmSpawner):
     @default("name_template")
     def _name_template_default(self) -> str:
         return "{prefix}-{username}"
+
+    @default("object_name")
+    def _object_name_default(self) -> str:
+        # A long username (escaped, behind the deployment's prefix) would exceed Docker's 63
+        # characters: the service could not be created. Shortened names stay unique and stable.
+        return names.fit(self._render_templates(self.name_template))
 
     # --- concurrency ----------------------------------------------------------------------
 
