@@ -339,6 +339,9 @@ def _check_hosts(target: Target, hosts: list[Host], origins: dict[str, Origin], 
         origin = origins[host.host_id]
         if not host.roles:
             warnings.append(Problem(origin.source, origin.path("roles"), "no roles: this host takes no part in the deployment"))
+        if not host.private_ip and ":" in host.ssh_host:  # an IPv6 literal would carry swarm and NFS traffic
+            problems.append(Problem(origin.source, origin.path("ssh_host"), "is an IPv6 address and no private_ip is set: swarm and NFS "
+                                    "traffic would use it, which is not supported yet; set private_ip to the host's IPv4 address"))
         if host.private_ip:
             if host.private_ip in by_ip:
                 problems.append(Problem(origin.source, origin.path("private_ip"), f"{host.private_ip} is also the private_ip of {by_ip[host.private_ip]}; each host needs its own address"))

@@ -238,6 +238,8 @@ CASES = [
     Case("ssh-port-float", [f"{H}/hosts/1/ssh_port: must be a valid integer, got 2222.0"], hosts=host(1, ssh_port=2222.0)),
     Case("private-ip-v6", [f'{H}/hosts/1/private_ip: IPv6 addresses are not supported yet for private_ip (swarm and NFS traffic), got "fd00::10"'],
          hosts=host(1, private_ip="fd00::10")),
+    Case("ssh-host-v6-without-private-ip", [f"{H}/hosts/1/ssh_host: is an IPv6 address and no private_ip is set"],
+         hosts=host(1, ssh_host="fd00::20", private_ip=None)),
     Case("missing-ssh-host", [f"{H}/hosts/1/ssh_host: required key is missing"], hosts=host(1, ssh_host=None)),
     Case("missing-host-id", [f"{H}/hosts/0/host_id: required: give every host a unique host_id"], hosts=host(0, host_id=None)),
     Case("bad-role", [f"{H}/hosts/0/roles/0: must be 'hub' or 'worker', got 'manager'"], hosts=host(0, roles=["manager"])),
