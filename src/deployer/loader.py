@@ -164,7 +164,7 @@ def _short(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def _describe(error: dict[str, Any], key: str, src: _Sources, target: Target) -> str:
+def _describe(error: dict[str, Any], key: str, src: _Sources, target: Target, *, hide_value: bool = False) -> str:
     kind = error["type"]
     if kind == "missing":
         if key in SECRET_KEYS:
@@ -181,7 +181,7 @@ def _describe(error: dict[str, Any], key: str, src: _Sources, target: Target) ->
         message = message.replace("Input should be", "must be")
         message = message[0].lower() + message[1:]
         value = error.get("input")
-        if key not in SECRET_KEYS and isinstance(value, (str, int, float, bool)):
+        if key not in SECRET_KEYS and not hide_value and isinstance(value, (str, int, float, bool)):
             message += f", got {_short(value)}"
     return message
 
@@ -239,7 +239,10 @@ def _config_for(target: Target, src: _Sources, override_pairs: list[tuple[str, A
     except ValidationError as exc:
         for error in exc.errors():
             key, rest = str(error["loc"][0]), tuple(error["loc"][1:])
-            report(key, rest, _describe(error, key, src, target))
+            origin = layered.origins.get(key)
+            # Whatever the key, a value from the passwords file is treated as a secret: never shown.
+            from_passwords = bool(src.passwords and origin and origin.source == src.passwords.source)
+            report(key, rest, _describe(error, key, src, target, hide_value=from_passwords))
         return None, layered.origins
 
     for finding in cross_check(config):

@@ -22,8 +22,9 @@ def format_size(size: int) -> str:
     return str(size)
 
 
-def _plain(key: str, value: Any) -> Any:
-    if key in SECRET_KEYS or isinstance(value, SecretStr):
+def _plain(key: str, value: Any, from_passwords: bool = False) -> Any:
+    # A value from the passwords file is a secret whatever its key (put there by mistake or not).
+    if key in SECRET_KEYS or isinstance(value, SecretStr) or (from_passwords and value is not None):
         return None if value is None else REDACTED
     if isinstance(value, VolumeMount):
         return str(value)
@@ -41,7 +42,8 @@ def _plain(key: str, value: Any) -> Any:
 def config_data(deployment: Deployment) -> dict[str, Any]:
     """The deployment as plain data with every secret replaced by ``***``."""
     config = deployment.config
-    values = {key: _plain(key, getattr(config, key)) for key in type(config).model_fields}
+    passwords = deployment.files.name(deployment.files.passwords) if deployment.files.passwords else None
+    values = {key: _plain(key, getattr(config, key), _origin_file(deployment, key) == passwords) for key in type(config).model_fields}
     if values["jupyterhub_tenant_base_url"] is None and config.login != "local-dev":
         values["jupyterhub_tenant_base_url"] = config.tenant_info.base_url
         values["tenant_type"] = config.flavour.value
@@ -49,6 +51,11 @@ def config_data(deployment: Deployment) -> dict[str, Any]:
         {k: v for k, v in host.model_dump().items() if v is not None} for host in deployment.hosts
     ]
     return {"deployment": str(deployment.target), "config": values, "hosts": hosts}
+
+
+def _origin_file(deployment: Deployment, key: str) -> str | None:
+    origin = deployment.origins.get(key)
+    return origin.source if origin is not None else None
 
 
 def _origin_comment(deployment: Deployment, key: str) -> str:

@@ -343,3 +343,19 @@ def test_scopes_that_deploy_under_the_same_docker_names_are_refused(site) -> Non
     assert ("jupyterhub.prod.designsafe-x: deploys under the same Docker names (jupyterhub-prod-designsafe-x-...) as "
             "jupyterhub.prod-designsafe.x; rename one of the two scopes") in result.stderr
     assert run_cli(["-i", "prod", "-t", "designsafe", "validate"], s.path).exit_code == 0  # the others are fine
+
+
+def test_a_secret_under_a_non_secret_key_in_the_passwords_file_is_never_shown(site) -> None:
+    passwords = base_passwords()
+    passwords[SCOPE]["notebook_offer_lab"] = "hunter2-misplaced"  # wrong key: an error about its value
+    passwords[SCOPE]["tas_role_account"] = "hunter3-misplaced"  # valid for the key: shown by config
+    s = site(passwords=passwords)
+    result = run_cli(["-i", "prod", "-t", "designsafe", "validate"], s.path)
+    assert result.exit_code == 2 and "notebook_offer_lab: must be a valid boolean" in result.stderr
+    assert "hunter2" not in result.output
+    passwords[SCOPE].pop("notebook_offer_lab")
+    s = site(passwords=passwords)
+    shown = run_cli(["-i", "prod", "-t", "designsafe", "config"], s.path)
+    assert shown.exit_code == 0, shown.output
+    assert "hunter3" not in shown.output
+    assert any(line.strip().startswith("tas_role_account:") and "***" in line for line in shown.stdout.splitlines()), shown.stdout
