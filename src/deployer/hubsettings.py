@@ -16,6 +16,8 @@ from .loader import Deployment
 SECRET_FILES = ("oauth_client_secret", "tas_role_pass", "cookie_secret", "crypt_key", "ssl_key", "local_dev_password")
 
 HUB_ROOT = "/srv/jupyterhub"
+#: The tenant's extra CA certificates in the hub container (a Docker config; notebooks get the same one).
+TENANT_CA = f"{HUB_ROOT}/tenant-ca.pem"
 
 #: On the hub host: one JSON line per deploy, update or destroy (who, what, result).
 AUDIT_LOG = "/var/log/deployer/audit.log"
@@ -73,7 +75,7 @@ def settings(deployment: Deployment, layout: Layout, *, ssl: bool = True, https_
             "id": config.tenant_info.id,
             "flavour": config.tenant_info.flavour.value,
             "base_url": config.tenant_info.base_url,
-            "ca_bundle": f"{HUB_ROOT}/tenant-ca.pem" if config.tenant_ca_bundle else None,
+            "ca_bundle": TENANT_CA if config.tenant_ca_bundle else None,
             "case_insensitive": config.tenant_case_insensitive,
             # Only an OpenID Connect provider is asked for a claim; Agave and Tapis name the user in their profile.
             "username_claim": config.oidc_username_claim if config.tenant_info.flavour is Flavour.OIDC else None,

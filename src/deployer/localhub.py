@@ -19,7 +19,7 @@ from .commands import Command, cmd, sh
 from .errors import DeployerError
 from .executor import LocalExecutor
 from .hubservice import HubSpec, SwarmFacts, config_name, network_commands, object_commands, service_commands
-from .hubsettings import HUB_ROOT, Layout
+from .hubsettings import HUB_ROOT, TENANT_CA, Layout
 from .loader import Deployment
 from .state import StateDir
 
@@ -29,10 +29,6 @@ class Outcome:
     url: str
     ran: list[Command] = field(default_factory=list)
     self_signed: bool = False
-
-
-#: The tenant's extra CA certificates in the hub container (hub.json's tenant.ca_bundle).
-TENANT_CA = f"{HUB_ROOT}/tenant-ca.pem"
 
 
 def state_for(deployment: Deployment) -> StateDir:

@@ -6,7 +6,6 @@ Parsing here only checks the *shape* of a mount. Rendering a mount for a real us
 
 from __future__ import annotations
 
-import posixpath
 import string
 from dataclasses import dataclass
 

@@ -354,10 +354,10 @@ class TenantOAuthenticator(OAuthenticator):
             try:
                 token_info = await self.get_token_info(None, params)
             except Exception as exc:
-                if isinstance(exc, UserFacingError) and exc.status_code == 403 or is_refusal(exc):
+                if is_refusal(exc):
                     self.log.info("%s refused the refresh token of %s; a new login is needed", self.login_service, name)
                     return False
-                if is_transient(exc) or (isinstance(exc, UserFacingError) and exc.status_code in (502, 503)):
+                if is_transient(exc):
                     self.log.warning("Refreshing the token of %s failed (%s); trying again later", name, describe(exc, self.login_service)[2])
                     return (auth_state.get("expires_at") or 0) > time.time()  # keep a session whose token still works
                 self.log.warning("Refreshing the token of %s failed: %s; a new login is needed", name, describe(exc, self.login_service)[2])

@@ -36,7 +36,10 @@ class ReplyError(TokenReplyError):
 
 
 def is_refusal(exc: BaseException) -> bool:
-    """The tenant answered and said no (400/401/403): a new login is needed, retrying will not help."""
+    """The tenant answered and said no (400/401/403): a new login is needed, retrying will not help.
+    Also when the refusal was already turned into the user's page (raised ``from`` it)."""
+    if isinstance(exc, UserFacingError) and exc.__cause__ is not None:
+        exc = exc.__cause__
     return isinstance(exc, HTTPClientError) and exc.code in (400, 401, 403)
 
 
