@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import textwrap
+
 import httpx
 
 from hub.harness import HubProcess
@@ -22,6 +24,21 @@ c.AgaveOAuthenticator.tas_role_account = "{TAS_ROLE[0]}"
 c.AgaveOAuthenticator.tas_role_password = "{TAS_ROLE[1]}"
 c.AgaveOAuthenticator.tas_timeout = {timeout}
 """ + extra
+
+
+def oidc_config(hub: HubProcess, issuer: str, client_id: str, client_secret: str, extra: str = "") -> str:
+    """Hub config lines: the OpenID Connect authenticator against the provider at ``issuer``."""
+    return textwrap.dedent(f"""
+        c.JupyterHub.authenticator_class = "tenant-oidc"
+        c.TenantOIDCAuthenticator.tenant_id = "example"
+        c.TenantOIDCAuthenticator.tenant_base_url = "{issuer}"
+        c.TenantOIDCAuthenticator.client_id = "{client_id}"
+        c.TenantOIDCAuthenticator.client_secret = "{client_secret}"
+        c.TenantOIDCAuthenticator.oauth_callback_url = "{hub.url}/hub/oauth_callback"
+        c.TenantOIDCAuthenticator.allow_all = True
+        c.TenantOIDCAuthenticator.token_root = "{hub.workdir / 'tokens'}"
+        c.Authenticator.auth_refresh_age = 1
+        """) + textwrap.dedent(extra)
 
 
 def begin_login(browser: httpx.Client) -> str:

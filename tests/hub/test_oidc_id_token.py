@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from hub.flows import oidc_config
 from hub.harness import HubProcess
 from oidc_mock.harness import MockOIDCProvider, complete_mock_login
 from sim.tls import server_tls
@@ -23,18 +24,7 @@ CLIENT_SECRET = "oidc-S3CR3T-frobozz"
 
 
 def hub_config(hub: HubProcess, provider: MockOIDCProvider, extra: str = "") -> str:
-    return f"""
-    c.JupyterHub.authenticator_class = "tenant-oidc"
-    c.TenantOIDCAuthenticator.tenant_id = "example"
-    c.TenantOIDCAuthenticator.tenant_base_url = "{provider.issuer}"
-    c.TenantOIDCAuthenticator.client_id = "{CLIENT_ID}"
-    c.TenantOIDCAuthenticator.client_secret = "{CLIENT_SECRET}"
-    c.TenantOIDCAuthenticator.oauth_callback_url = "{hub.url}/hub/oauth_callback"
-    c.TenantOIDCAuthenticator.allow_all = True
-    c.TenantOIDCAuthenticator.token_root = "{hub.workdir / 'tokens'}"
-    c.TenantOIDCAuthenticator.keep_fresh_interval = 0
-    c.Authenticator.auth_refresh_age = 1
-    """ + extra
+    return oidc_config(hub, provider.issuer, CLIENT_ID, CLIENT_SECRET, "c.TenantOIDCAuthenticator.keep_fresh_interval = 0\n" + extra)
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,7 @@ from urllib.parse import parse_qs, urlparse
 import httpx
 import pytest
 
+from hub.flows import oidc_config
 from hub.harness import HubProcess
 from oidc.harness import OIDCProvider, complete_oidc_login
 
@@ -24,18 +25,8 @@ def oidc_hub(tmp_path: Path):
     hub = HubProcess(tmp_path, "")
     callback = f"{hub.url}/hub/oauth_callback"
     with OIDCProvider(CLIENT_ID, CLIENT_SECRET, [callback], access_ttl=30, require_pkce=True) as provider:
-        hub.config = f"""
-        c.JupyterHub.authenticator_class = "tenant-oidc"
-        c.TenantOIDCAuthenticator.tenant_id = "example"
-        c.TenantOIDCAuthenticator.tenant_base_url = "{provider.issuer}"
-        c.TenantOIDCAuthenticator.client_id = "{CLIENT_ID}"
-        c.TenantOIDCAuthenticator.client_secret = "{CLIENT_SECRET}"
-        c.TenantOIDCAuthenticator.oauth_callback_url = "{callback}"
-        c.TenantOIDCAuthenticator.allow_all = True
-        c.TenantOIDCAuthenticator.username_case_insensitive = True  # "Alice" is "alice" at this provider
-        c.TenantOIDCAuthenticator.token_root = "{tmp_path / 'tokens'}"
-        c.Authenticator.auth_refresh_age = 1
-        """
+        hub.config = oidc_config(hub, provider.issuer, CLIENT_ID, CLIENT_SECRET,
+                                 'c.TenantOIDCAuthenticator.username_case_insensitive = True  # "Alice" is "alice" at this provider\n')
         with hub:
             yield hub, provider
 
