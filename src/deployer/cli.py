@@ -456,7 +456,7 @@ def plan() -> None:
     err.print(f"reading the state of {len(executors)} host{'s' if len(executors) != 1 else ''}", markup=False)
     facts = cluster.gather(deployment, executors)
     config = deployment.config
-    local_images = {image: images.local_id(image) for image in (config.jupyterhub_image, config.jupyter_user_image)}
+    local_images = {image: images.local_id(image) for image in (config.jupyterhub_image, config.jupyter_user_image, config.network_guard_image)}
     layout = Layout.of(deployment)
     result = cluster.plan(deployment, facts, layout, local_images)
     table = Table(box=None, show_header=True, pad_edge=False)

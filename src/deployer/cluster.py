@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from . import images
+from . import images, netguard
 from .commands import Command, cmd, sh
 from .errors import Problem
 from .executor import Result
@@ -49,6 +49,7 @@ class HostFacts:
     paths: dict[str, bool] = field(default_factory=dict)
     listening: set[int] = field(default_factory=set)
     holders: dict[int, set[str]] = field(default_factory=dict)  # listening port -> names of the programs holding it
+    guard: tuple[str, bool] | None = None  # the network guard's (spec hash, running), None when absent
 
 
 def static_paths(deployment: Deployment) -> list[str]:
@@ -57,9 +58,9 @@ def static_paths(deployment: Deployment) -> list[str]:
 
 
 def wanted_images(deployment: Deployment, host: Host) -> list[str]:
-    """The hub gets the hub image, workers the notebook image (never inspected on the hub)."""
+    """The hub gets the hub image, workers the notebook image and the network guard's (never inspected on the hub)."""
     wanted = [deployment.config.jupyterhub_image] if host.has("hub") else []
-    return wanted + ([deployment.config.jupyter_user_image] if host.has("worker") else [])
+    return wanted + ([deployment.config.jupyter_user_image, deployment.config.network_guard_image] if host.has("worker") else [])
 
 
 def gather_one(host: Host, ex: Executor, deployment: Deployment) -> HostFacts:
@@ -77,6 +78,7 @@ def gather_one(host: Host, ex: Executor, deployment: Deployment) -> HostFacts:
         for image in wanted_images(deployment, host):
             facts.images[image] = images.image_id(ex, image)
     if host.has("worker"):
+        facts.guard = netguard.parse_current(ex.run(netguard.read_command(Layout.of(deployment))).stdout)
         for path in static_paths(deployment):
             facts.paths[path] = ex.run(cmd("test", "-d", path), check=False).code == 0
     ss = ex.run(cmd("ss", "-Htlnp"), check=False)  # 80/443 on the hub, 2377/7946 on every host, with their programs
@@ -182,4 +184,13 @@ def plan(deployment: Deployment, facts: dict[str, HostFacts], layout: Layout, lo
                 result.add(host.host_id, cmd("docker", "pull", image, why=f"pull image {image} (not on this machine)"))
             else:
                 result.add(host.host_id, cmd("docker", "load", why=f"send image {image} from this machine (docker save | ssh docker load)"))
+    guard_image = deployment.config.network_guard_image
+    for host in deployment.workers:
+        f = facts[host.host_id]
+        image_id = local_images.get(guard_image) or f.images.get(guard_image) or ""
+        commands = netguard.commands(netguard.spec(deployment, layout, image_id), f.guard)
+        for command in commands:
+            result.add(host.host_id, command)
+        if not commands:
+            result.ok(host.host_id, "network guard running")
     return result

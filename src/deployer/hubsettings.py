@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from deployer_hub import netguard
 from deployer_hub.tenants import Flavour
 
 from .loader import Deployment
@@ -114,6 +115,9 @@ def settings(deployment: Deployment, layout: Layout, *, ssl: bool = True, https_
             "token_root": "" if local_dev else layout.token_root,  # no tenant tokens to deliver
             "managed_root": layout.share_dir,
             "constraints": ["node.labels.deployer.worker==true"],
+            # The network guard on each worker firewalls the containers with this label and opens
+            # the port the hub reaches them on (deployer_hub.netguard).
+            "guard": {"label": layout.name, "port": netguard.NOTEBOOK_PORT + netguard.GUARDED_PORT_OFFSET},
             "nfs": {"server": nfs_server, "root": layout.share_dir, "export": "/"} if nfs_server else None,
         },
     }

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from . import hubsettings, images, tls
+from . import hubsettings, images, netguard, tls
 from .commands import Command, cmd, sh
 from .errors import DeployerError
 from .executor import LocalExecutor
@@ -128,6 +128,9 @@ def up(deployment: Deployment, ex: LocalExecutor | None = None, *, https_port: i
     for command in directory_commands(deployment, layout):
         ex.run(command)
         ran.append(command)
+    for command in guard_commands(deployment, layout, ex, https_port=https_port, http_port=http_port):
+        ex.run(command)
+        ran.append(command)
     spec, self_signed = hub_spec(deployment, layout, state, https_port=https_port, http_port=http_port,
                                  image_id=images.image_id(ex, deployment.config.jupyterhub_image) or "")
     facts = read_facts(ex, layout)
@@ -138,6 +141,17 @@ def up(deployment: Deployment, ex: LocalExecutor | None = None, *, https_port: i
             wait_until_gone(ex, layout.hub_service)
     wait_for_hub(f"https://127.0.0.1:{https_port}", wait, ex, layout)
     return Outcome(f"https://{deployment.config.jupyterhub_host}", ran, self_signed)
+
+
+def guard_commands(deployment: Deployment, layout: Layout, ex, *, https_port: int = 443, http_port: int = 80) -> list[Command]:
+    """Start or replace the executor's host's network guard when its spec differs from the running one."""
+    image = deployment.config.network_guard_image
+    image_id = images.image_id(ex, image)
+    if image_id is None:
+        raise images.ImageError(f"{ex.host}: the network guard's image {image} is not there; build it with scripts/build-images "
+                                "(or set network_guard_image to an image the host has)")
+    spec = netguard.spec(deployment, layout, image_id, https_port=https_port, http_port=http_port)
+    return netguard.commands(spec, netguard.parse_current(ex.run(netguard.read_command(layout)).stdout))
 
 
 def wait_until_gone(ex: LocalExecutor, service: str, timeout: float = 60) -> None:
@@ -172,8 +186,10 @@ def down(deployment: Deployment, ex: LocalExecutor | None = None) -> None:
     remove(Layout.of(deployment), ex or LocalExecutor())
 
 
-def remove(layout: Layout, ex: LocalExecutor) -> None:
+def remove(layout: Layout, ex: LocalExecutor) -> bool:
+    """Returns whether the host's network guard was there (and is now removed)."""
     label = f"label=deployer={layout.name}"
+    guard_removed = "removed" in ex.run(netguard.remove_command(layout)).stdout
     services = _lines(ex, "docker", "service", "ls", "--filter", label, "--format", "{{.Name}}")
     services |= _lines(ex, "docker", "service", "ls", "--filter", f"name={layout.notebook_prefix}", "--format", "{{.Name}}")
     if services:
@@ -191,6 +207,6 @@ def remove(layout: Layout, ex: LocalExecutor) -> None:
         # Notebooks hold the tenant CA config until their tasks have left, as they hold the network.
         left |= _lines(ex, "docker", "config", "ls", "--filter", label, "--format", "{{.Name}}")
         if not left:
-            return
+            return guard_removed
         time.sleep(1)
     raise DeployerError(f"Docker objects of {layout.name} are still in use after 60 s: {', '.join(sorted(left))}")

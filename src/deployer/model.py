@@ -17,13 +17,14 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainValidator, SecretStr, field_validator
 from pydantic_core import PydanticCustomError
 
-from deployer_hub import tenants
+from deployer_hub import netguard, tenants
 from deployer_hub.tenants import Flavour
 
 from . import mounts
 
 DEFAULT_HUB_IMAGE = "deployer/jupyterhub:0.1.0"
 DEFAULT_USER_IMAGE = "taccsciapps/jupyteruser-base:latest"
+DEFAULT_NETGUARD_IMAGE = "deployer/netguard:0.1.0"
 DEFAULT_CULL_TIMEOUT = 86400
 #: The OpenID Connect claim that names the user, unless oidc_username_claim says otherwise.
 DEFAULT_USERNAME_CLAIM = "preferred_username"
@@ -214,6 +215,35 @@ def _pids_limit(value: Any) -> int:
     return value
 
 
+def _egress_targets(value: Any) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        fail("must be a list of ADDRESS[/PREFIX][:PORT] entries, e.g. [10.1.0.0/16, db.example.org:5432]")
+    found = []
+    for index, item in enumerate(value):
+        try:
+            found.append(str(netguard.Target.parse(item)))
+        except netguard.TargetError as exc:
+            fail(f"entry {index + 1}: {exc}")
+    return tuple(found)
+
+
+def _egress_rules(value: Any) -> dict[str, bool]:
+    if value is None:
+        return dict(netguard.ALLOW_RULES)
+    if not isinstance(value, dict):
+        fail(f"must be a mapping of {', '.join(netguard.ALLOW_RULES)} to true or false")
+    rules = dict(netguard.ALLOW_RULES)
+    for key, allowed in value.items():
+        if key not in netguard.ALLOW_RULES:
+            fail(f"unknown rule {str(key)[:40]!r}; the rules are {', '.join(netguard.ALLOW_RULES)}")
+        if not isinstance(allowed, bool):
+            fail(f"{key} must be true or false, got {type(allowed).__name__}")
+        rules[key] = allowed
+    return rules
+
+
 def _username_claim(value: Any) -> str:
     if not isinstance(value, str):
         fail(f"must be the name of a claim such as {DEFAULT_USERNAME_CLAIM} or email, got {type(value).__name__}")
@@ -280,6 +310,12 @@ class JupyterHubConfig(BaseModel):
     notebook_pids_limit: Annotated[int, PlainValidator(_pids_limit)] = DEFAULT_PIDS_LIMIT
     notebook_offer_lab: bool = True
     use_stock_nfs: bool = False
+    #: What notebooks may reach besides the hub API and the tenant (z2jh's egressAllowRules).
+    notebook_egress_allow_rules: Annotated[dict[str, bool], PlainValidator(_egress_rules)] = Field(default_factory=lambda: dict(netguard.ALLOW_RULES))
+    notebook_egress_allow: Annotated[tuple[str, ...], PlainValidator(_egress_targets)] = ()
+    notebook_egress_deny: Annotated[tuple[str, ...], PlainValidator(_egress_targets)] = ()
+    #: The per-host firewall of the notebook containers.
+    network_guard_image: Image = DEFAULT_NETGUARD_IMAGE
 
     @field_validator("volume_mounts", mode="before")
     @classmethod

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Callable
 
-from . import __version__, cluster, images, localhub, nfs
+from . import __version__, cluster, images, localhub, netguard, nfs
 from .cluster import Executor, HostFacts
 from .commands import Command, cmd, sh
 from .errors import ConfigError, DeployerError
@@ -169,16 +169,16 @@ class Rollout:
     # --- deploy and update ---------------------------------------------------------------------
 
     def deploy(self) -> Report:
-        return self.locked(lambda: self._deploy(full=True), 7)
+        return self.locked(lambda: self._deploy(full=True), 8)
 
     def update(self) -> Report:
-        return self.locked(lambda: self._deploy(full=False), 4)
+        return self.locked(lambda: self._deploy(full=False), 5)
 
     def _deploy(self, full: bool) -> None:
         self.phase("reading every host")
         facts = self.gather()
         self.phase("checking ports, paths and swarm membership")
-        local_images = {image: images.local_id(image) for image in (self.d.config.jupyterhub_image, self.d.config.jupyter_user_image)}
+        local_images = {image: images.local_id(image) for image in (self.d.config.jupyterhub_image, self.d.config.jupyter_user_image, self.d.config.network_guard_image)}
         if not full:
             hub_facts = facts[self.hub.host_id]
             if not (hub_facts.swarm_state == "active" and hub_facts.manager):
@@ -195,6 +195,8 @@ class Rollout:
             self.share()
         self.phase("images")
         self.images(facts, local_images)
+        self.phase("the notebooks' network guard on every worker")
+        self.guards()
         self.phase("the hub service")
         self.hub_service()
 
@@ -290,6 +292,13 @@ class Rollout:
 
         self.each([h.host_id for h in self.d.hosts], provide)
 
+    def guards(self) -> None:
+        def guard(host_id: str) -> None:
+            for command in localhub.guard_commands(self.d, self.layout, self.ex[host_id]):
+                self.run(host_id, command)
+
+        self.each([w.host_id for w in self.d.workers], guard)
+
     def hub_service(self) -> None:
         layout, hub, ex = self.layout, self.hub, self.hub_ex
         state = HostStateDir(ex, f"{layout.state_root}/{layout.name}/state")
@@ -326,9 +335,16 @@ class Rollout:
         hub_facts = cluster.gather_one(hub, self.hub_ex, self.d)
         if hub_facts.swarm_state == "active" and hub_facts.manager:
             present = localhub.read_facts(self.hub_ex, layout)
-            localhub.remove(layout, self.hub_ex)
+            if localhub.remove(layout, self.hub_ex):
+                self.report.results[hub.host_id].changes.append("removed the network guard")
             if present.networks or present.secrets or present.configs or present.hub_spec_hash is not None:
                 self.report.results[hub.host_id].changes.append("removed the hub, notebooks, secrets, configs and network")
+
+        def unguard(host_id: str) -> None:
+            if "removed" in self.ex[host_id].run(netguard.remove_command(layout)).stdout:
+                self.report.results[host_id].changes.append("removed the network guard")
+
+        self.each([h.host_id for h in self.d.hosts], unguard)
         self.phase("the share: worker mounts and the NFS export")
         others = [w.host_id for w in self.d.workers if w.host_id != hub.host_id]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from deployer import netguard
 from deployer.cluster import HostFacts, plan
 from deployer.discovery import discover
 from deployer.hubsettings import Layout
@@ -28,14 +29,23 @@ def test_fresh_hosts_get_swarm_and_images(site) -> None:
              for h in ("hub1", "worker1", "worker2")}
     p = plan(d, facts, Layout.of(d), {USER_IMAGE: "sha256:u", HUB_IMAGE: "sha256:h"})
     assert [str(c) for c in p.commands["hub1"]][0] == "docker swarm init --advertise-addr 10.10.0.10"
-    assert [c.why for c in p.commands["worker1"]] == ["join the swarm as a worker", f"send image {USER_IMAGE} from this machine (docker save | ssh docker load)"]
+    assert [c.why for c in p.commands["worker1"]] == ["join the swarm as a worker", f"send image {USER_IMAGE} from this machine (docker save | ssh docker load)",
+                                                     "the notebooks' network guard"]
+    assert "hub1" not in [h for h, cs in p.commands.items() if any("netguard" in str(c) for c in cs)]  # the hub runs no notebooks
     assert "10.10.0.10:2377" in p.commands["worker2"][0].argv
     assert not p.problems
 
 
+def guarded(d, facts: dict[str, HostFacts]) -> dict[str, HostFacts]:
+    """The workers' network guards run with the spec the plan wants."""
+    for host in d.workers:
+        facts[host.host_id].guard = (netguard.spec(d, Layout.of(d), "").spec_hash, True)
+    return facts
+
+
 def test_nothing_to_do_when_everything_is_in_place(site) -> None:
     d = deployment_of(site())
-    p = plan(d, ready_facts(), Layout.of(d))
+    p = plan(d, guarded(d, ready_facts()), Layout.of(d))
     assert p.commands == {} and not p.problems
     assert "swarm manager already (n1)" in p.notes["hub1"]
 
@@ -80,7 +90,7 @@ def test_swarm_ports_still_held_by_dockerd_after_leaving_are_not_another_program
 
 def test_an_image_rebuilt_under_the_same_tag_is_sent_again_and_a_missing_one_pulled(site) -> None:
     d = deployment_of(site())
-    p = plan(d, ready_facts(), Layout.of(d), {USER_IMAGE: "sha256:NEW"})
+    p = plan(d, guarded(d, ready_facts()), Layout.of(d), {USER_IMAGE: "sha256:NEW"})
     assert [c.why for c in p.commands["worker1"]] == [f"send image {USER_IMAGE} from this machine (docker save | ssh docker load)"]
     facts = ready_facts()
     facts["hub1"].images[HUB_IMAGE] = None

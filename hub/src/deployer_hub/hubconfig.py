@@ -84,6 +84,8 @@ def apply(c: Any, settings_path: str, secrets_dir: str = "/run/secrets") -> dict
     if nb.get("memory_limit"):
         s.mem_limit = nb["memory_limit"]
     s.pids_limit = int(nb.get("pids_limit", 4096))
+    if nb.get("guard"):
+        s.guard_label, s.guarded_port = nb["guard"]["label"], int(nb["guard"]["port"])
     if nb.get("nfs"):
         s.nfs_server, s.nfs_root, s.nfs_export = nb["nfs"]["server"], nb["nfs"]["root"], nb["nfs"]["export"]
     s.start_timeout = nb.get("start_timeout", 180)

@@ -10,6 +10,8 @@ what that one lacks for a TACC-style hub:
 * the user's token directory mounted where agavepy and tapipy look;
 * the tenant's extra CA certificates (a Docker config) in every notebook, where the image's
   entrypoint joins them with the system CAs for requests, agavepy, tapipy, curl and ssl;
+* every notebook behind the network guard (:mod:`deployer_hub.netguard`): labelled for it, and
+  reached only through the port the guard opens once the container's firewall is loaded;
 * Docker calls run on a pool shared by all users, not one thread for the whole hub;
 * every wait is bounded, and the usual failures (image missing on the node, bind path
   missing on the node, no worker available) become messages the user reads.
@@ -39,7 +41,7 @@ from docker.types import (
 from dockerspawner import SwarmSpawner
 from traitlets import Bool, Float, Integer, List, Unicode, default
 
-from . import mounts, names, paths, tokenfiles
+from . import mounts, names, netguard, paths, tokenfiles
 from .auth import IMAGE_GID, IMAGE_UID, Identity, UserFacingError
 
 #: Where the tenant's extra CA certificates (a Docker config) appear in a notebook container.
@@ -76,6 +78,17 @@ class TenantSwarmSpawner(SwarmSpawner):
         4096, config=True,
         help="Most processes and threads one notebook may run (a fork bomb stops there, not at the worker's limit). 0: no limit.",
     )
+    guard_label = Unicode(
+        "", config=True,
+        help=f"The deployment's name: notebook containers get the label {netguard.LABEL}=<this>, which the network guard "
+        "on each worker firewalls. Empty: no guard (the hub reaches the server on its own port).",
+    )
+    guarded_port = Integer(
+        netguard.NOTEBOOK_PORT + netguard.GUARDED_PORT_OFFSET, config=True,
+        help="The port the network guard redirects to the server's once the container's firewall is loaded: the hub "
+        "reaches notebooks only there, so it never routes a user to an unguarded server.",
+    )
+    guard_timeout = Float(30.0, config=True, help="Seconds a started server may wait for its worker's network guard before the start fails.")
     image_user = Unicode("jupyter", config=True, help="The image's user name, used when only a gid is configured.")
     managed_root = Unicode(
         "", config=True,
@@ -212,6 +225,7 @@ class TenantSwarmSpawner(SwarmSpawner):
             raise UserFacingError(403, "Your server cannot start: it would run as the root user or group. Please contact support.")
         self._create_managed_dirs(self.rendered_mounts(), uid, gid)
         container = dict(image=self.image, env=self.get_env(), args=(await self.get_command()), mounts=self.mounts,
+                         labels={netguard.LABEL: self.guard_label} if self.guard_label else None,
                          configs=(await self.ca_configs()) or None,
                          # No capabilities at all, even for a process that became uid 0 somehow; the image's
                          # entrypoint also sets no_new_privs, so no setuid program can raise privileges.
@@ -296,15 +310,30 @@ class TenantSwarmSpawner(SwarmSpawner):
         late on average, up to 5 s. Once the port is open here, that check passes at its first try."""
         host, port = await self.get_ip_and_port()
         deadline = time.monotonic() + self.http_timeout
+        unguarded_since: float | None = None
         while time.monotonic() < deadline:
-            try:
-                _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout=2)
-            except (OSError, asyncio.TimeoutError):
-                await asyncio.sleep(self.ready_interval)
-                continue
-            writer.close()
-            return
+            if await self._accepts(host, port):
+                return
+            if self.guard_label and await self._accepts(host, self.port):
+                # The server listens but its firewall is not loaded: the guard is missing or failing.
+                unguarded_since = unguarded_since or time.monotonic()
+                if time.monotonic() - unguarded_since > self.guard_timeout:
+                    node = await self._node_name((await self.get_task() or {}).get("NodeID"))
+                    self.log.error("The network guard on %s did not protect %s's notebook within %.0f s (is the container %s-netguard "
+                                   "running there? `docker logs` it)", node or "its worker", self.user.name, self.guard_timeout, self.guard_label)
+                    raise UserFacingError(503, f"Your server started, but the network protection on {node or 'its worker'} did not "
+                                               "come up, so it was stopped. Please try again later or contact support.")
+            await asyncio.sleep(self.ready_interval)
         # not listening in time: JupyterHub's own check fails the spawn with its usual message
+
+    @staticmethod
+    async def _accepts(host: str, port: int) -> bool:
+        try:
+            _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout=2)
+        except (OSError, asyncio.TimeoutError):
+            return False
+        writer.close()
+        return True
 
     async def get_ip_and_port(self) -> tuple[str, int]:
         """The task's address on the notebook network rather than the service name.
@@ -312,11 +341,12 @@ class TenantSwarmSpawner(SwarmSpawner):
         The hub's HTTP client (aiohttp with aiodns, i.e. c-ares) caches DNS answers for their TTL,
         and Docker's embedded DNS answers with 600 s: a user's server re-created within ten minutes
         of the last one was looked for at the old container's address until http_timeout."""
+        port = self.guarded_port if self.guard_label else self.port  # behind the guard: only its gate
         task = await self.get_task()
         for attachment in (task or {}).get("NetworksAttachments") or []:
             if attachment.get("Network", {}).get("Spec", {}).get("Name") == self.network_name and attachment.get("Addresses"):
-                return attachment["Addresses"][0].split("/")[0], self.port
-        return self.service_name, self.port
+                return attachment["Addresses"][0].split("/")[0], port
+        return self.service_name, port
 
     async def _explain(self, task: dict, error: str) -> str:
         node = await self._node_name(task.get("NodeID"))
