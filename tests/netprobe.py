@@ -9,6 +9,7 @@ gives "closed"; a listener gives "open" (or the HTTP status for an http target).
 from __future__ import annotations
 
 import json
+import shlex
 import subprocess
 from dataclasses import dataclass
 
@@ -62,10 +63,13 @@ def tcp(name: str, host: str, port: int, allowed: bool = False) -> Target:
     return Target(name, "tcp", allowed, host=host, port=port)
 
 
-def probe(exec_argv: list[str], targets: list[Target], timeout: float = 300) -> dict[str, str]:
-    """Runs the probe with ``exec_argv`` (e.g. ["docker", "exec", ID]) + ["python3", "-c", PROBE, targets]."""
-    argv = [*exec_argv, "python3", "-c", PROBE, json.dumps([t.as_json() for t in targets])]
-    result = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+def probe(exec_argv: list[str], targets: list[Target], timeout: float = 300, *, remote: list[str] | None = None) -> dict[str, str]:
+    """Runs the probe with ``exec_argv`` (e.g. ["docker", "exec", "-i", ID]) + ["python3", "-", targets], the
+    program on stdin; with ``remote`` (an ssh command line) that command runs on the remote host."""
+    argv = [*exec_argv, "python3", "-", json.dumps([t.as_json() for t in targets])]
+    if remote:
+        argv = [*remote, shlex.join(argv)]
+    result = subprocess.run(argv, input=PROBE, capture_output=True, text=True, timeout=timeout)
     if "RESULT" not in result.stdout:
         raise AssertionError(f"the probe did not run ({' '.join(exec_argv)}): {result.stderr[-2000:]}")
     return json.loads(result.stdout.split("RESULT", 1)[1])

@@ -88,9 +88,9 @@ def test_a_notebook_reaches_the_hub_api_dns_and_the_tenant_and_nothing_else(hub,
         tcp("host 172.17.0.1:2377 (docker0)", "172.17.0.1", 2377),
         tcp("cloud metadata 169.254.169.254:80", "169.254.169.254", 80),
     ]
-    seen = probe(["docker", "exec", jdoe], targets)
+    seen = probe(["docker", "exec", "-i", jdoe], targets)
     # The control: the same probe from a container on the same network that is not a notebook.
-    control = probe(["docker", "run", "--rm", "--network", NETWORK, "--entrypoint", "", "deployer/jupyteruser:0.1.0"],
+    control = probe(["docker", "run", "--rm", "-i", "--network", NETWORK, "--entrypoint", "", "deployer/jupyteruser:0.1.0"],
                     [t for t in targets if t.name.startswith(("host", "hub container"))])
     print(f"\nFrom jdoe's notebook (uid 5001) on this machine's hub:\n{table(targets, seen, control)}")
     assert not wrong(targets, seen)

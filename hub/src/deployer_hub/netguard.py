@@ -310,12 +310,18 @@ def host_view() -> tuple[tuple[ipaddress.IPv4Address, ...], tuple[ipaddress.IPv4
     return tuple(local), tuple(bridges), tuple(resolvers)
 
 
+_unresolved: set[str] = set()
+
+
 def resolve_name(name: str) -> list[str]:
     try:
-        return sorted({info[4][0] for info in socket.getaddrinfo(name, None, socket.AF_INET)})
+        found = sorted({info[4][0] for info in socket.getaddrinfo(name, None, socket.AF_INET)})
     except OSError:
+        found = []
+    if not found and name not in _unresolved:  # said once per name, not at every sweep
         log(f"cannot resolve {name}; it is left out of the rules until it resolves")
-        return []
+    (_unresolved.add if not found else _unresolved.discard)(name)
+    return found
 
 
 def log(text: str) -> None:
