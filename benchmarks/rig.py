@@ -210,6 +210,9 @@ def deploy_ours(deployment: Deployment, state: StateDir) -> Hub:
             ex.run(command)
     for command in localhub.directory_commands(deployment, OURS):
         ex.run(command)
+    # The notebooks' network guard: ours is measured with its firewall and gate, as deployed.
+    for command in localhub.guard_commands(deployment, OURS, ex, https_port=OURS_PORTS[0], http_port=OURS_PORTS[1]):
+        ex.run(command)
     image_id = images.image_id(ex, deployment.config.jupyterhub_image) or ""
     spec, _ = localhub.hub_spec(deployment, OURS, state, image_id=image_id)  # inside the container: 443 and 80, as deployed
     spec = dataclasses.replace(spec, https_port=OURS_PORTS[0], http_port=OURS_PORTS[1])  # published elsewhere

@@ -75,9 +75,9 @@ def probe(exec_argv: list[str], targets: list[Target], timeout: float = 300, *, 
     return json.loads(result.stdout.split("RESULT", 1)[1])
 
 
-def table(targets: list[Target], seen: dict[str, str], control: dict[str, str] | None = None) -> str:
-    """target | expected | observed | (from an unguarded container) | ok."""
-    rows = [("target", "expected", "observed from the notebook", "unguarded control", "ok")]
+def table(targets: list[Target], seen: dict[str, str], control: dict[str, str] | None = None, control_name: str = "control") -> str:
+    """target | expected | observed | the control's observation | ok."""
+    rows = [("target", "expected", "observed from the notebook", control_name, "ok")]
     for t in targets:
         expected = "reached" if t.allowed else "refused"
         ok = t.reached(seen[t.name]) == t.allowed

@@ -20,6 +20,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -30,6 +31,7 @@ from deployer.ssh import SSHExecutor
 from conftest import NOTICES
 from lab.conftest import LAB_SHARE
 from lab.harness import Lab
+from netprobe import Target, probe, table, tcp, wrong
 from sim.tenant import TenantSimulator, complete_login
 from sim.tls import server_tls
 
@@ -40,7 +42,7 @@ SCOPE = "jupyterhub.lab.sim"
 NAME = "jupyterhub-lab-sim"
 CLIENT = ("lab-hub", "S3CR3T-client-xyzzy")
 TAS_ROLE = ("jhub-role", "S3CR3T-tas-plugh")
-USERS = {"jdoe": ("pw-jdoe", 5001, 6001)}
+USERS = {"jdoe": ("pw-jdoe", 5001, 6001), "bob": ("pw-bob", 5002, 6002)}
 SUBSTITUTION = ("LAB SUBSTITUTION: the workers do not mount the hub's NFS export (this kernel has no NFS client); "
                 f"{LAB_SHARE} is one Docker volume mounted into all three lab hosts. The NFS server side is real "
                 "(nfs-ganesha on the hub, read from a worker with nfs-cat).")
@@ -221,16 +223,99 @@ def test_browser_login_reaches_jupyterlab_on_a_worker_with_the_hubs_token_file(d
     print(f"notebook of jdoe on {worker}; token file written by the hub on the share, read inside the container")
 
 
+def running_notebook(hub: str, user: str) -> httpx.Client:
+    """The user's logged-in client, with their server started (as the home page's button does) if it was not."""
+    browser = http_login(hub, user)
+    if not notebook_answers(browser, user):
+        browser.get("/hub/home")
+        browser.post(f"/hub/api/users/{user}/server", headers={"X-XSRFToken": browser.cookies.get("_xsrf", "")})
+        deadline = time.monotonic() + 240
+        while not notebook_answers(browser, user):
+            assert time.monotonic() < deadline, f"the notebook of {user} did not start"
+            time.sleep(2)
+    return browser
+
+
+@pytest.fixture
+def outside(lab: Lab):
+    """A cloud metadata service (169.254.169.254:80) and "the outside world" (203.0.113.10:8080, a
+    documentation address that is not private) on one container of the lab network, routed to from
+    every lab host: the probes reach real listeners and no packet leaves this machine."""
+    name = f"{lab.prefix}-outside"
+    subprocess.run(["docker", "rm", "-f", name], capture_output=True)
+    subprocess.run(["docker", "run", "-d", "--name", name, "--network", lab.network, "--cap-add", "NET_ADMIN", "--entrypoint", "sh",
+                    "deployer/lab-host:latest", "-c", "ip addr add 169.254.169.254/32 dev lo && ip addr add 203.0.113.10/32 dev lo && "
+                    "cd /tmp && (python3 -m http.server 80 & python3 -m http.server 8080 & wait)"], check=True, capture_output=True)
+    address = subprocess.run(["docker", "inspect", name, "--format", f'{{{{(index .NetworkSettings.Networks "{lab.network}").IPAddress}}}}'],
+                             capture_output=True, text=True, check=True).stdout.strip()
+    for host in lab.hosts:
+        lab.ssh(host, f"ip route replace 169.254.169.254/32 via {address} && ip route replace 203.0.113.10/32 via {address}")
+    yield
+    for host in lab.hosts:
+        lab.ssh(host, "ip route del 169.254.169.254/32; ip route del 203.0.113.10/32", check=False)
+    subprocess.run(["docker", "rm", "-f", name], capture_output=True)
+
+
+def overlay_ip(lab: Lab, service: str) -> str:
+    script = (f"docker inspect $(docker service ps -q --filter desired-state=running {service}) --format '{{{{json .NetworksAttachments}}}}'")
+    for attachments in text(lab.ssh("hub", script)).splitlines():
+        for a in json.loads(attachments) or []:
+            if a["Network"]["Spec"]["Name"] == f"{NAME}-net" and a.get("Addresses"):
+                return a["Addresses"][0].split("/")[0]
+    raise AssertionError(f"{service} has no address on {NAME}-net")
+
+
+def test_a_notebook_reaches_the_hub_api_the_tenant_and_the_world_but_no_host_or_other_notebook(deployed, lab: Lab, tenant, outside) -> None:
+    hub = lab.hosts["hub"]
+    running_notebook(hub, "jdoe")
+    running_notebook(hub, "bob")  # bob's tokens are on the share now, and his server runs
+    worker, container = notebook_container(lab, "jdoe")
+    bob_worker, _ = notebook_container(lab, "bob")
+    bob_ip, hub_ip = overlay_ip(lab, f"{NAME}-nb-bob"), overlay_ip(lab, f"{NAME}-hub")
+    gateway = urlsplit(tenant.agave_base_url)
+    targets = [
+        Target("hub API (the URL the server is given)", "http", True, url=f"http://{NAME}-hub:8081/hub/api/"),
+        Target("DNS: the hub's service name", "dns", True, host=f"{NAME}-hub"),
+        tcp(f"tenant {gateway.hostname}:{gateway.port}", gateway.hostname, gateway.port, allowed=True),
+        tcp(f"hub {hub}:443 (its public URL, as from anywhere)", hub, 443, allowed=True),
+        Target("outside world 203.0.113.10:8080", "http", True, url="http://203.0.113.10:8080/"),
+        Target("cloud metadata 169.254.169.254:80", "http", False, url="http://169.254.169.254/"),
+        *[tcp(f"hub {hub}:{port} ({what})", hub, port) for port, what in
+          ((2049, "NFS"), (111, "rpcbind"), (2377, "swarm manager"), (7946, "swarm gossip"), (22, "ssh"))],
+        *[tcp(f"{w} {lab.hosts[w]}:{port} ({what}{', its own host' if w == worker else ''})", lab.hosts[w], port)
+          for w in ("worker1", "worker2") for port, what in ((7946, "swarm gossip"), (22, "ssh"))],
+        tcp(f"bob's notebook :8888 (on {bob_worker})", bob_ip, 8888),
+        tcp(f"bob's notebook, the hub's gate :8889 (on {bob_worker})", bob_ip, 8889),
+        tcp("hub container :443 on the overlay", hub_ip, 443),
+    ]
+    seen = probe(["docker", "exec", "-i", container], targets, remote=lab.ssh_command(worker))
+    # The same from the worker itself: host traffic is not container traffic (its NFS and SSH keep working).
+    host_targets = [t for t in targets if not t.name.startswith(("hub API", "DNS", "bob", "hub container"))]
+    from_host = probe([], host_targets, remote=lab.ssh_command(worker))
+
+    # A user-space NFS client claiming bob's uid (AUTH_SYS believes it) against the hub's export.
+    token = f"nfs://{hub}{LAB_SHARE}/tokens/sim/bob/current?version=4&uid=5002&gid=6002"
+    lab.ssh(worker, f"docker cp -L /usr/bin/nfs-cat {container}:/tmp/nfs-cat && "
+                    f"for lib in $(ldd /usr/bin/nfs-cat | awk '/libnfs/ {{print $3}}'); do docker cp -L $lib {container}:/tmp/; done")
+    spoof_in_notebook = lab.ssh(worker, f"docker exec -e LD_LIBRARY_PATH=/tmp {container} timeout 20 /tmp/nfs-cat {shlex.quote(token)}",
+                                check=False, timeout=60)
+    spoof_on_host = lab.ssh(worker, f"timeout 20 nfs-cat {shlex.quote(token)}", check=False, timeout=60)
+    bobs_file = text(lab.ssh("hub", f"cat {LAB_SHARE}/tokens/sim/bob/current"))
+    spoof = Target("spoofed-uid NFS read of bob's token file", "tcp", False)
+    seen[spoof.name] = "read it" if spoof_in_notebook.returncode == 0 else "failed"
+    from_host[spoof.name] = "read it" if text(spoof_on_host) == bobs_file else f"failed ({spoof_on_host.stderr[-200:]!r})"
+    print(f"\nFrom jdoe's notebook (uid 5001) on {worker}, 3-host lab; control: the same from {worker} itself:\n"
+          f"{table(targets + [spoof], seen, from_host, f'from {worker} itself')}")
+    assert not wrong(targets, seen)
+    assert seen[spoof.name] == "failed" and bobs_file not in text(spoof_in_notebook)
+    assert from_host[spoof.name] == "read it"  # the worker's own NFS access is untouched
+    for t in host_targets:  # every refusal is the guard's: the worker itself reaches each target
+        assert t.reached(from_host[t.name]), f"{t.name} is not reachable from {worker} itself ({from_host[t.name]}): the refusal proves nothing"
+
+
 def test_update_replaces_the_hub_and_keeps_the_running_notebook(deployed, lab: Lab, site: Path) -> None:
     hub = lab.hosts["hub"]
-    browser = http_login(hub, "jdoe")
-    if not notebook_answers(browser, "jdoe"):  # run alone: start one as the home page's button does
-        browser.get("/hub/home")
-        browser.post("/hub/api/users/jdoe/server", headers={"X-XSRFToken": browser.cookies.get("_xsrf", "")})
-        deadline = time.monotonic() + 240
-        while not notebook_answers(browser, "jdoe"):
-            assert time.monotonic() < deadline, "the notebook did not start"
-            time.sleep(2)
+    browser = running_notebook(hub, "jdoe")
     worker, container = notebook_container(lab, "jdoe")
     old_hub = hub_container(lab)
     result = deployer(site, "update", "-o", "cull_idle_notebook_timeout=7200")
