@@ -1,0 +1,572 @@
+"""The allowlisting Docker API proxy (deployer_hub.dockerproxy) against the real engine: the real
+spawner works through it, and everything a compromised hub would try instead is refused with 403
+before it reaches the engine."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import http.client
+import io
+import json
+import os
+import re
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import docker
+import docker.errors
+import pytest
+from deployer_hub.auth import UserFacingError
+from deployer_hub.dockerproxy import nfs_volume_name
+from deployer_hub.mounts import RenderedMount
+from deployer_hub.spawner import TenantSwarmSpawner
+from docker.types import ContainerSpec, EndpointSpec, Mount, Placement, Resources, RestartPolicy, TaskTemplate
+from jupyterhub.objects import Hub
+
+from swarm.conftest import docker as docker_cli
+
+pytestmark = pytest.mark.swarm
+
+ROOT = Path(__file__).resolve().parents[2]
+PREFIX = "pxtest-nb"  # the deployment's notebooks; every object of this test is named pxtest-*
+NETWORK = "pxtest-net"
+OTHER_NETWORK = "pxtest-other-net"
+CA_CONFIG = "pxtest-ca"
+OTHER_CONFIG = "pxtest-xcfg"  # not below the policy's config_prefix
+OUTSIDER = "pxtest-outsider"  # a service of someone else on the same swarm
+IMAGE = "deployer/jupyteruser:0.1.0"
+WORKER = "node.labels.deployer.worker==true"
+NFS_SERVER = "10.0.0.1"
+
+
+def cleanup() -> None:
+    """Every pxtest-* object, also those a killed run left."""
+    services = docker_cli("service", "ls", "--filter", "name=pxtest-", "--format", "{{.Name}}", check=False).split()
+    if services:
+        docker_cli("service", "rm", *services, check=False)
+    docker_cli("config", "rm", CA_CONFIG, OTHER_CONFIG, check=False)
+    for _ in range(30):  # a network is busy until the removed tasks have let go of it
+        docker_cli("network", "rm", NETWORK, OTHER_NETWORK, check=False)
+        if not docker_cli("network", "ls", "-q", "--filter", "name=pxtest-", check=False):
+            return
+        time.sleep(1)
+
+
+@dataclass
+class Proxy:
+    socket: str
+    log: Path
+    share: Path
+    process: subprocess.Popen
+
+    def client(self) -> docker.APIClient:
+        return docker.APIClient(base_url=f"unix://{self.socket}", version="auto", timeout=60)
+
+    def log_lines(self, since: int = 0) -> list[str]:
+        return self.log.read_text().splitlines()[since:]
+
+
+@pytest.fixture(scope="module")
+def proxy(images, tmp_path_factory) -> Iterator[Proxy]:
+    cleanup()
+    docker_cli("network", "create", "--driver", "overlay", "--attachable", NETWORK)
+    docker_cli("network", "create", "--driver", "overlay", "--attachable", OTHER_NETWORK)
+    for name in (CA_CONFIG, OTHER_CONFIG):
+        subprocess.run(["docker", "config", "create", name, "-"], input=b"-----BEGIN CERTIFICATE-----\n", check=True, capture_output=True)
+    docker_cli("service", "create", "--detach", "--quiet", "--no-resolve-image", "--name", OUTSIDER, "--restart-condition", "none", IMAGE, "sleep", "600")
+    base = tmp_path_factory.mktemp("docker-proxy")
+    share = base / "share"
+    (share / "data" / "sim" / "jdoe").mkdir(parents=True)
+    policy = {
+        "listen": str(base / "run" / "docker.sock"), "upstream": "/var/run/docker.sock", "service_prefix": PREFIX,
+        "images": [IMAGE], "network": NETWORK, "config_prefix": CA_CONFIG, "bind_roots": [str(share)],
+        "nfs_server": NFS_SERVER, "nfs_export_root": "/", "constraints": [WORKER],
+    }
+    (base / "policy.json").write_text(json.dumps(policy))
+    p = Proxy(policy["listen"], base / "proxy.log", share, start_proxy(base / "proxy.log", policy["listen"], base / "policy.json", verbose=True))
+    yield p
+    stop_proxy(p.process, p.socket)
+    cleanup()
+
+
+def start_proxy(log: Path, listen: str, policy_file: Path | None = None, env_policy: dict | None = None, verbose: bool = False) -> subprocess.Popen:
+    """``python -m deployer_hub.dockerproxy`` as it is started in production, once it listens."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "hub" / "src")}
+    env.pop("DEPLOYER_DOCKER_PROXY_POLICY", None)
+    if env_policy is not None:
+        env["DEPLOYER_DOCKER_PROXY_POLICY"] = json.dumps(env_policy)
+    argv = [sys.executable, "-m", "deployer_hub.dockerproxy"] + (["--policy", str(policy_file)] if policy_file else []) + (["--verbose"] if verbose else [])
+    with open(log, "ab") as stderr:
+        process = subprocess.Popen(argv, stdout=stderr, stderr=stderr, env=env)
+    deadline = time.monotonic() + 20
+    while not (os.path.exists(listen) and "listening on" in log.read_text()):
+        assert process.poll() is None and time.monotonic() < deadline, log.read_text()
+        time.sleep(0.05)
+    return process
+
+
+def stop_proxy(process: subprocess.Popen, listen: str) -> None:
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=10) == 0
+    assert not os.path.exists(listen)  # removed on a clean stop
+
+
+@pytest.fixture
+def client(proxy: Proxy) -> Iterator[docker.APIClient]:
+    with proxy.client() as c:
+        yield c
+
+
+def service_exists(name: str) -> bool:
+    return name in docker_cli("service", "ls", "--filter", f"name={name}", "--format", "{{.Name}}").split()
+
+
+def wait_for_task(client: docker.APIClient, name: str, state: str = "running", timeout: float = 60) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        tasks = client.tasks(filters={"service": name})
+        if tasks and tasks[0]["Status"]["State"] == state:
+            return tasks[0]
+        time.sleep(0.3)
+    raise AssertionError(f"{name}: no {state} task within {timeout} s: {tasks}")
+
+
+# --- the spec the spawner sends -------------------------------------------------------------
+
+
+def notebook_service(share: Path, name: str = f"{PREFIX}-probe", mounts: list[Mount] | None = None) -> dict[str, Any]:
+    """create_service's arguments as TenantSwarmSpawner.create_object builds them."""
+    if mounts is None:
+        mounts = [Mount(target="/home/jupyter/permanent", source=str(share / "data" / "sim" / "jdoe"), type="bind", read_only=False)]
+    container = ContainerSpec(image=IMAGE, env={"HOME": "/home/jupyter", "JUPYTERHUB_API_TOKEN": "s3cr3t-in-env"}, args=["sleep", "300"],
+                              mounts=mounts, user="5001:6001", cap_drop=["ALL"])
+    resources = Resources(mem_limit=256 * 1024**2)  # the spawner's mem_limit trait gives bytes
+    resources.setdefault("Limits", {})["Pids"] = 4096
+    task = TaskTemplate(container_spec=container, resources=resources, networks=[NETWORK], placement=Placement(constraints=[WORKER]),
+                        restart_policy=RestartPolicy(condition="none"))
+    return {"task_template": task, "endpoint_spec": EndpointSpec(mode="dnsrr"), "name": name,
+            "labels": {"deployer.user": "jdoe", "deployer.tenant": "sim"}}
+
+
+def test_version_and_ping_with_or_without_an_api_version(client: docker.APIClient) -> None:
+    assert client.version()["ApiVersion"] == docker.APIClient(version="auto").version()["ApiVersion"]
+    assert client.ping() is True
+    for path in ("/version", "/v1.41/version", "/v1.24/_ping", "/_ping"):
+        assert client._get(f"http+docker://localhost{path}").status_code == 200, path
+
+
+def test_a_notebook_service_is_created_runs_and_is_listed_inspected_and_removed(client: docker.APIClient, proxy: Proxy) -> None:
+    name = f"{PREFIX}-lifecycle"
+    spec = notebook_service(proxy.share, name)
+    spec["task_template"]["ContainerSpec"]["Env"].append("PAD=" + "x" * 4096)  # answers over Docker's 2 KiB buffer come chunked
+    created = client.create_service(**spec)
+    try:
+        task = wait_for_task(client, name)
+        assert task["Spec"]["ContainerSpec"]["User"] == "5001:6001"
+        conn = UnixHTTPConnection(proxy.socket)
+        for _ in range(2):  # a chunked answer passed on as chunks, and the connection still in step after it
+            conn.request("GET", "/v1.41/tasks?filters=" + quote(json.dumps({"service": [name]})))
+            response = conn.getresponse()
+            assert response.chunked and json.loads(response.read())[0]["ID"] == task["ID"]
+        conn.close()
+        assert name in [s["Spec"]["Name"] for s in client.services(filters={"name": PREFIX})]
+        assert client.inspect_service(name)["ID"] == created["ID"]
+        assert client.inspect_service(created["ID"][:10])["Spec"]["Name"] == name  # an ID prefix resolves, checked on the answer
+        assert client.inspect_node(task["NodeID"])["ID"] == task["NodeID"]
+    finally:
+        client.remove_service(created["ID"])
+    assert not service_exists(name)
+    with pytest.raises(docker.errors.NotFound):  # the engine's 404, unchanged: the spawner reads it as "gone"
+        client.inspect_service(name)
+    with pytest.raises(docker.errors.NotFound):
+        client.remove_service(created["ID"])
+
+
+def test_the_spawners_nfs_volumes_are_accepted(client: docker.APIClient, proxy: Proxy) -> None:
+    spawner = TenantSwarmSpawner(nfs_server=NFS_SERVER, nfs_root=str(proxy.share), nfs_export="/")
+    mount = spawner._docker_mount(RenderedMount("/data/sim/jdoe", "/home/jupyter/permanent", read_only=False, nfs=True))
+    assert mount["Source"] == nfs_volume_name(NFS_SERVER, "/data/sim/jdoe")  # the proxy's copy of the naming formula
+    spec = notebook_service(proxy.share, f"{PREFIX}-nfs", mounts=[mount])
+    # never scheduled, so no engine tries to mount an NFS server that is not there
+    spec["task_template"]["Placement"]["Constraints"].append("node.labels.pxtest.nowhere==true")
+    created = client.create_service(**spec)
+    client.remove_service(created["ID"])
+
+
+# --- the real spawner through the proxy -----------------------------------------------------
+
+
+class FakeUser:
+    """JupyterHub's User, as far as the spawner reads it."""
+
+    id = 1
+
+    def __init__(self, name: str) -> None:
+        self.name = self.escaped_name = name
+        self.url = f"/user/{name}/"
+        self.settings: dict = {}
+        self.orm_user = None
+
+
+def proxied_spawner(proxy: Proxy, user: str) -> TenantSwarmSpawner:
+    class Proxied(TenantSwarmSpawner):
+        _client = None  # dockerspawner caches one client per class: this one talks to the proxy
+
+    spawner = Proxied(
+        user=FakeUser(user), hub=Hub(), tenant_id="sim", prefix=PREFIX, image=IMAGE, network_name=NETWORK,
+        volume_mounts=[f"{proxy.share}/data/{{tenant_id}}/{{username}}:/home/jupyter/permanent:rw"],
+        notebook_uid=5001, notebook_gid=6001, ca_config=CA_CONFIG, mem_limit="256M",
+        cmd=["sleep", "600"], http_timeout=1, task_timeout=60,
+        client_kwargs={"base_url": f"unix://{proxy.socket}"},
+    )
+    spawner.api_token = "s3cr3t-token"
+    return spawner
+
+
+def endpoints(lines: list[str]) -> list[str]:
+    """The allowed requests the proxy logged (--verbose), IDs and names replaced by {id}."""
+    seen = []
+    for line in lines:
+        match = re.search(r"deployer-docker-proxy (GET|POST|DELETE) (\S+)$", line)
+        if match:
+            path = re.sub(r"^/v1\.\d+", "", match.group(2))
+            path = re.sub(r"^/(services|nodes|configs)/(?!create$)[^/]+$", r"/\1/{id}", path)
+            seen.append(f"{match.group(1)} {path}")
+    return seen
+
+
+def test_the_real_spawner_starts_polls_and_stops_a_notebook_through_the_proxy(proxy: Proxy) -> None:
+    mark = len(proxy.log_lines())
+    spawner = proxied_spawner(proxy, "jdoe")
+
+    async def lifecycle() -> tuple[Any, Any, Any]:
+        started = await spawner.start()
+        running = await spawner.poll()
+        await spawner.stop()
+        return started, running, await spawner.poll()
+
+    (ip, port), running, stopped = asyncio.run(lifecycle())
+    spawner.client.close()
+    assert port == 8888 and ip.count(".") == 3 and running is None and stopped == 0
+    assert not service_exists(f"{PREFIX}-jdoe")
+
+    # A start that fails (the user's directory is missing on the worker) is explained with the
+    # worker's name, which the spawner asks the engine for: GET /nodes/{id}, through the proxy too.
+    TenantSwarmSpawner._node_names.clear()
+    ghost = proxied_spawner(proxy, "ghost")
+    with pytest.raises(UserFacingError, match=r"storage directory .* missing on worker \S+"):
+        asyncio.run(ghost.start())
+    ghost.client.close()
+    assert not service_exists(f"{PREFIX}-ghost")  # removed by the spawner, through the proxy
+
+    lines = proxy.log_lines(mark)
+    assert not [line for line in lines if "refused" in line], lines
+    used = endpoints(lines)
+    print("\nendpoints the spawner used:", *sorted(set(used)), sep="\n  ")
+    assert set(used) == {"GET /version", "GET /services/{id}", "GET /configs/{id}", "POST /services/create",
+                         "GET /tasks", "DELETE /services/{id}", "GET /nodes/{id}"}
+    assert not any("s3cr3t" in line for line in proxy.log_lines())  # bodies and env values never logged
+
+
+# --- what is refused ------------------------------------------------------------------------
+
+
+def _container(spec: dict) -> dict:
+    return spec["task_template"]["ContainerSpec"]
+
+
+def _set(path: str, value: Any) -> Callable[[dict], None]:
+    """A change to the spec: ``path`` is dotted, into create_service's arguments."""
+    def change(spec: dict) -> None:
+        *parents, last = path.split(".")
+        node: Any = spec
+        for key in parents:
+            node = node[int(key)] if isinstance(node, list) else node[key]
+        node[int(last) if isinstance(node, list) else last] = value
+    return change
+
+
+def _network_id(name: str) -> str:
+    return docker_cli("network", "inspect", name, "--format", "{{.Id}}")
+
+
+def _config_id(name: str) -> str:
+    return docker_cli("config", "inspect", name, "--format", "{{.ID}}")
+
+
+MOUNT = "task_template.ContainerSpec.Mounts.0"
+FORBIDDEN: dict[str, tuple[Callable[[dict], None], str]] = {
+    "image": (_set("task_template.ContainerSpec.Image", "busybox:latest"), "Image"),
+    "image-with-a-tag-trick": (_set("task_template.ContainerSpec.Image", IMAGE + "-evil"), "Image"),
+    "capability-add": (_set("task_template.ContainerSpec.CapabilityAdd", ["SYS_ADMIN"]), "CapabilityAdd"),
+    "privileges": (_set("task_template.ContainerSpec.Privileges", {"SELinuxContext": {"Disable": True}}), "Privileges"),
+    "capabilities-kept": (_set("task_template.ContainerSpec.CapabilityDrop", ["NET_RAW"]), "CapabilityDrop"),
+    "sysctls": (_set("task_template.ContainerSpec.Sysctls", {"net.ipv4.ip_forward": "1"}), "Sysctls"),
+    "secrets": (_set("task_template.ContainerSpec.Secrets", [{"SecretID": "x", "SecretName": "x"}]), "Secrets"),
+    "command": (_set("task_template.ContainerSpec.Command", ["/bin/sh", "-c", "id"]), "Command"),
+    "case-trick": (_set("task_template.ContainerSpec.privileges", {"SELinuxContext": {"Disable": True}}), "privileges"),
+    "bind-root": (_set(f"{MOUNT}.Source", "/"), "Source"),
+    "bind-docker-socket": (_set(f"{MOUNT}.Source", "/var/run/docker.sock"), "Source"),
+    "bind-escape": (lambda s: _container(s)["Mounts"][0].update(Source=_container(s)["Mounts"][0]["Source"] + "/../../../../../etc"), "'..'"),
+    "bind-propagation": (_set(f"{MOUNT}.BindOptions", {"Propagation": "rshared"}), "BindOptions"),
+    "volume-binding-a-host-path": (_set(MOUNT, {"Type": "volume", "Source": "pxtest-evil", "Target": "/host", "VolumeOptions": {
+        "DriverConfig": {"Name": "local", "Options": {"type": "none", "o": "bind", "device": "/"}}}}), "nfs"),
+    "nfs-elsewhere": (_set(MOUNT, {"Type": "volume", "Source": nfs_volume_name("10.9.9.9", "/x"), "Target": "/x", "VolumeOptions": {
+        "DriverConfig": {"Name": "local", "Options": {"type": "nfs", "o": "addr=10.9.9.9,rw", "device": ":/x"}}}}), "NFS server"),
+    "existing-volume": (_set(MOUNT, {"Type": "volume", "Source": "pxtest-existing", "Target": "/x"}), "VolumeOptions"),
+    "uid-0": (_set("task_template.ContainerSpec.User", "0"), "root"),
+    "root": (_set("task_template.ContainerSpec.User", "root"), "root"),
+    "gid-0": (_set("task_template.ContainerSpec.User", "5001:0"), "root"),
+    "uid-00": (_set("task_template.ContainerSpec.User", "00:6001"), "root"),
+    "uid-without-group": (_set("task_template.ContainerSpec.User", "5001"), "gid 0"),  # Docker gives it gid 0
+    "name": (_set("name", "pxtest-hub"), "Name"),
+    "other-network": (_set("task_template.Networks", [{"Target": OTHER_NETWORK}]), "Networks"),
+    "other-network-by-id": (lambda s: s["task_template"].update(Networks=[{"Target": _network_id(OTHER_NETWORK)}]), "Networks"),
+    "network-alias": (_set("task_template.Networks", [{"Target": NETWORK, "Aliases": ["pxtest-hub"]}]), "Aliases"),
+    "published-port": (_set("endpoint_spec", {"Mode": "dnsrr", "Ports": [{"TargetPort": 8888, "PublishedPort": 18888, "PublishMode": "host"}]}), "Ports"),
+    "vip": (_set("endpoint_spec", {"Mode": "vip"}), "dnsrr"),
+    "global": (_set("mode", {"Global": {}}), "Mode"),
+    "replicas": (_set("mode", {"Replicated": {"Replicas": 20}}), "Replicas"),
+    "no-worker-constraint": (_set("task_template.Placement.Constraints", ["node.role==manager"]), WORKER),
+    "update-config": (_set("update_config", {"Parallelism": 1}), "UpdateConfig"),
+    "runtime-plugin": (_set("task_template.Runtime", "plugin"), "Runtime"),
+    "log-driver": (_set("task_template.LogDriver", {"Name": "syslog"}), "LogDriver"),
+    "config-outside-the-prefix": (lambda s: _container(s).update(Configs=[{"ConfigID": _config_id(OTHER_CONFIG), "ConfigName": OTHER_CONFIG,
+                                                                            "File": {"Name": "/x", "UID": "0", "GID": "0", "Mode": 0o444}}]), "ConfigName"),
+    "config-id-of-another": (lambda s: _container(s).update(Configs=[{"ConfigID": _config_id(OTHER_CONFIG), "ConfigName": CA_CONFIG,
+                                                                       "File": {"Name": "/x", "UID": "0", "GID": "0", "Mode": 0o444}}]), "is not the config"),
+}
+
+
+@pytest.mark.parametrize("case", list(FORBIDDEN))
+def test_a_service_the_spawner_would_never_create_is_refused(case: str, client: docker.APIClient, proxy: Proxy) -> None:
+    change, field = FORBIDDEN[case]
+    spec = copy.deepcopy(notebook_service(proxy.share, f"{PREFIX}-bad-{case}"))
+    change(spec)
+    with pytest.raises(docker.errors.APIError) as refused:
+        client.create_service(**spec)
+    assert refused.value.status_code == 403
+    assert refused.value.explanation.startswith("deployer docker proxy: POST /v1.41/services/create is not allowed")
+    assert field in refused.value.explanation
+    assert not service_exists(spec["name"])
+
+
+def test_a_create_body_over_one_mebibyte_is_refused(proxy: Proxy) -> None:
+    spec = notebook_service(proxy.share, f"{PREFIX}-huge")
+    spec["task_template"]["ContainerSpec"]["Env"].append("X=" + "x" * (1024 * 1024))
+    body = json.dumps({"Name": spec["name"], "TaskTemplate": spec["task_template"], "EndpointSpec": spec["endpoint_spec"]}).encode()
+    status, _ = raw(proxy, b"POST /v1.41/services/create HTTP/1.1\r\nHost: d\r\nContent-Type: application/json\r\n"
+                           b"Content-Length: %d\r\n\r\n" % len(body) + body)
+    assert status == 413
+    assert not service_exists(spec["name"])
+
+
+ENDPOINTS: dict[str, Callable[[docker.APIClient], Any]] = {
+    "containers-create": lambda c: c.create_container(IMAGE, "true"),
+    "containers-list": lambda c: c.containers(),
+    "exec-create": lambda c: c.exec_create("pxtest-any", "id"),
+    "exec-start": lambda c: c.exec_start("0123456789abcdef"),
+    "attach": lambda c: c.attach("pxtest-any"),
+    "images-create": lambda c: c.pull("busybox", tag="latest"),
+    "images-list": lambda c: c.images(),
+    # docker-py streams these without checking the status: asked for the way its other calls are
+    "build": lambda c: c._result(c._post(c._url("/build"), data=io.BytesIO(b"FROM scratch\n"))),
+    "volumes-create": lambda c: c.create_volume("pxtest-vol"),
+    "networks-create": lambda c: c.create_network("pxtest-evil", driver="overlay"),
+    "networks-list": lambda c: c.networks(),
+    "network-inspect": lambda c: c.inspect_network(NETWORK),
+    "secrets": lambda c: c.secrets(),
+    "secret-create": lambda c: c.create_secret("pxtest-s", b"x"),
+    "swarm": lambda c: c.inspect_swarm(),
+    "swarm-join-token": lambda c: c.update_swarm(version=1, rotate_worker_token=True),
+    "plugins": lambda c: c.plugins(),
+    "system-df": lambda c: c.df(),
+    "info": lambda c: c.info(),
+    "events": lambda c: c._result(c._get(c._url("/events"))),
+    "service-logs": lambda c: c._result(c._get(c._url("/services/{0}/logs", f"{PREFIX}-x"), params={"stdout": 1})),
+    "service-update": lambda c: c._result(c._post_json(c._url("/services/{0}/update", f"{PREFIX}-x"), data={})),
+    "nodes-list": lambda c: c.nodes(),
+    "services-unfiltered": lambda c: c.services(),
+    "services-of-others": lambda c: c.services(filters={"name": "pxtest-"}),
+    "tasks-unfiltered": lambda c: c.tasks(),
+    "tasks-of-others": lambda c: c.tasks(filters={"service": OUTSIDER}),
+    "tasks-of-ours-and-others": lambda c: c.tasks(filters={"service": [f"{PREFIX}-x", OUTSIDER]}),
+    "inspect-outsider": lambda c: c.inspect_service(OUTSIDER),
+    "inspect-outsider-by-id": lambda c: c.inspect_service(docker_cli("service", "inspect", OUTSIDER, "--format", "{{.ID}}")),
+    "remove-outsider": lambda c: c.remove_service(docker_cli("service", "inspect", OUTSIDER, "--format", "{{.ID}}")),
+    "remove-outsider-by-name": lambda c: c.remove_service(OUTSIDER),
+    "config-outside-the-prefix": lambda c: c.inspect_config(OTHER_CONFIG),
+    "configs-list": lambda c: c.configs(),
+}
+
+
+@pytest.mark.parametrize("case", list(ENDPOINTS))
+def test_everything_else_is_refused(case: str, client: docker.APIClient) -> None:
+    with pytest.raises(docker.errors.APIError) as refused:
+        ENDPOINTS[case](client)
+    assert refused.value.status_code == 403
+    assert "deployer docker proxy" in (refused.value.explanation or "")
+    assert service_exists(OUTSIDER)
+
+
+def test_what_the_spawner_reads_of_its_own_deployment_is_allowed(client: docker.APIClient) -> None:
+    assert client.inspect_config(CA_CONFIG)["Spec"]["Name"] == CA_CONFIG
+    with pytest.raises(docker.errors.NotFound):  # a missing config is the engine's 404 (the spawner explains it)
+        client.inspect_config(f"{CA_CONFIG}-missing")
+    with pytest.raises(docker.errors.NotFound):  # the engine's answer for a service that is gone, passed on
+        client.tasks(filters={"service": f"{PREFIX}-nobody", "desired-state": "running"})
+    node = docker_cli("info", "--format", "{{.Swarm.NodeID}}")
+    assert client.inspect_node(node)["ID"] == node
+
+
+# --- HTTP as it comes -----------------------------------------------------------------------
+
+
+class UnixHTTPConnection(http.client.HTTPConnection):
+    def __init__(self, path: str) -> None:
+        super().__init__("localhost", timeout=30)
+        self.path = path
+
+    def connect(self) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(30)
+        self.sock.connect(self.path)
+
+
+def raw(proxy: Proxy, data: bytes) -> tuple[int, bytes]:
+    """Send bytes as they are; the status and everything the proxy answered before closing."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(30)
+        s.connect(proxy.socket)
+        try:
+            s.sendall(data)
+            s.shutdown(socket.SHUT_WR)  # a request cut short ends here, not at the proxy's timeout
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # refused before all of it was read
+        answer = b""
+        while chunk := s.recv(65536):
+            answer += chunk
+    return int(answer.split(b" ", 2)[1]), answer
+
+
+def ping(proxy: Proxy) -> bool:
+    with proxy.client() as c:
+        return c.ping()
+
+
+@pytest.mark.parametrize("request_bytes, status", [
+    (b"GARBAGE\r\n\r\n", 400),
+    (b"GET /_ping\r\n\r\n", 400),
+    (b"GET http://evil/_ping HTTP/1.1\r\nHost: d\r\n\r\n", 400),
+    (b"GET /_ping HTTP/2.0\r\nHost: d\r\n\r\n", 400),
+    (b"GET /_ping HTTP/1.1\r\nno colon here\r\n\r\n", 400),
+    (b"GET /_ping HTTP/1.1\r\nHost: d\r\nX: " + b"a" * 20000 + b"\r\n\r\n", 431),
+    (b"POST /v1.41/services/create HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400),
+    (b"POST /v1.41/services/create HTTP/1.1\r\nContent-Length: -1\r\n\r\n", 400),
+    (b"POST /v1.41/services/create HTTP/1.1\r\nContent-Length: 10\r\n\r\nshort", 400),
+    (b"GET /_ping HTTP/1.1\r\nUser-Agent: x\nTransfer-Encoding: chunked\r\n\r\n", 400),  # a header smuggled in with a bare LF
+    (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n", 400),
+])
+def test_malformed_http_is_answered_400_and_the_proxy_keeps_serving(request_bytes: bytes, status: int, proxy: Proxy) -> None:
+    assert raw(proxy, request_bytes)[0] == status
+    assert ping(proxy)
+
+
+def test_upgrades_are_refused_even_on_an_allowed_endpoint(proxy: Proxy) -> None:
+    status, answer = raw(proxy, b"GET /_ping HTTP/1.1\r\nHost: d\r\nConnection: Upgrade\r\nUpgrade: tcp\r\nConnection: close\r\n\r\n")
+    assert status == 403 and b"upgrade" in answer
+
+
+def test_one_connection_serves_many_requests(proxy: Proxy) -> None:
+    conn = UnixHTTPConnection(proxy.socket)
+    first = None
+    services = quote(json.dumps({"name": [PREFIX]}))
+    tasks = quote(json.dumps({"service": [f"{PREFIX}-nobody"]}))
+    for path, status in (("/_ping", 200), (f"/v1.41/services?filters={services}", 200), ("/v1.41/containers/json", 403),
+                         ("/version", 200), (f"/v1.41/tasks?filters={tasks}", 404), ("/v1.41/_ping", 200)):
+        conn.request("GET", path)
+        response = conn.getresponse()
+        body = response.read()
+        assert response.status == status, (path, body)
+        first = first or conn.sock
+        assert conn.sock is first  # still the same connection: refusals and the engine's errors keep it open
+    conn.close()
+
+
+def test_many_concurrent_clients(proxy: Proxy) -> None:
+    def work(_: int) -> int:
+        with proxy.client() as c:
+            for _ in range(10):
+                c.services(filters={"name": PREFIX})
+                c.inspect_config(CA_CONFIG)
+        return 1
+
+    with ThreadPoolExecutor(24) as pool:
+        assert sum(pool.map(work, range(24))) == 24  # an error in any of them is raised here
+    assert proxy.process.poll() is None
+
+
+def test_the_proxy_costs_next_to_nothing(proxy: Proxy) -> None:
+    """Median of 50 `GET /services?filters=` (what every poll does, with `GET /tasks`) direct and through the proxy."""
+    def median_ms(client: docker.APIClient) -> float:
+        with client:
+            client.services(filters={"name": PREFIX})  # connection and version lookup out of the way
+            times = []
+            for _ in range(50):
+                start = time.perf_counter()
+                client.services(filters={"name": PREFIX})
+                times.append((time.perf_counter() - start) * 1000)
+        return statistics.median(times)
+
+    direct, proxied = median_ms(docker.APIClient(version="auto")), median_ms(proxy.client())
+    print(f"\nGET /services?filters= median of 50: direct {direct:.2f} ms, through the proxy {proxied:.2f} ms (+{proxied - direct:.2f} ms)")
+    assert proxied - direct < 20
+
+
+# --- starting it ----------------------------------------------------------------------------
+
+
+def test_the_policy_comes_from_the_file_else_the_environment_and_a_stale_socket_is_replaced(tmp_path: Path) -> None:
+    policy = {"service_prefix": PREFIX, "images": [IMAGE], "network": NETWORK}
+    in_file, in_env = str(tmp_path / "file.sock"), str(tmp_path / "env.sock")
+    (tmp_path / "policy.json").write_text(json.dumps({**policy, "listen": in_file}))
+    stale = socket.socket(socket.AF_UNIX)
+    stale.bind(in_env)  # what a killed proxy leaves
+    stale.close()
+    log = tmp_path / "proxy.log"
+    for policy_file, listen in ((None, in_env), (tmp_path / "policy.json", in_file)):
+        process = start_proxy(log, listen, policy_file, env_policy={**policy, "listen": in_env})
+        assert oct(os.stat(listen).st_mode & 0o777) == "0o600"
+        with docker.APIClient(base_url=f"unix://{listen}", version="auto") as c:
+            assert c.ping()
+        stop_proxy(process, listen)
+    assert not os.path.exists(in_env)  # the file won: the environment's socket was never made again
+
+
+@pytest.mark.parametrize("policy, error", [
+    (None, "no policy"),
+    ({"service_prefix": "nb", "images": [IMAGE], "network": NETWORK}, "service_prefix"),
+    ({"service_prefix": PREFIX, "images": [IMAGE], "network": NETWORK, "bind_roots": ["/"]}, "bind root"),
+    ({"service_prefix": PREFIX, "images": [IMAGE], "network": NETWORK, "bind_roots": ["/srv/x/../.."]}, "bind root"),
+    ({"service_prefix": PREFIX, "images": [IMAGE], "network": NETWORK, "listen_mode": "0666"}, "listen_mode"),
+    ({"service_prefix": PREFIX, "images": [], "network": NETWORK}, "required"),
+    ({"service_prefix": PREFIX, "images": [IMAGE], "network": NETWORK, "upstreams": "x"}, "unknown policy keys"),
+])
+def test_a_policy_that_would_not_hold_is_refused_at_start(policy: dict | None, error: str) -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "hub" / "src")}
+    env.pop("DEPLOYER_DOCKER_PROXY_POLICY", None)
+    if policy is not None:
+        env["DEPLOYER_DOCKER_PROXY_POLICY"] = json.dumps(policy)
+    result = subprocess.run([sys.executable, "-m", "deployer_hub.dockerproxy"], check=False, capture_output=True, text=True, env=env, timeout=30)
+    assert result.returncode == 2 and error in result.stderr
