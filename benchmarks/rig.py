@@ -216,6 +216,8 @@ def deploy_ours(deployment: Deployment, state: StateDir) -> Hub:
     image_id = images.image_id(ex, deployment.config.jupyterhub_image) or ""
     spec, _ = localhub.hub_spec(deployment, OURS, state, image_id=image_id)  # inside the container: 443 and 80, as deployed
     spec = dataclasses.replace(spec, https_port=OURS_PORTS[0], http_port=OURS_PORTS[1])  # published elsewhere
+    for command in localhub.proxy_commands(deployment, OURS, ex):  # the hub's only way to the engine
+        ex.run(command)
     facts = localhub.read_facts(ex, OURS)
     for command in network_commands(OURS, facts) + object_commands(spec, facts) + service_commands(spec, facts):
         ex.run(command)

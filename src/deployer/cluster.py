@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from . import images, netguard
+from . import dockerproxy, images, netguard, sidecars
 from .commands import Command, cmd, sh
 from .errors import Problem
 from .executor import Result
@@ -50,6 +50,7 @@ class HostFacts:
     listening: set[int] = field(default_factory=set)
     holders: dict[int, set[str]] = field(default_factory=dict)  # listening port -> names of the programs holding it
     guard: tuple[str, bool] | None = None  # the network guard's (spec hash, running), None when absent
+    proxy: tuple[str, bool] | None = None  # the hub's Docker proxy's, likewise
 
 
 def static_paths(deployment: Deployment) -> list[str]:
@@ -78,7 +79,9 @@ def gather_one(host: Host, ex: Executor, deployment: Deployment) -> HostFacts:
         for image in wanted_images(deployment, host):
             facts.images[image] = images.image_id(ex, image)
     if host.has("worker"):
-        facts.guard = netguard.parse_current(ex.run(netguard.read_command(Layout.of(deployment))).stdout)
+        facts.guard = sidecars.parse_current(ex.run(netguard.read_command(Layout.of(deployment))).stdout)
+    if host.has("hub"):
+        facts.proxy = sidecars.parse_current(ex.run(dockerproxy.read_command(Layout.of(deployment))).stdout)
         for path in static_paths(deployment):
             facts.paths[path] = ex.run(cmd("test", "-d", path), check=False).code == 0
     ss = ex.run(cmd("ss", "-Htlnp"), check=False)  # 80/443 on the hub, 2377/7946 on every host, with their programs
@@ -188,9 +191,16 @@ def plan(deployment: Deployment, facts: dict[str, HostFacts], layout: Layout, lo
     for host in deployment.workers:
         f = facts[host.host_id]
         image_id = local_images.get(guard_image) or f.images.get(guard_image) or ""
-        commands = netguard.commands(netguard.spec(deployment, layout, image_id), f.guard)
+        commands = sidecars.commands(netguard.sidecar(deployment, layout, image_id), f.guard)
         for command in commands:
             result.add(host.host_id, command)
         if not commands:
             result.ok(host.host_id, "network guard running")
+    hub_image = deployment.config.jupyterhub_image
+    image_id = local_images.get(hub_image) or hub_facts.images.get(hub_image) or ""
+    commands = sidecars.commands(dockerproxy.sidecar(deployment, layout, image_id), hub_facts.proxy)
+    for command in commands:
+        result.add(hub.host_id, command)
+    if not commands:
+        result.ok(hub.host_id, "Docker proxy running")
     return result

@@ -24,6 +24,11 @@ TENANT_CA = f"{HUB_ROOT}/tenant-ca.pem"
 AUDIT_LOG = "/var/log/deployer/audit.log"
 
 
+#: Where the Docker proxy's socket appears in the hub container (and in the proxy's).
+DOCKER_PROXY_DIR = "/run/deployer-proxy"
+DOCKER_PROXY_SOCKET = f"{DOCKER_PROXY_DIR}/docker.sock"
+
+
 @dataclass(frozen=True)
 class Layout:
     """Where things live on the hosts and in the hub container for one deployment."""
@@ -47,6 +52,11 @@ class Layout:
     def data_dir(self) -> str:
         """The hub's database: local disk of the hub node."""
         return f"{self.state_root}/{self.name}/hub-data"
+
+    @property
+    def docker_proxy_dir(self) -> str:
+        """The hub's Docker proxy's socket (hub's local disk): the hub container mounts this, not the engine's socket."""
+        return f"{self.state_root}/{self.name}/docker-proxy"
 
     @property
     def share_dir(self) -> str:
@@ -117,6 +127,8 @@ def settings(deployment: Deployment, layout: Layout, *, ssl: bool = True, https_
             "constraints": ["node.labels.deployer.worker==true"],
             # The network guard on each worker firewalls the containers with this label and opens
             # the port the hub reaches them on (deployer_hub.netguard).
+            # The hub's only way to the engine: the Docker proxy's socket (deployer_hub.dockerproxy).
+            "docker_host": f"unix://{DOCKER_PROXY_SOCKET}",
             "guard": {"label": layout.name, "port": netguard.NOTEBOOK_PORT + netguard.GUARDED_PORT_OFFSET},
             "nfs": {"server": nfs_server, "root": layout.share_dir, "export": "/"} if nfs_server else None,
         },

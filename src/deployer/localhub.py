@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from . import hubsettings, images, netguard, tls
+from . import dockerproxy, hubsettings, images, netguard, sidecars, tls
 from .commands import Command, cmd, sh
 from .errors import DeployerError
 from .executor import LocalExecutor
@@ -92,13 +92,9 @@ def directory_commands(deployment: Deployment, layout: Layout, missing: Callable
     """The hub's data directory, the share with the token root, and the static part of every
     mount below the share (per-user directories are made by the spawner, owned by the user).
     ``missing`` says which of the given directories do not exist (default: on this machine)."""
-    static = []
-    for mount in deployment.config.volume_mounts:
-        head = mount.host_path.split("{", 1)[0]
-        head = head if "{" not in mount.host_path else head.rsplit("/", 1)[0]
-        if head.startswith(layout.share_dir):
-            static.append(head)
+    static = [m.static_host_dir for m in deployment.config.volume_mounts if m.static_host_dir.startswith(layout.share_dir)]
     commands = [cmd("install", "-d", "-m", "0700", layout.data_dir, why="the hub's database directory"),
+                cmd("install", "-d", "-m", "0700", layout.docker_proxy_dir, why="the socket of the hub's Docker proxy"),
                 # The share's top is readable (NFS clients list it); the token root is not.
                 cmd("install", "-d", "-m", "0755", layout.share_dir, why="the share"),
                 cmd("install", "-d", "-m", "0711", layout.token_root, why="the share's token root")]
@@ -133,6 +129,9 @@ def up(deployment: Deployment, ex: LocalExecutor | None = None, *, https_port: i
         ran.append(command)
     spec, self_signed = hub_spec(deployment, layout, state, https_port=https_port, http_port=http_port,
                                  image_id=images.image_id(ex, deployment.config.jupyterhub_image) or "")
+    for command in proxy_commands(deployment, layout, ex):
+        ex.run(command)
+        ran.append(command)
     facts = read_facts(ex, layout)
     for command in network_commands(layout, facts) + object_commands(spec, facts) + service_commands(spec, facts):
         ex.run(command)
@@ -143,15 +142,26 @@ def up(deployment: Deployment, ex: LocalExecutor | None = None, *, https_port: i
     return Outcome(f"https://{deployment.config.jupyterhub_host}", ran, self_signed)
 
 
+def _image_id(ex, image: str, what: str, key: str) -> str:
+    found = images.image_id(ex, image)
+    if found is None:
+        raise images.ImageError(f"{ex.host}: the image of {what}, {image}, is not there; build it with scripts/build-images "
+                                f"(or set {key} to an image the host has)")
+    return found
+
+
 def guard_commands(deployment: Deployment, layout: Layout, ex, *, https_port: int = 443, http_port: int = 80) -> list[Command]:
     """Start or replace the executor's host's network guard when its spec differs from the running one."""
-    image = deployment.config.network_guard_image
-    image_id = images.image_id(ex, image)
-    if image_id is None:
-        raise images.ImageError(f"{ex.host}: the network guard's image {image} is not there; build it with scripts/build-images "
-                                "(or set network_guard_image to an image the host has)")
-    spec = netguard.spec(deployment, layout, image_id, https_port=https_port, http_port=http_port)
-    return netguard.commands(spec, netguard.parse_current(ex.run(netguard.read_command(layout)).stdout))
+    image_id = _image_id(ex, deployment.config.network_guard_image, netguard.WHAT, "network_guard_image")
+    guard = netguard.sidecar(deployment, layout, image_id, https_port=https_port, http_port=http_port)
+    return sidecars.commands(guard, sidecars.parse_current(ex.run(netguard.read_command(layout)).stdout))
+
+
+def proxy_commands(deployment: Deployment, layout: Layout, ex) -> list[Command]:
+    """Start or replace the hub host's Docker proxy (before the hub service, which mounts its socket)."""
+    image_id = _image_id(ex, deployment.config.jupyterhub_image, dockerproxy.WHAT, "jupyterhub_image")
+    proxy = dockerproxy.sidecar(deployment, layout, image_id)
+    return sidecars.commands(proxy, sidecars.parse_current(ex.run(dockerproxy.read_command(layout)).stdout))
 
 
 def wait_until_gone(ex: LocalExecutor, service: str, timeout: float = 60) -> None:
@@ -190,6 +200,7 @@ def remove(layout: Layout, ex: LocalExecutor) -> bool:
     """Returns whether the host's network guard was there (and is now removed)."""
     label = f"label=deployer={layout.name}"
     guard_removed = "removed" in ex.run(netguard.remove_command(layout)).stdout
+    ex.run(dockerproxy.remove_command(layout))
     services = _lines(ex, "docker", "service", "ls", "--filter", label, "--format", "{{.Name}}")
     services |= _lines(ex, "docker", "service", "ls", "--filter", f"name={layout.notebook_prefix}", "--format", "{{.Name}}")
     if services:

@@ -32,6 +32,14 @@ class VolumeMount:
     def variables(self) -> frozenset[str]:
         return template_variables(self.host_path) | template_variables(self.container_path)
 
+    @property
+    def static_host_dir(self) -> str:
+        """The directory every rendering of host_path lies in: the path itself without variables,
+        else the directory holding the first variable (``/data/{tenant_id}/x`` -> ``/data``)."""
+        if "{" not in self.host_path:
+            return self.host_path
+        return self.host_path.split("{", 1)[0].rsplit("/", 1)[0] or "/"
+
     def __str__(self) -> str:
         return f"{self.host_path}:{self.container_path}:{self.mode}"
 

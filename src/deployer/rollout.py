@@ -304,6 +304,8 @@ class Rollout:
         state = HostStateDir(ex, f"{layout.state_root}/{layout.name}/state")
         image_id = images.image_id(ex, self.d.config.jupyterhub_image) or ""
         spec, self.report.self_signed = localhub.hub_spec(self.d, layout, state, image_id=image_id)
+        for command in localhub.proxy_commands(self.d, layout, ex):
+            self.run(hub.host_id, command)
         facts = localhub.read_facts(ex, layout)
         for command in network_commands(layout, facts) + object_commands(spec, facts) + service_commands(spec, facts):
             self.run(hub.host_id, command)

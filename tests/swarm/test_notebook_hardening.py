@@ -9,8 +9,9 @@ import time
 
 import pytest
 
+from deployer import localhub
 from swarm.conftest import NAME, docker
-from swarm.test_notebooks import http_login, notebook_container, spawn
+from swarm.test_notebooks import _stop, http_login, notebook_container, spawn
 
 pytestmark = pytest.mark.swarm
 
@@ -96,3 +97,52 @@ def test_a_user_cannot_choose_the_image_or_the_container_spec(hub) -> None:
         assert docker("exec", container, "id", "-u") == "5003"
     else:
         assert answer.status_code == 400
+
+
+def test_the_hub_reaches_docker_only_through_the_allowlisting_proxy(hub) -> None:
+    """The hub container holds no engine socket (root on the host); its proxy's socket refuses what the
+    spawner never does, such as a privileged container or a service mounting the host's root."""
+    container = docker("ps", "-q", "--filter", f"label=com.docker.swarm.service.name={NAME}-hub").splitlines()[0]
+    mounts = json.loads(docker("inspect", container, "--format", "{{json .Mounts}}"))
+    assert not [m for m in mounts if m["Source"].endswith("docker.sock")], mounts
+    assert [m["Destination"] for m in mounts if m["Source"] == f"/srv/deployer/{NAME}/docker-proxy"] == ["/run/deployer-proxy"]
+    attempt = r"""
+import docker, json
+api = docker.APIClient(base_url="unix:///run/deployer-proxy/docker.sock", version="auto")
+out = {"version": bool(api.version().get("ApiVersion"))}
+for name, call in {
+    "containers": lambda: api.containers(),
+    "privileged": lambda: api.create_container("deployer/jupyteruser:0.1.0", host_config=api.create_host_config(privileged=True)),
+    "host root": lambda: api.create_service(docker.types.TaskTemplate(docker.types.ContainerSpec(
+        "deployer/jupyteruser:0.1.0", ["sleep", "1"], mounts=[docker.types.Mount("/host", "/", type="bind")])), name="%s-nb-evil"),
+    "other image": lambda: api.create_service(docker.types.TaskTemplate(docker.types.ContainerSpec(
+        "deployer/jupyterhub:0.1.0", ["sleep", "1"])), name="%s-nb-evil"),
+}.items():
+    try:
+        call()
+        out[name] = "allowed"
+    except docker.errors.APIError as exc:
+        out[name] = exc.status_code
+print("RESULT" + json.dumps(out))
+""" % (NAME, NAME)
+    seen = json.loads(docker("exec", container, "python3", "-c", attempt).split("RESULT", 1)[1])
+    assert seen == {"version": True, "containers": 403, "privileged": 403, "host root": 403, "other image": 403}, seen
+    assert not docker("service", "ls", "-q", "--filter", f"name={NAME}-nb-evil")
+
+
+def test_a_uid_without_a_gid_runs_with_the_images_group_never_root(hub, site) -> None:
+    """TAS gives the uid only (use_tas_gid: false, no jupyteruser_gid): Docker would run a bare uid
+    with gid 0; the spawner gives it the image's group (100), and the proxy would refuse gid 0."""
+    # Replacing the hub gives it a new address, which running servers' resolvers keep for up to 10
+    # minutes (Docker's DNS TTL, cached by aiodns): no server runs across this test's redeploys.
+    _stop("jdoe")
+    _stop("alice")
+    try:
+        localhub.up(site.deployment("use_tas_gid=false"))
+        assert spawn(http_login("alice"), "alice") == "ready"
+        spec = json.loads(docker("service", "inspect", f"{NAME}-nb-alice", "--format", "{{json .Spec.TaskTemplate}}"))
+        assert spec["ContainerSpec"]["User"] == "5003:100"
+        assert docker("exec", notebook_container("alice"), "id", "-g") == "100"
+    finally:
+        _stop("alice")
+        localhub.up(site.deployment())

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from deployer import netguard
+from deployer import dockerproxy, netguard
 from deployer.cluster import HostFacts, plan
 from deployer.discovery import discover
 from deployer.hubsettings import Layout
@@ -37,9 +37,11 @@ def test_fresh_hosts_get_swarm_and_images(site) -> None:
 
 
 def guarded(d, facts: dict[str, HostFacts]) -> dict[str, HostFacts]:
-    """The workers' network guards run with the spec the plan wants."""
+    """The workers' network guards and the hub's Docker proxy run with the specs the plan wants."""
     for host in d.workers:
-        facts[host.host_id].guard = (netguard.spec(d, Layout.of(d), "").spec_hash, True)
+        facts[host.host_id].guard = (netguard.sidecar(d, Layout.of(d), "").spec_hash, True)
+    hub_image_id = facts[d.hub.host_id].images.get(d.config.jupyterhub_image) or ""
+    facts[d.hub.host_id].proxy = (dockerproxy.sidecar(d, Layout.of(d), hub_image_id).spec_hash, True)
     return facts
 
 
@@ -92,7 +94,9 @@ def test_an_image_rebuilt_under_the_same_tag_is_sent_again_and_a_missing_one_pul
     d = deployment_of(site())
     p = plan(d, guarded(d, ready_facts()), Layout.of(d), {USER_IMAGE: "sha256:NEW"})
     assert [c.why for c in p.commands["worker1"]] == [f"send image {USER_IMAGE} from this machine (docker save | ssh docker load)"]
-    facts = ready_facts()
+    facts = guarded(d, ready_facts())
     facts["hub1"].images[HUB_IMAGE] = None
     p = plan(d, facts, Layout.of(d), {})
-    assert [str(c) for c in p.commands["hub1"]] == [f"docker pull {HUB_IMAGE}"]
+    # The Docker proxy runs from the hub image: a new hub image replaces it too.
+    assert [str(c) for c in p.commands["hub1"]][0] == f"docker pull {HUB_IMAGE}"
+    assert [c.why for c in p.commands["hub1"]][1:] == ["replace the hub's Docker proxy", "the hub's Docker proxy: its image or configuration changed"]

@@ -8,6 +8,9 @@ import ipaddress
 import pytest
 
 from deployer import netguard as deploy_guard
+from deployer import sidecars
+from conftest import SCOPE, base_configs
+from unit.test_cluster_plan import deployment_of
 from deployer.hubsettings import Layout
 from deployer_hub.netguard import ALLOW_RULES, Policy, Target, TargetError, View, filter_rules, restore_text
 
@@ -117,18 +120,23 @@ def test_policy_round_trips_through_json() -> None:
     assert Policy.from_json(p.to_json()) == p
 
 
-def test_deploy_starts_the_guard_once_and_replaces_it_when_its_spec_changes() -> None:
-    layout = Layout("jupyterhub-prod-x")
-    spec = deploy_guard.GuardSpec(layout, "deployer/netguard:0.1.0", policy(), "sha256:a")
-    first = deploy_guard.commands(spec, None)
+def test_deploy_starts_the_guard_once_and_replaces_it_when_its_spec_changes(site) -> None:
+    d = deployment_of(site())
+    layout = Layout.of(d)
+    guard = deploy_guard.sidecar(d, layout, "sha256:a")
+    first = sidecars.commands(guard, None)
     assert [c.argv[:2] for c in first] == [("docker", "run")]
     argv = first[0].argv
-    assert argv[argv.index("--name") + 1] == "jupyterhub-prod-x-netguard" and "--privileged" not in argv
+    assert argv[argv.index("--name") + 1] == "jupyterhub-prod-designsafe-netguard" and "--privileged" not in argv
     assert [argv[i + 1] for i, a in enumerate(argv) if a == "--cap-add"] == ["NET_ADMIN", "SYS_ADMIN", "SYS_PTRACE"]
-    assert argv[argv.index("--cap-drop") + 1] == "ALL" and "--read-only" in argv
-    assert deploy_guard.commands(spec, (spec.spec_hash, True)) == []
-    assert [c.argv[:2] for c in deploy_guard.commands(spec, (spec.spec_hash, False))] == [("docker", "rm"), ("docker", "run")]
-    changed = deploy_guard.GuardSpec(layout, spec.image, policy(deny=(Target.parse("10.9.0.0/16"),)), "sha256:a")
-    rebuilt = deploy_guard.GuardSpec(layout, spec.image, policy(), "sha256:b")
-    assert len({spec.spec_hash, changed.spec_hash, rebuilt.spec_hash}) == 3
-    assert deploy_guard.parse_current("") is None and deploy_guard.parse_current("abc true\n") == ("abc", True)
+    assert argv[argv.index("--cap-drop") + 1] == "ALL" and "--read-only" in argv and "--restart" in argv
+    policy_json = next(a for a in argv if a.startswith("DEPLOYER_NETGUARD_POLICY=")).split("=", 1)[1]
+    assert Policy.from_json(policy_json).hosts == tuple(sorted({a for h in d.hosts for a in (h.address, h.ssh_host)}))
+    assert sidecars.commands(guard, (guard.spec_hash, True)) == []
+    assert [c.argv[:2] for c in sidecars.commands(guard, (guard.spec_hash, False))] == [("docker", "rm"), ("docker", "run")]
+    configs = base_configs()
+    configs[SCOPE]["notebook_egress_deny"] = ["10.9.0.0/16"]
+    changed = deploy_guard.sidecar(deployment_of(site(configs=configs)), layout, "sha256:a")
+    rebuilt = deploy_guard.sidecar(d, layout, "sha256:b")
+    assert len({guard.spec_hash, changed.spec_hash, rebuilt.spec_hash}) == 3
+    assert sidecars.parse_current("") is None and sidecars.parse_current("abc true\n") == ("abc", True)

@@ -84,6 +84,8 @@ def apply(c: Any, settings_path: str, secrets_dir: str = "/run/secrets") -> dict
     if nb.get("memory_limit"):
         s.mem_limit = nb["memory_limit"]
     s.pids_limit = int(nb.get("pids_limit", 4096))
+    if nb.get("docker_host"):  # the Docker proxy, which allows only what this spawner does
+        s.client_kwargs = {"base_url": nb["docker_host"]}
     if nb.get("guard"):
         s.guard_label, s.guarded_port = nb["guard"]["label"], int(nb["guard"]["port"])
     if nb.get("nfs"):

@@ -232,7 +232,8 @@ class TenantSwarmSpawner(SwarmSpawner):
                          cap_drop=["ALL"])
         if uid is not None or gid is not None:
             user = str(uid) if uid is not None else self.image_user
-            container["user"] = f"{user}:{gid}" if gid is not None else user
+            # A bare uid the image does not know runs with gid 0 (Docker's default): never; the image's group instead.
+            container["user"] = f"{user}:{gid if gid is not None else IMAGE_GID}"
         container.update(self.extra_container_spec)
         resources = Resources(
             mem_limit=self.mem_limit,

@@ -1,0 +1,35 @@
+"""The Docker proxy's policy as deploy writes it: what the hub's spawner is configured to do, in the
+form the proxy accepts (its own validation runs here), and the container that runs it."""
+
+from __future__ import annotations
+
+import json
+
+from conftest import SCOPE, base_configs
+from deployer import dockerproxy
+from deployer.hubsettings import Layout
+from deployer_hub.dockerproxy import Policy
+from unit.test_cluster_plan import deployment_of
+
+
+def test_the_policy_is_the_spawners_configuration_and_the_proxy_accepts_it(site) -> None:
+    configs = base_configs()
+    configs[SCOPE]["volume_mounts"] = ["/data/{tenant_id}/{username}:/home/jupyter/permanent:rw", "/srv/shared:/home/jupyter/shared:ro"]
+    d = deployment_of(site(configs=configs))
+    layout = Layout.of(d)
+    written = dockerproxy.policy(d, layout)
+    policy = Policy.from_json(json.dumps(written))  # the proxy's own checks
+    assert policy.service_prefix == "jupyterhub-prod-designsafe-nb-"
+    assert policy.images == (d.config.jupyter_user_image,)
+    assert policy.network == layout.network
+    assert set(policy.bind_roots) == {layout.share_dir, "/data", "/srv/shared"}
+    assert policy.config_prefix == ""  # no tenant CA configured: notebooks get no config at all
+
+
+def test_the_proxy_container_has_no_network_no_capabilities_and_only_its_socket_directory(site) -> None:
+    d = deployment_of(site())
+    layout = Layout.of(d)
+    argv = dockerproxy.sidecar(d, layout, "sha256:h").run("x").argv
+    assert argv[argv.index("--network") + 1] == "none" and argv[argv.index("--cap-drop") + 1] == "ALL" and "--cap-add" not in argv
+    assert f"type=bind,src={layout.docker_proxy_dir},dst=/run/deployer-proxy" in argv
+    assert argv[-4:] == (d.config.jupyterhub_image, "python3", "-m", "deployer_hub.dockerproxy")
