@@ -80,10 +80,10 @@ def gather_one(host: Host, ex: Executor, deployment: Deployment) -> HostFacts:
             facts.images[image] = images.image_id(ex, image)
     if host.has("worker"):
         facts.guard = sidecars.parse_current(ex.run(netguard.read_command(Layout.of(deployment))).stdout)
-    if host.has("hub"):
-        facts.proxy = sidecars.parse_current(ex.run(dockerproxy.read_command(Layout.of(deployment))).stdout)
         for path in static_paths(deployment):
             facts.paths[path] = ex.run(cmd("test", "-d", path), check=False).code == 0
+    if host.has("hub"):
+        facts.proxy = sidecars.parse_current(ex.run(dockerproxy.read_command(Layout.of(deployment))).stdout)
     ss = ex.run(cmd("ss", "-Htlnp"), check=False)  # 80/443 on the hub, 2377/7946 on every host, with their programs
     for line in ss.stdout.splitlines():
         parts = line.split()
