@@ -313,6 +313,30 @@ def test_a_notebook_reaches_the_hub_api_the_tenant_and_the_world_but_no_host_or_
         assert t.reached(from_host[t.name]), f"{t.name} is not reachable from {worker} itself ({from_host[t.name]}): the refusal proves nothing"
 
 
+def test_the_operators_egress_rules_reach_running_notebooks(deployed, lab: Lab, site: Path, outside) -> None:
+    """notebook_egress_deny and notebook_egress_allow_rules, changed by a deploy, apply to a notebook
+    that is already running (the replaced guard re-applies its rules), without touching the hub."""
+    worker, container = notebook_container(lab, "jdoe")
+    world, metadata = Target("outside world", "http", True, url="http://203.0.113.10:8080/"), Target("metadata", "http", False, url="http://169.254.169.254/")
+    hub_before = hub_container(lab)
+    try:
+        changed = deployer(site, "deploy", "-o", "notebook_egress_deny=[203.0.113.10:8080]&notebook_egress_allow_rules={cloud_metadata_server: true}")
+        assert changed.returncode == 0, changed.stderr + changed.stdout
+        assert "the notebooks' network guard: its image or configuration changed" in row(changed.stdout, worker)
+        assert hub_container(lab) == hub_before
+        deadline = time.monotonic() + 30  # the new guard applies at its start
+        while True:
+            seen = probe(["docker", "exec", "-i", container], [world, metadata], remote=lab.ssh_command(worker))
+            if seen == {"outside world": "blocked", "metadata": "http 200"} or time.monotonic() > deadline:
+                break
+            time.sleep(1)
+        assert seen == {"outside world": "blocked", "metadata": "http 200"}, seen
+    finally:
+        restored = deployer(site, "deploy")
+        assert restored.returncode == 0, restored.stderr + restored.stdout
+    assert probe(["docker", "exec", "-i", container], [world, metadata], remote=lab.ssh_command(worker)) == {"outside world": "http 200", "metadata": "blocked"}
+
+
 def test_update_replaces_the_hub_and_keeps_the_running_notebook(deployed, lab: Lab, site: Path) -> None:
     hub = lab.hosts["hub"]
     browser = running_notebook(hub, "jdoe")
