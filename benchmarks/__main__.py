@@ -40,7 +40,7 @@ written by the last run.
 
 What runs:
 
-- **ours**: Deployer's hub deployed from deployment files with `deployer.localhub`'s steps (as the
+- **ours**: Deployer's hub deployed from deployment files by the Rollout (`deployer deploy`; as the
   swarm test tier does; published on 18443 instead of 443), `TenantSwarmSpawner`, Agave login
   through the tenant simulator over HTTPS, TAS uid/gid, per-user mounts below the share, 1 GiB
   memory limit, JupyterLab.

@@ -23,7 +23,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from lab.harness import Lab  # noqa: E402  (the tests' harness: one definition of a lab host)
 
-from deployer.cli import executor_for  # noqa: E402
+from deployer.ssh import executor_for  # noqa: E402
 from deployer.commands import cmd  # noqa: E402
 from deployer.discovery import discover  # noqa: E402
 from deployer.loader import load  # noqa: E402

@@ -3,7 +3,7 @@ hub, and the floor's network and prober. Every Docker object and directory is na
 
 * ours:  Deployer's hub (TenantSwarmSpawner, Agave login through the tenant simulator over HTTPS,
          TAS uid/gid, the swarm tier's settings), deployed from a deployment directory with
-         deployer.localhub's own steps, published on 18443/18080.
+         deployer.hubphase's own steps, published on 18443/18080.
 * stock: the same hub image running dockerspawner's SwarmSpawner with a shared-password login
          (benchmarks/stock_jupyterhub_config.py), published on 19443/19080.
 * floor: ``docker service create`` of the notebook image with ours' container spec, probed over an
@@ -13,7 +13,6 @@ hub, and the floor's network and prober. Every Docker object and directory is na
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import datetime as dt
 import json
 import os
@@ -31,13 +30,13 @@ import docker as dockersdk
 import httpx
 import yaml
 
-from deployer import images, localhub, tls
+from deployer import hubphase, tls
 from deployer.discovery import discover
 from deployer.executor import LocalExecutor
-from deployer.hubservice import network_commands, object_commands, service_commands
 from deployer.hubsettings import Layout
 from deployer.loader import Deployment, load
-from deployer.state import StateDir
+from deployer.rollout import Rollout
+from deployer.ssh import executor_for
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
@@ -50,7 +49,7 @@ NOTEBOOK_PORT = 8888
 MEMORY_LIMIT = "1G"
 WORKER_CONSTRAINT = "node.labels.deployer.worker==true"
 
-OURS = Layout("bench-ours")  # bench-ours-hub, bench-ours-net, bench-ours-nb-<user>, /srv/deployer/bench-ours
+OURS = Layout("jupyterhub-bench-sim")  # of jupyterhub.bench.sim: ...-hub, ...-net, ...-nb-<user>, /srv/deployer/jupyterhub-bench-sim
 OURS_PORTS = (18443, 18080)
 STOCK_HUB, STOCK_NET, STOCK_NB, STOCK_ROOT = "bench-stock-hub", "bench-stock-net", "bench-stock-nb", "/srv/deployer/bench-stock"
 STOCK_PORTS = (19443, 19080)
@@ -125,7 +124,7 @@ def remove_everything() -> None:
     for container in names("container", FLOOR_PROBE):
         docker("rm", "-f", container, check=False)
     remove_services(MINE)
-    localhub.remove(OURS, LocalExecutor())  # its secrets, configs and network
+    hubphase.remove(OURS, LocalExecutor())  # its secrets, configs and network
     deadline = time.monotonic() + 60
     while True:
         left = []
@@ -175,7 +174,7 @@ class Hub:
 
 
 def ours_site(directory: Path, ca_pem: str, agave_url: str, tas_url: str) -> Deployment:
-    """A deployment directory like the swarm tier's (tests/swarm/conftest.py), for bench-ours."""
+    """A deployment directory like the swarm tier's (tests/swarm/conftest.py), for ours (Layout OURS)."""
     share = OURS.share_dir
     (directory / "extras").mkdir(parents=True)
     (directory / "extras" / "tenant-ca.pem").write_text(ca_pem)
@@ -200,27 +199,11 @@ def ours_site(directory: Path, ca_pem: str, agave_url: str, tas_url: str) -> Dep
     return load(discover(directory), "jupyterhub", "bench", TENANT).deployments[0]
 
 
-def deploy_ours(deployment: Deployment, state: StateDir) -> Hub:
-    """deployer.localhub.up(), step by step, with one difference: the hub is published on
-    18443/18080 instead of 443/80. (localhub.up(https_port=18443) cannot be used: it also moves
-    the port the hub binds *inside* its container, while the service still publishes to 443.)"""
-    ex = LocalExecutor()
-    for _ in range(2):
-        for command in localhub.swarm_commands(ex):
-            ex.run(command)
-    for command in localhub.directory_commands(deployment, OURS):
-        ex.run(command)
-    # The notebooks' network guard: ours is measured with its firewall and gate, as deployed.
-    for command in localhub.guard_commands(deployment, OURS, ex, https_port=OURS_PORTS[0], http_port=OURS_PORTS[1]):
-        ex.run(command)
-    image_id = images.image_id(ex, deployment.config.jupyterhub_image) or ""
-    spec, _ = localhub.hub_spec(deployment, OURS, state, image_id=image_id)  # inside the container: 443 and 80, as deployed
-    spec = dataclasses.replace(spec, https_port=OURS_PORTS[0], http_port=OURS_PORTS[1])  # published elsewhere
-    for command in localhub.proxy_commands(deployment, OURS, ex):  # the hub's only way to the engine
-        ex.run(command)
-    facts = localhub.read_facts(ex, OURS)
-    for command in network_commands(OURS, facts) + object_commands(spec, facts) + service_commands(spec, facts):
-        ex.run(command)
+def deploy_ours(deployment: Deployment) -> Hub:
+    """`deployer deploy` itself (the one Rollout, this machine's local executor), with one difference:
+    the hub is published on 18443/18080 instead of 443/80 (inside its container it is on 443 and 80)."""
+    executors = {h.host_id: executor_for(h, deployment) for h in deployment.hosts}
+    Rollout(deployment, executors, "deploy", https_port=OURS_PORTS[0], http_port=OURS_PORTS[1]).deploy()
     return Hub("ours", f"https://127.0.0.1:{OURS_PORTS[0]}", OURS.hub_service, OURS.notebook_prefix)
 
 
@@ -587,7 +570,7 @@ class Rig:
         started = time.monotonic()
         self.stock = start_stock(self.workdir, [u.name for u in self.people])
         deployment = ours_site(self.workdir / "site", self.sim.ca_pem, self.sim.agave_url, self.sim.tas_url)
-        self.ours = deploy_ours(deployment, StateDir(self.workdir / "state"))
+        self.ours = deploy_ours(deployment)
         self.floor = Floor()
         for hub in (self.ours, self.stock):
             wait_healthy(hub)

@@ -23,13 +23,11 @@ from . import __version__, render
 from .discovery import DeploymentFiles, discover
 from .errors import ConfigError, DeployerError, Problem, UsageError
 from .example import write_example, write_local_example
-from . import cluster, images, localhub, rollout
+from . import cluster, images, rollout
 from .hubsettings import Layout
-from .ssh import SSHExecutor
+from .ssh import SSHExecutor, executor_for
 from .status import last_run
 from .status import read as status_of
-from .commands import cmd
-from .executor import LocalExecutor
 from .loader import Deployment, Loaded, load, tenant_summary
 from .model import LOCAL_HOSTS
 from .oauth_clients import register
@@ -66,7 +64,7 @@ _OPTIONS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
     (("-o", "--overrides"), {"help": "Overrides 'key1=value1&key2=value2', winning over every file."}),
     (("-d", "--deployment"), {"help": "Deployment file naming the others (default: deployment.yml)."}),
     (("-C", "--directory"), {"help": "Working directory holding the deployment files (default: .).", "type": click.Path(file_okay=False)}),
-    (("-k", "--keep-tempfiles", "--keep_tempfiles"), {"is_flag": True, "default": None, "help": "Keep generated temporary files for debugging."}),
+    (("-k", "--keep-tempfiles", "--keep_tempfiles"), {"is_flag": True, "default": None, "help": "Keep a copy of the hub's generated files (hub.json, jupyterhub_config.py; never a secret) in .deployer/<name>/generated."}),
     (("-v", "--verbose"), {"count": True, "help": "More output; -vv adds tracebacks."}),
 ]
 
@@ -348,12 +346,8 @@ def oauth_client_create(name: str | None, yes: bool) -> None:
 @deployment_options
 @reported
 def deploy() -> None:
-    """Bring every host to the configured state: engines, swarm, share, images, the hub."""
-    deployment = _one(_load(click.get_current_context().obj))
-    if _is_local(deployment):
-        _deploy_here(deployment)
-    else:
-        _remote(deployment, "deploy")
+    """Bring every host to the configured state: engines, swarm, share, images, guards, the hub."""
+    _rollout(_one(_load(click.get_current_context().obj)), "deploy")
 
 
 @main.command()
@@ -361,44 +355,25 @@ def deploy() -> None:
 @reported
 def update() -> None:
     """Roll out a new hub image or configuration; running notebooks keep running."""
-    deployment = _one(_load(click.get_current_context().obj))
-    if _is_local(deployment):
-        _deploy_here(deployment)
-    else:
-        _remote(deployment, "update")
+    _rollout(_one(_load(click.get_current_context().obj)), "update")
 
 
-def _is_local(deployment: Deployment) -> bool:
+def _check_local(deployment: Deployment) -> None:
+    """This machine is a host like any other, but not mixed with remote ones under a loopback name."""
     local = [h.ssh_host in LOCAL_HOSTS for h in deployment.hosts]
     if any(local) and not all(local):
         names = ", ".join(h.host_id for h in deployment.hosts if h.ssh_host in LOCAL_HOSTS)
         raise UsageError(f"{names}: ssh_host is this machine ({'/'.join(sorted(LOCAL_HOSTS))}) but other hosts are remote; "
                          "give every host the address the others reach it at (a hub on this machine alone needs all hosts local)")
-    return all(local)
 
 
-def _deploy_here(deployment: Deployment) -> None:
-    executor = LocalExecutor()
-    for image in (deployment.config.jupyterhub_image, deployment.config.jupyter_user_image):
-        if executor.run(cmd("docker", "image", "inspect", image), check=False).code != 0:
-            raise DeployerError(f"image {image} is not on this machine: build it with scripts/build-images (or docker load it)")
-    err.print(f"deploying {deployment.target} on this machine", markup=False)
-    outcome = localhub.up(deployment, executor)
-    if outcome.ran:
-        out.print(f"changed: {len(outcome.ran)} commands ({', '.join(c.why for c in outcome.ran if c.why)})", markup=False)
-    else:
-        out.print("nothing to change: the hub already runs as configured", markup=False)
-    out.print(f"hub: {outcome.url}", markup=False)
-    if outcome.self_signed:
-        out.print("TLS: self-signed certificate (kept in .deployer/); browsers will warn until you supply jupyterhub_cert/jupyterhub_key", markup=False)
-    if deployment.config.login == "local-dev":
-        passwords = deployment.files.name(deployment.files.passwords) if deployment.files.passwords else "the passwords file"
-        out.print(f"login (LOCAL USE ONLY): any username, with the password local_dev_password in {passwords}", markup=False)
-
-
-def _remote(deployment: Deployment, action: str, purge_data: bool = False) -> None:
+def _rollout(deployment: Deployment, action: str, purge_data: bool = False) -> None:
+    """Every deployment, on this machine or over SSH, goes through the one Rollout."""
+    _check_local(deployment)
     executors = {h.host_id: executor_for(h, deployment) for h in deployment.hosts}
-    roll = rollout.Rollout(deployment, executors, action, progress=lambda text: err.print(text, markup=False))
+    keep = deployment.files.workdir / ".deployer" / Layout.of(deployment).name / "generated" \
+        if click.get_current_context().obj.get("keep_tempfiles") else None
+    roll = rollout.Rollout(deployment, executors, action, progress=lambda text: err.print(text, markup=False), keep_dir=keep)
     try:
         if action == "destroy":
             report = roll.destroy(purge_data)
@@ -417,13 +392,18 @@ def _remote(deployment: Deployment, action: str, purge_data: bool = False) -> No
         out.print(f"destroyed {deployment.target} in {report.seconds:.1f} s", markup=False)
         return
     if not report.changed:
-        out.print(f"nothing to change: every host and the hub already match the configuration ({report.seconds:.1f} s; nothing restarted)", markup=False)
+        out.print(f"nothing to change: the hub already runs as configured, and every host matches the configuration "
+                  f"({report.seconds:.1f} s; nothing restarted)", markup=False)
     else:
         replaced = "; the hub was replaced (running notebooks were not touched)" if report.hub_replaced else ""
         out.print(f"{action} of {deployment.target} done in {report.seconds:.1f} s{replaced}", markup=False)
     out.print(f"hub: {report.url}", markup=False)
     if report.self_signed:
-        out.print("TLS: self-signed certificate (kept on the hub under /srv/deployer); browsers will warn until you supply jupyterhub_cert/jupyterhub_key", markup=False)
+        out.print(f"TLS: self-signed certificate (kept on the hub under {Layout.of(deployment).state_root}); "
+                  "browsers will warn until you supply jupyterhub_cert/jupyterhub_key", markup=False)
+    if deployment.config.login == "local-dev":
+        passwords = deployment.files.name(deployment.files.passwords) if deployment.files.passwords else "the passwords file"
+        out.print(f"login (LOCAL USE ONLY): any username, with the password local_dev_password in {passwords}", markup=False)
 
 
 def _results_table(report: "rollout.Report") -> None:
@@ -434,16 +414,6 @@ def _results_table(report: "rollout.Report") -> None:
         what = "; ".join(result.changes) or "; ".join(result.notes) or "-"
         table.add_row(result.host_id, result.roles, result.outcome, str(report.commands.get(result.host_id, "")), what)
     out.print(table)
-
-
-def executor_for(host, deployment: Deployment):
-    """This machine runs its commands directly; every other host over SSH."""
-    if host.ssh_host in LOCAL_HOSTS:
-        executor = LocalExecutor()
-        executor.host = host.host_id
-        return executor
-    return SSHExecutor(host.host_id, host.ssh_host, user=host.ssh_user, port=host.ssh_port, key=deployment.ssh_key_path(host),
-                       known_hosts=deployment.known_hosts_path(host))
 
 
 @main.command()
@@ -510,7 +480,7 @@ def status() -> None:
 def destroy(yes: bool, purge_data: bool) -> None:
     """Remove the hub, the notebooks and the deployment's Docker objects (user data kept unless --purge-data)."""
     deployment = _one(_load(click.get_current_context().obj))
-    local = _is_local(deployment)
+    _check_local(deployment)
     layout = Layout.of(deployment)
     what = f"the hub, every notebook and the Docker objects of {deployment.target}"
     what += f", and ALL user data under {layout.state_root}/{layout.name}" if purge_data else f" (user data under {layout.share_dir} is kept)"
@@ -518,14 +488,8 @@ def destroy(yes: bool, purge_data: bool) -> None:
         if not sys.stdin.isatty():
             raise UsageError(f"this removes {what}; not on a terminal: pass -y to confirm")
         click.confirm(f"Remove {what}?", abort=True)
-    if not local:
-        what += "; the share's NFS export and mounts; and the swarm (unless other services run in it)"
-        _remote(deployment, "destroy", purge_data)
-        out.print(f"removed {what}", markup=False)
-        return
-    localhub.down(deployment)
-    if purge_data:
-        LocalExecutor().run(cmd("rm", "-rf", "--one-file-system", f"{layout.state_root}/{layout.name}"))
+    what += "; the share's NFS export and mounts; the guards; and the swarm (unless other services run in it)"
+    _rollout(deployment, "destroy", purge_data)
     out.print(f"removed {what}", markup=False)
 
 

@@ -11,12 +11,12 @@ import json
 import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Protocol
 
 from . import dockerproxy, images, netguard, sidecars
 from .commands import Command, cmd, sh
 from .errors import Problem
-from .executor import Result
+from .executor import Executor
+from .ssh import ConnectError
 from .hubsettings import Layout
 from .loader import Deployment
 from .model import Host
@@ -29,12 +29,6 @@ INSTALL_DOCKER = sh(
     "if [ -d /run/systemd/system ]; then systemctl enable --now docker; else service docker start; fi\n"
     "for i in $(seq 60); do docker info >/dev/null 2>&1 && exit 0; sleep 1; done; echo 'the Docker engine did not start' >&2; exit 1",
     why="no Docker engine answers: install and start Debian's docker.io")
-
-
-class Executor(Protocol):
-    host: str
-
-    def run(self, command: Command, *, check: bool = True, timeout: float = 600) -> Result: ...
 
 
 @dataclass
@@ -51,11 +45,15 @@ class HostFacts:
     holders: dict[int, set[str]] = field(default_factory=dict)  # listening port -> names of the programs holding it
     guard: tuple[str, bool] | None = None  # the network guard's (spec hash, running), None when absent
     proxy: tuple[str, bool] | None = None  # the hub's Docker proxy's, likewise
+    published: dict[int, set[str]] = field(default_factory=dict)  # on a manager: port -> the swarm services publishing it
 
 
 def static_paths(deployment: Deployment) -> list[str]:
-    """Host paths of volume_mounts without template variables: they must exist on every worker."""
-    return sorted({m.host_path for m in deployment.config.volume_mounts if "{" not in m.host_path})
+    """Directories every worker must have before any notebook starts: the static part of each host path
+    of volume_mounts (``/srv/data`` of ``/srv/data/{username}``; the path itself without variables),
+    except below the share, which deploy makes and the workers mount."""
+    share = Layout.of(deployment).share_dir
+    return sorted({d for m in deployment.config.volume_mounts if not f"{(d := m.static_host_dir)}/".startswith(f"{share}/")})
 
 
 def wanted_images(deployment: Deployment, host: Host) -> list[str]:
@@ -84,6 +82,8 @@ def gather_one(host: Host, ex: Executor, deployment: Deployment) -> HostFacts:
             facts.paths[path] = ex.run(cmd("test", "-d", path), check=False).code == 0
     if host.has("hub"):
         facts.proxy = sidecars.parse_current(ex.run(dockerproxy.read_command(Layout.of(deployment))).stdout)
+        if facts.manager:
+            facts.published = published_ports(ex)
     ss = ex.run(cmd("ss", "-Htlnp"), check=False)  # 80/443 on the hub, 2377/7946 on every host, with their programs
     for line in ss.stdout.splitlines():
         parts = line.split()
@@ -94,11 +94,35 @@ def gather_one(host: Host, ex: Executor, deployment: Deployment) -> HostFacts:
     return facts
 
 
+PUBLISHED = sh('ids=$(docker service ls -q); [ -z "$ids" ] || docker service inspect $ids '
+               '--format \'{{.Spec.Name}}{{range .Spec.EndpointSpec.Ports}} {{.PublishedPort}}{{end}}\'')
+
+
+def published_ports(ex: Executor) -> dict[int, set[str]]:
+    """Which swarm services publish which ports (read on a manager)."""
+    ports: dict[int, set[str]] = {}
+    for line in ex.run(PUBLISHED, check=False).stdout.splitlines():
+        name, *numbers = line.split()
+        for number in numbers:
+            if number.isdigit():
+                ports.setdefault(int(number), set()).add(name)
+    return ports
+
+
 def gather(deployment: Deployment, executors: dict[str, Executor]) -> dict[str, HostFacts]:
-    """Facts of every host, read in parallel; a host that cannot be reached raises ConnectError."""
+    """Facts of every host, read in parallel. Every host that cannot be reached is named (one ConnectError
+    with a line per host), not only the first one tried."""
     with ThreadPoolExecutor(max(1, len(deployment.hosts))) as pool:
         futures = {h.host_id: pool.submit(gather_one, h, executors[h.host_id], deployment) for h in deployment.hosts}
-        return {host_id: future.result() for host_id, future in futures.items()}
+        facts, unreachable = {}, []
+        for host_id, future in futures.items():
+            try:
+                facts[host_id] = future.result()
+            except ConnectError as exc:
+                unreachable.append(str(exc))
+        if unreachable:
+            raise ConnectError("\n".join(unreachable))
+        return facts
 
 
 @dataclass
@@ -114,7 +138,7 @@ class Plan:
         self.notes.setdefault(host, []).append(note)
 
 
-def problems(deployment: Deployment, facts: dict[str, HostFacts]) -> list[Problem]:
+def problems(deployment: Deployment, facts: dict[str, HostFacts], ports: tuple[int, int] = (443, 80)) -> list[Problem]:
     """What must be fixed before anything changes; each names the host and how to fix it."""
     found: list[Problem] = []
     hub = deployment.hub
@@ -135,10 +159,16 @@ def problems(deployment: Deployment, facts: dict[str, HostFacts]) -> list[Proble
                 # dockerd itself may hold 7946 for a moment after leaving a swarm: not another program.
                 if port in f.listening and f.holders.get(port) != {"dockerd"}:
                     problem(host, f"port {port} on {host.host_id} is in use by another program; Docker Swarm needs 2377 and 7946 (TCP and UDP) and 4789 (UDP)")
-    ours = hub_facts.swarm_state == "active"  # then 80/443 may be our own hub's
-    for port in (80, 443):
-        if port in hub_facts.listening and not ours:
-            problem(hub, f"port {port} on the hub {hub.host_id} is already in use by another program; the hub needs 80 and 443")
+    hub_service = Layout.of(deployment).hub_service
+    published = hub_facts.published if hub_facts.swarm_state == "active" else {}
+    for port in ports:
+        others = published.get(port, set()) - {hub_service}
+        if others:
+            problem(hub, f"port {port} on the hub {hub.host_id} is published by the swarm service {', '.join(sorted(others))}; "
+                         f"the hub needs {ports[0]} and {ports[1]}: remove that service (or its deployment: deployer destroy)")
+        elif port in hub_facts.listening and hub_service not in published.get(port, set()):
+            holders = ", ".join(sorted(hub_facts.holders.get(port, set()))) or "another program"
+            problem(hub, f"port {port} on the hub {hub.host_id} is already in use by {holders}; the hub needs {ports[0]} and {ports[1]}")
     if hub_facts.swarm_state == "active" and not hub_facts.manager:
         problem(hub, f"the hub {hub.host_id} is a worker of another swarm (managers: {', '.join(sorted(hub_facts.managers))}); "
                      "run `docker swarm leave` on it, or make that swarm's manager the hub")

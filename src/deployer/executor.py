@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import subprocess
 from dataclasses import dataclass
+from typing import Protocol
 
 from .commands import Command
 from .errors import DeployerError
@@ -26,6 +27,16 @@ class Result:
     code: int
     stdout: str
     stderr: str
+
+
+class Executor(Protocol):
+    """Runs commands on one host (this machine, or over SSH): every side effect goes through one."""
+
+    host: str
+
+    def run(self, command: Command, *, check: bool = True, timeout: float = 600) -> Result: ...
+
+    def argv_for(self, command: Command) -> list[str]: ...
 
 
 class LocalExecutor:

@@ -116,6 +116,16 @@ def object_commands(spec: HubSpec, facts: SwarmFacts) -> list[Command]:
     return commands
 
 
+def stale_commands(spec: HubSpec, facts: SwarmFacts) -> list[Command]:
+    """The deployment's secrets and configs the new spec no longer uses (an old hub.json, a rotated key):
+    removed once the new hub runs. One still held by a running notebook (an old tenant CA) is refused by
+    Docker and stays until a later run."""
+    secrets = sorted(facts.secrets - {spec.secret_name(k) for k in spec.secrets})
+    configs = sorted(facts.configs - {spec.config_name(p) for p in spec.config_files()})
+    return ([cmd("docker", "secret", "rm", name, why=f"remove the unused secret {name}") for name in secrets]
+            + [cmd("docker", "config", "rm", name, why=f"remove the unused config {name}") for name in configs])
+
+
 def service_commands(spec: HubSpec, facts: SwarmFacts) -> list[Command]:
     """Create the hub service, or replace it when its spec changed; nothing when it did not."""
     if facts.hub_spec_hash == spec.spec_hash:

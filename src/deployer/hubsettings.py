@@ -1,7 +1,7 @@
 """The hub's settings file (``hub.json``) from a validated deployment: a pure function.
 
 The hub image turns it into JupyterHub configuration (``deployer_hub.hubconfig``).
-Secrets are not in it: they travel as Docker secrets, named in :data:`SECRET_FILES`.
+Secrets are not in it: they travel as Docker secrets (``HubSpec.secrets``).
 """
 
 from __future__ import annotations
@@ -12,9 +12,6 @@ from deployer_hub import netguard
 from deployer_hub.tenants import Flavour
 
 from .loader import Deployment
-
-#: Files under /run/secrets in the hub container.
-SECRET_FILES = ("oauth_client_secret", "tas_role_pass", "cookie_secret", "crypt_key", "ssl_key", "local_dev_password")
 
 HUB_ROOT = "/srv/jupyterhub"
 #: The tenant's extra CA certificates in the hub container (a Docker config; notebooks get the same one).
@@ -72,8 +69,7 @@ class Layout:
         return f"{self.name}-nb"
 
 
-def settings(deployment: Deployment, layout: Layout, *, ssl: bool = True, https_port: int = 443, http_port: int = 80,
-             nfs_server: str | None = None) -> dict:
+def settings(deployment: Deployment, layout: Layout, *, ssl: bool = True, https_port: int = 443, http_port: int = 80) -> dict:
     config = deployment.config
     local_dev = config.login == "local-dev"
     host = config.jupyterhub_host
@@ -118,6 +114,7 @@ def settings(deployment: Deployment, layout: Layout, *, ssl: bool = True, https_
             "volume_mounts": [str(m) for m in config.volume_mounts],
             "memory_limit": config.notebook_memory_limit,
             "pids_limit": config.notebook_pids_limit,
+            "start_timeout": config.notebook_start_timeout,
             "offer_lab": config.notebook_offer_lab,
             "cull_idle_timeout": config.cull_idle_notebook_timeout,
             "network": layout.network,
@@ -130,6 +127,5 @@ def settings(deployment: Deployment, layout: Layout, *, ssl: bool = True, https_
             # The hub's only way to the engine: the Docker proxy's socket (deployer_hub.dockerproxy).
             "docker_host": f"unix://{DOCKER_PROXY_SOCKET}",
             "guard": {"label": layout.name, "port": netguard.NOTEBOOK_PORT + netguard.GUARDED_PORT_OFFSET},
-            "nfs": {"server": nfs_server, "root": layout.share_dir, "export": "/"} if nfs_server else None,
         },
     }

@@ -26,6 +26,7 @@ DEFAULT_HUB_IMAGE = "deployer/jupyterhub:0.1.0"
 DEFAULT_USER_IMAGE = "taccsciapps/jupyteruser-base:latest"
 DEFAULT_NETGUARD_IMAGE = "deployer/netguard:0.1.0"
 DEFAULT_CULL_TIMEOUT = 86400
+DEFAULT_START_TIMEOUT = 180
 #: The OpenID Connect claim that names the user, unless oidc_username_claim says otherwise.
 DEFAULT_USERNAME_CLAIM = "preferred_username"
 #: Default and smallest sensible notebook_pids_limit.
@@ -306,6 +307,8 @@ class JupyterHubConfig(BaseModel):
     tenant_ca_bundle: str | None = None
     cull_idle_notebook_timeout: int = Field(default=DEFAULT_CULL_TIMEOUT, ge=0, strict=True)  # strict: true is not 1
     notebook_memory_limit: MemorySize = None
+    #: Seconds a notebook may take to start (its task scheduled and running, then answering) before the spawn fails.
+    notebook_start_timeout: int = Field(default=DEFAULT_START_TIMEOUT, ge=60, le=3600, strict=True)
     #: Most processes and threads in one notebook container (0: no limit).
     notebook_pids_limit: Annotated[int, PlainValidator(_pids_limit)] = DEFAULT_PIDS_LIMIT
     notebook_offer_lab: bool = True

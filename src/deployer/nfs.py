@@ -105,14 +105,19 @@ def _apt(*packages: str, why: str) -> Command:
               *packages, why=why)
 
 
+#: Marker files (prefix) of the helpers ganesha_start started on a host without an init system.
+STARTED = "/var/run/ganesha/deployer-started-"
+
+
 def ganesha_start(systemd: bool) -> Command:
     if systemd:
         return sh("systemctl enable nfs-ganesha >/dev/null 2>&1; systemctl restart nfs-ganesha", why="(re)start nfs-ganesha")
     # No init system (containers, the lab): ganesha's helpers first, then the daemon itself.
     return sh(
         "set -e; mkdir -p /var/run/ganesha /var/log/ganesha /run/dbus\n"
-        "pgrep -x rpcbind >/dev/null || rpcbind -w\n"
-        "pgrep -x dbus-daemon >/dev/null || dbus-daemon --system --fork\n"
+        # Helpers started here are marked, so that destroy stops only what deploy started.
+        f"pgrep -x rpcbind >/dev/null || {{ rpcbind -w && touch {STARTED}rpcbind; }}\n"
+        f"pgrep -x dbus-daemon >/dev/null || {{ dbus-daemon --system --fork && touch {STARTED}dbus-daemon; }}\n"
         "if pkill -x ganesha.nfsd; then for i in $(seq 100); do ss -Hltn | grep -q ':2049 ' || break; sleep 0.2; done; fi\n"
         f"setsid ganesha.nfsd -L /var/log/ganesha/ganesha.log -f {GANESHA_MAIN} -p /var/run/ganesha/ganesha.pid </dev/null >/dev/null 2>&1\n"
         "for i in $(seq 100); do ss -Hltn | grep -q ':2049 ' && exit 0; sleep 0.3; done\n"
@@ -143,8 +148,10 @@ def server_commands(layout: Layout, clients: list[str], facts: ServerFacts, *, k
         changed = True
     main = ganesha_main([*facts.exported, layout.name])
     if facts.main != main:
-        if facts.main is not None and not facts.main.startswith(MANAGED):
-            commands.append(sh(f'cp -n {GANESHA_MAIN} {GANESHA_MAIN}.deployer-orig', why="keep the packaged ganesha.conf"))
+        if facts.main is None or not facts.main.startswith(MANAGED):
+            # Decided when it runs: a server installed by this very run has its packaged file only then.
+            commands.append(sh('if [ -e "$1" ] && ! head -n 1 "$1" | grep -qF "$2"; then cp -n "$1" "$1.deployer-orig"; fi',
+                               GANESHA_MAIN, MANAGED.splitlines()[0], why="keep the packaged ganesha.conf"))
         commands.append(_write(GANESHA_MAIN, main, why="ganesha's main configuration"))
         changed = True
     if changed or not facts.running:
@@ -167,7 +174,9 @@ def unexport_commands(layout: Layout, facts: ServerFacts, *, kernel: bool) -> li
             commands += [_write(GANESHA_MAIN, ganesha_main(others), why="ganesha's main configuration"), ganesha_start(facts.systemd)]
         return commands
     if facts.running:
-        stop = "systemctl stop nfs-ganesha" if facts.systemd else "pkill -x ganesha.nfsd; for i in $(seq 100); do ss -Hltn | grep -q ':2049 ' || exit 0; sleep 0.2; done"
+        stop = "systemctl stop nfs-ganesha" if facts.systemd else (
+            "pkill -x ganesha.nfsd; for i in $(seq 100); do ss -Hltn | grep -q ':2049 ' || break; sleep 0.2; done\n"
+            f"for d in rpcbind dbus-daemon; do if [ -e {STARTED}$d ]; then pkill -x $d; rm -f {STARTED}$d; fi; done; true")
         commands.append(sh(stop, why="stop nfs-ganesha (nothing is exported any more)"))
     if facts.main is not None and facts.main.startswith(MANAGED):
         commands.append(sh(f'if [ -e {GANESHA_MAIN}.deployer-orig ]; then mv {GANESHA_MAIN}.deployer-orig {GANESHA_MAIN}; else rm -f {GANESHA_MAIN}; fi; '

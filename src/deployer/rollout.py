@@ -14,24 +14,26 @@ import secrets
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from datetime import datetime, timezone
 from typing import Callable
 
-from . import __version__, cluster, images, localhub, netguard, nfs
+from . import __version__, cluster, images, hubphase, netguard, nfs
 from .cluster import Executor, HostFacts
 from .commands import Command, cmd, sh
 from .errors import ConfigError, DeployerError
-from .hubservice import network_commands, object_commands, service_commands
+from .hubservice import network_commands, object_commands, service_commands, stale_commands
 from .hubsettings import AUDIT_LOG, Layout
 from .loader import Deployment
-from .lock import HubLock, operator
+from .lock import HubLock, LockedError, operator
 from .ssh import ConnectError
 from .state import HostStateDir
 
-#: Asks the hub itself whether JupyterHub answers (the operator's machine may not reach 443).
-HEALTH = sh('curl -ksf -o /dev/null "$1" 2>/dev/null || python3 -c '
-            '"import ssl, sys, urllib.request as u; u.urlopen(sys.argv[1], context=ssl._create_unverified_context(), timeout=5)" "$1" 2>/dev/null',
-            "https://127.0.0.1:443/hub/health")
+def health_command(https_port: int) -> Command:
+    """Asks the hub itself whether JupyterHub answers (the operator's machine may not reach its port)."""
+    return sh('curl -ksf -o /dev/null "$1" 2>/dev/null || python3 -c '
+              '"import ssl, sys, urllib.request as u; u.urlopen(sys.argv[1], context=ssl._create_unverified_context(), timeout=5)" "$1" 2>/dev/null',
+              f"https://127.0.0.1:{https_port}/hub/health")
 
 
 class RolloutError(DeployerError):
@@ -46,13 +48,21 @@ class HostResult:
     notes: list[str] = field(default_factory=list)
     error: str | None = None
     unreachable: bool = False
+    contacted: bool = False  # a command ran there (facts read at least)
+    locked: bool = False  # another run held the lock (the hub)
+    failed_at: str = ""  # the phase it failed in
 
     @property
     def outcome(self) -> str:
+        """What the table says, true for hosts the run never reached too."""
         if self.unreachable:
             return "unreachable"
+        if self.locked:
+            return "refused (lock)"
         if self.error:
-            return "failed"
+            return f"failed at {self.failed_at}" if self.failed_at else "failed"
+        if not self.contacted:
+            return "not contacted"
         return "changed" if self.changes else "unchanged"
 
 
@@ -74,8 +84,11 @@ class Report:
 
 class Rollout:
     def __init__(self, deployment: Deployment, executors: dict[str, Executor], action: str,
-                 progress: Callable[[str], None] = lambda text: None):
+                 progress: Callable[[str], None] = lambda text: None, *, https_port: int = 443, http_port: int = 80,
+                 keep_dir: Path | None = None):
         self.d = deployment
+        self.keep_dir = keep_dir  # -k: a copy of the hub's generated files (never a secret) for debugging
+        self.https_port, self.http_port = https_port, http_port  # where the hub is published on its host
         self.ex = executors
         self.action = action
         self.progress = progress
@@ -104,6 +117,7 @@ class Rollout:
 
     def run(self, host_id: str, command: Command, **kwargs):
         """Run a changing command and record it in the host's result."""
+        self.report.results[host_id].contacted = True
         result = self.ex[host_id].run(command, **kwargs)
         self.report.results[host_id].changes.append(command.why or str(command))
         return result
@@ -116,14 +130,17 @@ class Rollout:
             futures = {h: pool.submit(work, h) for h in host_ids}
             errors = []
             for host_id, future in futures.items():
+                result = self.report.results[host_id]
                 try:
                     future.result()
+                    result.contacted = True
                 except ConnectError as error:
-                    self.report.results[host_id].unreachable = True
-                    self.report.results[host_id].error = str(error)
+                    result.unreachable = True
+                    result.error = str(error)
                     errors.append(str(error))
                 except DeployerError as error:
-                    self.report.results[host_id].error = str(error)
+                    result.contacted = True
+                    result.error, result.failed_at = str(error), self._current[0] if self._current else ""
                     errors.append(str(error))
         if errors:
             raise RolloutError("\n".join(errors))
@@ -161,8 +178,17 @@ class Rollout:
                 finally:
                     self._finish(started, error)
         except ConnectError as exc:
-            self.report.results[self.hub.host_id].unreachable = True
+            result = self.report.results.get(exc.host) or self.report.results[self.hub.host_id]
+            result.unreachable, result.error = True, str(exc)
+            raise
+        except LockedError as exc:
+            self.report.results[self.hub.host_id].locked = True
             self.report.results[self.hub.host_id].error = str(exc)
+            raise
+        except DeployerError as exc:  # a failure on the hub outside the parallel phases (labels, the hub service)
+            hub = self.report.results[self.hub.host_id]
+            if not any(r.error for r in self.report.results.values()):
+                hub.error, hub.failed_at, hub.contacted = str(exc), self.report.phases[-1][0] if self.report.phases else "", True
             raise
         return self.report
 
@@ -184,7 +210,7 @@ class Rollout:
             if not (hub_facts.swarm_state == "active" and hub_facts.manager):
                 raise DeployerError(f"{self.hub.host_id}: no swarm on the hub yet: run `deployer deploy` first (update only rolls out a new hub image or configuration)")
         else:
-            problems = cluster.problems(self.d, facts)
+            problems = cluster.problems(self.d, facts, (self.https_port, self.http_port))
             if problems:
                 raise ConfigError(problems)
             self.phase("Docker engines")
@@ -255,7 +281,7 @@ class Rollout:
 
     def share(self) -> None:
         layout, hub = self.layout, self.hub
-        for command in localhub.directory_commands(self.d, layout, localhub.missing_on(self.hub_ex)):
+        for command in hubphase.directory_commands(self.d, layout, hubphase.missing_on(self.hub_ex)):
             self.run(hub.host_id, command)
         marker = self.hub_ex.run(nfs.marker_command(layout, f"{layout.name} {secrets.token_hex(16)}")).stdout.strip()
         others = [w for w in self.d.workers if w.host_id != hub.host_id]
@@ -294,7 +320,7 @@ class Rollout:
 
     def guards(self) -> None:
         def guard(host_id: str) -> None:
-            for command in localhub.guard_commands(self.d, self.layout, self.ex[host_id]):
+            for command in hubphase.guard_commands(self.d, self.layout, self.ex[host_id], https_port=self.https_port, http_port=self.http_port):
                 self.run(host_id, command)
 
         self.each([w.host_id for w in self.d.workers], guard)
@@ -303,27 +329,40 @@ class Rollout:
         layout, hub, ex = self.layout, self.hub, self.hub_ex
         state = HostStateDir(ex, f"{layout.state_root}/{layout.name}/state")
         image_id = images.image_id(ex, self.d.config.jupyterhub_image) or ""
-        spec, self.report.self_signed = localhub.hub_spec(self.d, layout, state, image_id=image_id)
-        for command in localhub.proxy_commands(self.d, layout, ex):
+        spec, self.report.self_signed = hubphase.hub_spec(self.d, layout, state, image_id=image_id,
+                                                          https_port=self.https_port, http_port=self.http_port)
+        if self.keep_dir:
+            self.keep(spec.config_files())
+        for command in hubphase.proxy_commands(self.d, layout, ex):
             self.run(hub.host_id, command)
-        facts = localhub.read_facts(ex, layout)
+        facts = hubphase.read_facts(ex, layout)
         for command in network_commands(layout, facts) + object_commands(spec, facts) + service_commands(spec, facts):
             self.run(hub.host_id, command)
             if command.argv[:3] == ("docker", "service", "rm"):
                 self.report.hub_replaced = True
-                localhub.wait_until_gone(ex, layout.hub_service)
+                hubphase.wait_until_gone(ex, layout.hub_service)
         self.report.url = f"https://{self.d.config.jupyterhub_host}"
         self.wait_healthy(120)
+        for command in stale_commands(spec, facts):
+            if ex.run(command, check=False).code == 0:
+                self.report.results[hub.host_id].changes.append(command.why)
+
+    def keep(self, files: dict[str, str]) -> None:
+        """The generated files the hub service gets (its Docker configs; public), written for reading."""
+        self.keep_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        for path, content in files.items():
+            (self.keep_dir / path.lstrip("/").replace("/", "_")).write_text(content)
+        self.progress(f"kept the hub's generated files in {self.keep_dir} (-k)")
 
     def wait_healthy(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self.hub_ex.run(HEALTH, check=False, timeout=30).code == 0:
+            if self.hub_ex.run(health_command(self.https_port), check=False, timeout=30).code == 0:
                 return
             time.sleep(1)
         logs = self.hub_ex.run(cmd("docker", "service", "logs", "--tail", "20", self.layout.hub_service), check=False)
         tail = (logs.stdout + logs.stderr).strip()[-2500:]
-        raise DeployerError(f"{self.hub.host_id}: the hub did not answer https://127.0.0.1:443/hub/health on the hub within {timeout:.0f} s; "
+        raise DeployerError(f"{self.hub.host_id}: the hub did not answer https://127.0.0.1:{self.https_port}/hub/health on the hub within {timeout:.0f} s; "
                             f"`deployer status` shows its state; last log lines:\n{tail}")
 
     # --- destroy -------------------------------------------------------------------------------
@@ -336,8 +375,8 @@ class Rollout:
         self.phase("the hub, the notebooks and the deployment's Docker objects")
         hub_facts = cluster.gather_one(hub, self.hub_ex, self.d)
         if hub_facts.swarm_state == "active" and hub_facts.manager:
-            present = localhub.read_facts(self.hub_ex, layout)
-            if localhub.remove(layout, self.hub_ex):
+            present = hubphase.read_facts(self.hub_ex, layout)
+            if hubphase.remove(layout, self.hub_ex):
                 self.report.results[hub.host_id].changes.append("removed the network guard")
             if present.networks or present.secrets or present.configs or present.hub_spec_hash is not None:
                 self.report.results[hub.host_id].changes.append("removed the hub, notebooks, secrets, configs and network")

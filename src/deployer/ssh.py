@@ -8,6 +8,8 @@ agent and known_hosts exactly as their own ``ssh`` does, and its connection shar
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import hashlib
 import shlex
 import subprocess
@@ -16,7 +18,11 @@ from pathlib import Path
 
 from .commands import Command
 from .errors import DeployerError
-from .executor import RemoteCommandError, Result
+from .executor import LocalExecutor, RemoteCommandError, Result
+from .model import LOCAL_HOSTS, Host
+
+if TYPE_CHECKING:
+    from .loader import Deployment
 
 #: ssh exits 255 when it could not reach or authenticate to the host.
 SSH_FAILURE = 255
@@ -24,6 +30,10 @@ SSH_FAILURE = 255
 
 class ConnectError(DeployerError):
     """A host cannot be reached or refuses our key: names the host and what to check."""
+
+    def __init__(self, message: str, host: str = ""):
+        super().__init__(message)
+        self.host = host
 
 
 class SSHExecutor:
@@ -80,7 +90,8 @@ class SSHExecutor:
             reason = result.stderr.strip().splitlines()[-1] if result.stderr.strip() else "no answer"
             raise ConnectError(
                 f"{self.host} ({self.user}@{self.address}:{self.port}): cannot connect over SSH: {reason}; "
-                "check that the host is up, ssh_host/ssh_port are right and ssh_key is authorised for ssh_user"
+                "check that the host is up, ssh_host/ssh_port are right and ssh_key is authorised for ssh_user",
+                self.host,
             )
 
     def close(self) -> None:
@@ -92,3 +103,13 @@ def _is_ssh_error(stderr: str) -> bool:
     markers = ("ssh: connect to host", "Connection refused", "Connection timed out", "Permission denied", "Could not resolve",
                "No route to host", "Host key verification failed", "Connection closed by", "kex_exchange_identification")
     return any(marker in stderr for marker in markers)
+
+
+def executor_for(host: Host, deployment: Deployment) -> "LocalExecutor | SSHExecutor":
+    """This machine (an ssh_host in LOCAL_HOSTS) runs its commands directly; every other host over SSH."""
+    if host.ssh_host in LOCAL_HOSTS:
+        executor = LocalExecutor()
+        executor.host = host.host_id
+        return executor
+    return SSHExecutor(host.host_id, host.ssh_host, user=host.ssh_user, port=host.ssh_port, key=deployment.ssh_key_path(host),
+                       known_hosts=deployment.known_hosts_path(host))

@@ -94,7 +94,8 @@ def deployer(site: Path, *args: str, timeout: float = 900) -> subprocess.Complet
 
 def row(output: str, host: str) -> str:
     """The host's row of the result table, its wrapped continuation lines joined."""
-    match = re.search(rf"^{host}\s+\S+\s+(changed|unchanged|failed|unreachable)\s+\d*\s+.*$(\n {{20,}}\S.*$)*", output, re.M)
+    outcomes = r"changed|unchanged|failed at [a-z' ,:]+?|failed|unreachable|not contacted|refused \(lock\)"
+    match = re.search(rf"^{host}\s+\S+\s+({outcomes})\s+\d*\s+.*$(\n {{20,}}\S.*$)*", output, re.M)
     assert match, f"no result row for {host} in:\n{output}"
     return " ".join(match.group(0).split())
 
@@ -361,6 +362,9 @@ def test_a_second_run_waits_for_the_lock(deployed, lab: Lab, site: Path) -> None
         result = deployer(site, "deploy")
     assert result.returncode == 1
     assert "hub: another run holds the lock of jupyterhub-lab-sim: deploy by " in result.stderr
+    assert "refused (lock)" in row(result.stdout, "hub")
+    for worker in ("worker1", "worker2"):  # never reached: the table does not call them unchanged
+        assert "not contacted" in row(result.stdout, worker)
 
 
 def test_an_unreachable_worker_is_named(deployed, lab: Lab, site: Path) -> None:
@@ -380,24 +384,27 @@ def test_a_missing_image_is_named_with_its_host_and_the_fix(deployed, lab: Lab, 
     assert result.returncode == 1
     for worker in ("worker1", "worker2"):
         assert f"{worker}: image deployer/no-such-image:9 is not on this machine and `docker pull deployer/no-such-image:9` failed there" in result.stderr
-        assert "failed" in row(result.stdout, worker)
+        assert "failed at images" in row(result.stdout, worker)
     assert "Traceback" not in result.stderr and hub_container(lab) == before  # the hub was not touched
 
 
 def clean(lab: Lab) -> dict[str, str]:
     """What Deployer could have left on each host."""
     script = (f"docker info --format '{{{{.Swarm.LocalNodeState}}}}'; docker ps -aq | wc -l; docker network ls -q --filter name={NAME} | wc -l; "
-              f"ss -Hltn | grep -c ':2049 ' || true; ls /etc/ganesha; ls -A {LAB_SHARE} | wc -l; ls /srv/deployer/{NAME} 2>/dev/null | tr '\\n' ' '")
+              f"ss -Hltn | grep -c ':2049 ' || true; ls /etc/ganesha; ls -A {LAB_SHARE} | wc -l; "
+              "pgrep -x rpcbind | wc -l; pgrep -x dbus-daemon | wc -l; "
+              f"ls /srv/deployer/{NAME} 2>/dev/null | tr '\\n' ' '")
     return {host: text(lab.ssh(host, script)) for host in lab.hosts}
 
 
 def test_destroy_leaves_the_hosts_clean_then_a_killed_deploy_completes_on_rerun(deployed, lab: Lab, site: Path) -> None:
     result = deployer(site, "destroy", "-y", "--purge-data")
     assert result.returncode == 0, result.stderr + result.stdout
-    # No swarm, container, network, NFS server or data; the packaged ganesha.conf back; only the
+    # No swarm, container, network, NFS server, its helpers or data; the packaged ganesha.conf back; only the
     # share's (lab volume's) mount point is left.
     for host, left in clean(lab).items():
-        assert left.split("\n") == ["inactive", "0", "0", "0", "ganesha.conf", "vfs.conf", "0", "share"], f"{host}: {left}"
+        # ... and no rpcbind or dbus-daemon left running (deploy started them for nfs-ganesha on the hub)
+        assert left.split("\n") == ["inactive", "0", "0", "0", "ganesha.conf", "vfs.conf", "0", "0", "0", "share"], f"{host}: {left}"
     assert "leave the swarm" in row(result.stdout, "worker1")
 
     # Interrupted while sending an image (the worker has to get it again), then run again.

@@ -12,7 +12,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from deployer import localhub
+from deployer import hubphase
+from deployer.rollout import Report, Rollout
+from deployer.ssh import executor_for
 from deployer.discovery import discover
 from deployer.example import LOCAL_NAME
 from deployer.executor import LocalExecutor
@@ -39,11 +41,13 @@ def images() -> None:
     result = subprocess.run(["bash", str(ROOT / "scripts" / "build-images")], capture_output=True, text=True, timeout=1800)
     if result.returncode != 0:
         pytest.fail(f"scripts/build-images failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
-    for command in localhub.swarm_commands(LocalExecutor()) + localhub.swarm_commands(LocalExecutor()):
-        LocalExecutor().run(command)
+    # The swarm's gateway bridge must exist before the tenant simulator binds to it (a deploy would
+    # make the swarm, but the simulator starts first).
+    if docker("info", "--format", "{{.Swarm.LocalNodeState}}") != "active":
+        docker("swarm", "init", "--advertise-addr", "127.0.0.1")
     # Ports 80 and 443 are needed: a local hub left by scripts/up (or a killed run) is removed.
     for name in (NAME, LOCAL_NAME):
-        localhub.remove(Layout(name), LocalExecutor())
+        hubphase.remove(Layout(name), LocalExecutor())
 
 
 @pytest.fixture(scope="session")
@@ -101,8 +105,13 @@ def site(tenant: TenantSimulator, tmp_path_factory) -> Site:
     return Site(path, tenant)
 
 
+def deploy_here(deployment: Deployment) -> Report:
+    """`deployer deploy` of a deployment on this machine: the one Rollout, with the local executor."""
+    return Rollout(deployment, {h.host_id: executor_for(h, deployment) for h in deployment.hosts}, "deploy").deploy()
+
+
 def remove_everything(deployment: Deployment) -> None:
-    localhub.down(deployment)
+    hubphase.remove(Layout.of(deployment), LocalExecutor())
     shutil.rmtree(f"/srv/deployer/{NAME}", ignore_errors=True)
 
 
@@ -110,7 +119,6 @@ def remove_everything(deployment: Deployment) -> None:
 def hub(site: Site):
     deployment = site.deployment()
     remove_everything(deployment)  # leftovers of a killed run
-    outcome = localhub.up(deployment)
-    yield outcome
+    yield deploy_here(deployment)
     if os.environ.get("DEPLOYER_KEEP_SWARM") != "1":
         remove_everything(deployment)

@@ -28,8 +28,6 @@ import docker
 import docker.errors
 import pytest
 from deployer_hub.auth import UserFacingError
-from deployer_hub.dockerproxy import nfs_volume_name
-from deployer_hub.mounts import RenderedMount
 from deployer_hub.spawner import TenantSwarmSpawner
 from docker.types import ContainerSpec, EndpointSpec, Mount, Placement, Resources, RestartPolicy, TaskTemplate
 from jupyterhub.objects import Hub
@@ -47,7 +45,6 @@ OTHER_CONFIG = "pxtest-xcfg"  # not below the policy's config_prefix
 OUTSIDER = "pxtest-outsider"  # a service of someone else on the same swarm
 IMAGE = "deployer/jupyteruser:0.1.0"
 WORKER = "node.labels.deployer.worker==true"
-NFS_SERVER = "10.0.0.1"
 
 
 def cleanup() -> None:
@@ -91,7 +88,7 @@ def proxy(images, tmp_path_factory) -> Iterator[Proxy]:
     policy = {
         "listen": str(base / "run" / "docker.sock"), "upstream": "/var/run/docker.sock", "service_prefix": PREFIX,
         "images": [IMAGE], "network": NETWORK, "config_prefix": CA_CONFIG, "bind_roots": [str(share)],
-        "nfs_server": NFS_SERVER, "nfs_export_root": "/", "constraints": [WORKER],
+        "constraints": [WORKER],
     }
     (base / "policy.json").write_text(json.dumps(policy))
     p = Proxy(policy["listen"], base / "proxy.log", share, start_proxy(base / "proxy.log", policy["listen"], base / "policy.json", verbose=True))
@@ -191,17 +188,6 @@ def test_a_notebook_service_is_created_runs_and_is_listed_inspected_and_removed(
         client.inspect_service(name)
     with pytest.raises(docker.errors.NotFound):
         client.remove_service(created["ID"])
-
-
-def test_the_spawners_nfs_volumes_are_accepted(client: docker.APIClient, proxy: Proxy) -> None:
-    spawner = TenantSwarmSpawner(nfs_server=NFS_SERVER, nfs_root=str(proxy.share), nfs_export="/")
-    mount = spawner._docker_mount(RenderedMount("/data/sim/jdoe", "/home/jupyter/permanent", read_only=False, nfs=True))
-    assert mount["Source"] == nfs_volume_name(NFS_SERVER, "/data/sim/jdoe")  # the proxy's copy of the naming formula
-    spec = notebook_service(proxy.share, f"{PREFIX}-nfs", mounts=[mount])
-    # never scheduled, so no engine tries to mount an NFS server that is not there
-    spec["task_template"]["Placement"]["Constraints"].append("node.labels.pxtest.nowhere==true")
-    created = client.create_service(**spec)
-    client.remove_service(created["ID"])
 
 
 # --- the real spawner through the proxy -----------------------------------------------------
@@ -321,10 +307,10 @@ FORBIDDEN: dict[str, tuple[Callable[[dict], None], str]] = {
     "bind-escape": (lambda s: _container(s)["Mounts"][0].update(Source=_container(s)["Mounts"][0]["Source"] + "/../../../../../etc"), "'..'"),
     "bind-propagation": (_set(f"{MOUNT}.BindOptions", {"Propagation": "rshared"}), "BindOptions"),
     "volume-binding-a-host-path": (_set(MOUNT, {"Type": "volume", "Source": "pxtest-evil", "Target": "/host", "VolumeOptions": {
-        "DriverConfig": {"Name": "local", "Options": {"type": "none", "o": "bind", "device": "/"}}}}), "nfs"),
-    "nfs-elsewhere": (_set(MOUNT, {"Type": "volume", "Source": nfs_volume_name("10.9.9.9", "/x"), "Target": "/x", "VolumeOptions": {
-        "DriverConfig": {"Name": "local", "Options": {"type": "nfs", "o": "addr=10.9.9.9,rw", "device": ":/x"}}}}), "NFS server"),
-    "existing-volume": (_set(MOUNT, {"Type": "volume", "Source": "pxtest-existing", "Target": "/x"}), "VolumeOptions"),
+        "DriverConfig": {"Name": "local", "Options": {"type": "none", "o": "bind", "device": "/"}}}}), "not allowed"),
+    "nfs-volume": (_set(MOUNT, {"Type": "volume", "Source": "pxtest-nfs", "Target": "/x", "VolumeOptions": {
+        "DriverConfig": {"Name": "local", "Options": {"type": "nfs", "o": "addr=10.9.9.9,rw", "device": ":/x"}}}}), "not allowed"),
+    "existing-volume": (_set(MOUNT, {"Type": "volume", "Source": "pxtest-existing", "Target": "/x"}), "not allowed"),
     "uid-0": (_set("task_template.ContainerSpec.User", "0"), "root"),
     "root": (_set("task_template.ContainerSpec.User", "root"), "root"),
     "gid-0": (_set("task_template.ContainerSpec.User", "5001:0"), "root"),

@@ -9,8 +9,7 @@ import time
 
 import pytest
 
-from deployer import localhub
-from swarm.conftest import NAME, docker
+from swarm.conftest import NAME, deploy_here, docker
 from swarm.test_notebooks import _stop, http_login, notebook_container, spawn
 
 pytestmark = pytest.mark.swarm
@@ -138,11 +137,11 @@ def test_a_uid_without_a_gid_runs_with_the_images_group_never_root(hub, site) ->
     _stop("jdoe")
     _stop("alice")
     try:
-        localhub.up(site.deployment("use_tas_gid=false"))
+        deploy_here(site.deployment("use_tas_gid=false"))
         assert spawn(http_login("alice"), "alice") == "ready"
         spec = json.loads(docker("service", "inspect", f"{NAME}-nb-alice", "--format", "{{json .Spec.TaskTemplate}}"))
         assert spec["ContainerSpec"]["User"] == "5003:100"
         assert docker("exec", notebook_container("alice"), "id", "-g") == "100"
     finally:
         _stop("alice")
-        localhub.up(site.deployment())
+        deploy_here(site.deployment())

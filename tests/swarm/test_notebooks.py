@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -13,9 +14,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from deployer import localhub
 from sim.tenant import complete_login
-from swarm.conftest import NAME, SHARE, USERS, Site, docker
+from swarm.conftest import NAME, SHARE, USERS, Site, deploy_here, docker
 
 pytestmark = pytest.mark.swarm
 
@@ -188,13 +188,23 @@ def test_hub_restart_keeps_notebooks_running(hub) -> None:
     while docker(*hub_container) in ("", old_hub):
         assert time.monotonic() < deadline, "the hub's container was not replaced"
         time.sleep(0.5)
-    localhub.wait_for_hub("https://127.0.0.1", 120, localhub.LocalExecutor(), localhub.Layout(NAME))
+    deadline = time.monotonic() + 120
+    while not _healthy("https://127.0.0.1/hub/health"):
+        assert time.monotonic() < deadline, "the restarted hub did not answer its health check"
+        time.sleep(1)
     assert docker("service", "inspect", service, "--format", "{{.CreatedAt}}") == created
     assert notebook_container("jdoe") == container
     deadline = time.monotonic() + 60
     while browser.get("/user/jdoe/api/status").status_code != 200:  # the restarted hub found it and routes to it
         assert time.monotonic() < deadline, "the restarted hub did not route to the running notebook"
         time.sleep(1)
+
+
+def _healthy(url: str) -> bool:
+    try:
+        return httpx.get(url, verify=False, timeout=5).status_code == 200
+    except httpx.HTTPError:  # the old hub's container going away, the new one not listening yet
+        return False
 
 
 def test_a_server_stopped_and_started_again_is_found_at_its_new_address(hub) -> None:
@@ -212,7 +222,7 @@ def test_a_server_stopped_and_started_again_is_found_at_its_new_address(hub) -> 
 
 
 def _redeploy(site: Site, overrides: str | None) -> None:
-    localhub.up(site.deployment(overrides))
+    deploy_here(site.deployment(overrides))
 
 
 def _stop(user: str) -> None:
@@ -237,9 +247,16 @@ def _stop(user: str) -> None:
     ids=["missing-image", "missing-bind-path"],
 )
 def test_failures_reach_the_spawn_page(hub, site: Site, overrides: str, expected: str) -> None:
+    """What deploy cannot see (it checks images and the static part of every mount path) but a spawn
+    meets: an image gone from the worker after deploy, a per-user directory outside the share missing."""
     _stop("alice")
     try:
+        if "not-loaded" in overrides:  # on the worker at deploy (deploy refuses a missing image), gone by the spawn
+            docker("tag", "deployer/jupyteruser:0.1.0", "deployer/not-loaded:1")
+        else:
+            os.makedirs("/srv/deployer-nowhere", exist_ok=True)  # the static part exists; alice's directory does not
         _redeploy(site, overrides)
+        docker("rmi", "deployer/not-loaded:1", check=False)
         browser = http_login("alice")
         started = time.monotonic()
         page = spawn(browser, "alice", timeout=120)
@@ -249,6 +266,7 @@ def test_failures_reach_the_spawn_page(hub, site: Site, overrides: str, expected
         logs = subprocess.run(["docker", "service", "logs", f"{NAME}-hub"], capture_output=True, text=True)
         (ARTIFACTS / f"hub-{overrides.split('=')[0]}.log").write_text(logs.stdout + logs.stderr)
         _redeploy(site, None)
+        shutil.rmtree("/srv/deployer-nowhere", ignore_errors=True)
 
 
 def test_idle_culling_and_the_classic_interface(hub, site: Site) -> None:

@@ -134,17 +134,6 @@ def test_original_flag_style_and_subcommands_agree(site) -> None:
     assert d.returncode == 0 and "jupyterhub_oauth_client_secret: '***'" in d.stdout
 
 
-@pytest.mark.parametrize("action", ["update", "deploy"])
-def test_remote_actions_against_unresolvable_hosts_name_the_host_and_change_nothing(site, action: str) -> None:
-    s = site()
-    for args in (["-p", "jupyterhub", "-i", "prod", "-t", "designsafe", "-a", action], [action, "-i", "prod", "-t", "designsafe"]):
-        result = run_deployer(args, s.path)
-        assert result.returncode == 1, result.stderr
-        assert "error: hub1 (root@hub.example.org:22): cannot connect over SSH" in result.stderr
-        assert "Traceback" not in result.stderr
-        assert re.search(r"^hub1\s+hub\s+unreachable\s", result.stdout, re.M), result.stdout
-
-
 def test_version_and_listings() -> None:
     cwd = Path.cwd()
     assert run_deployer(["version"], cwd).stdout.strip() == f"deployer {__version__}"
@@ -155,7 +144,7 @@ def test_version_and_listings() -> None:
         assert result.returncode == 0
         rows = {line.split()[0]: line for line in result.stdout.splitlines()[1:]}
         assert set(rows) == {"validate", "config", "plan", "deploy", "update", "status", "destroy"}
-        assert all(" available " in row for row in rows.values()), rows
+        assert all(row.split()[1] == "available" for row in rows.values()), rows  # the status column, not "not available yet"
 
 
 def test_unknown_project_and_action(site) -> None:
@@ -212,21 +201,6 @@ def test_local_dev_login_is_refused_on_remote_hosts(site) -> None:
     result = run_cli(["-i", "prod", "-t", "designsafe", "validate"], s.path)
     assert result.exit_code == 2
     assert f"site.configs: {SCOPE}/login: local-dev is for a hub on this machine only, but hub1, worker1, worker2 is remote" in result.stderr
-
-
-def test_plan_names_the_host_it_cannot_reach(site) -> None:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]  # nothing listens there once the probe is closed
-    hosts = base_hosts()
-    for index, host in enumerate(hosts[SCOPE]["hosts"]):  # loopback addresses other than this machine's own name
-        host.update(ssh_host=f"127.0.0.{index + 2}", ssh_port=port)
-    result = run_deployer(["-i", "prod", "-t", "designsafe", "plan"], site(hosts=hosts).path)
-    assert result.returncode == 1
-    assert re.search(r"error: (hub1|worker1|worker2) \(root@127\.0\.0\.\d:\d+\): cannot connect over SSH: .*Connection refused", result.stderr), result.stderr
-    assert "Traceback" not in result.stderr
 
 
 def test_destroy_on_remote_hosts_and_without_confirmation(site) -> None:

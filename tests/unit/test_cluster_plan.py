@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from conftest import SCOPE, base_configs
 from deployer import dockerproxy, netguard
-from deployer.cluster import HostFacts, plan
+from deployer.cluster import HostFacts, plan, static_paths
 from deployer.discovery import discover
 from deployer.hubsettings import Layout
 from deployer.loader import load
@@ -17,7 +18,8 @@ def deployment_of(site):
 
 def ready_facts() -> dict[str, HostFacts]:
     return {
-        "hub1": HostFacts(docker="24.0", swarm_state="active", node_id="n1", manager=True, managers={"10.10.0.10"}, images={HUB_IMAGE: "sha256:h"}, listening={22, 80, 443}),
+        "hub1": HostFacts(docker="24.0", swarm_state="active", node_id="n1", manager=True, managers={"10.10.0.10"}, images={HUB_IMAGE: "sha256:h"}, listening={22, 80, 443},
+                          published={443: {"jupyterhub-prod-designsafe-hub"}, 80: {"jupyterhub-prod-designsafe-hub"}}),
         "worker1": HostFacts(docker="24.0", swarm_state="active", node_id="n2", managers={"10.10.0.10"}, images={USER_IMAGE: "sha256:u"}, paths={"/data/shared": True}),
         "worker2": HostFacts(docker="24.0", swarm_state="active", node_id="n3", managers={"10.10.0.10"}, images={USER_IMAGE: "sha256:u"}, paths={"/data/shared": True}),
     }
@@ -62,6 +64,20 @@ def test_missing_static_path_and_taken_port_are_problems_naming_the_host(site) -
     assert any("port 443 on the hub hub1 is already in use" in m for m in messages)
 
 
+def test_a_port_published_by_another_swarm_service_or_held_by_a_program_is_a_problem_ours_is_not(site) -> None:
+    d = deployment_of(site())
+    facts = guarded(d, ready_facts())
+    facts["hub1"].published = {443: {"jupyterhub-prod-designsafe-hub"}, 80: {"jupyterhub-prod-designsafe-hub"}}
+    assert not plan(d, facts, Layout.of(d)).problems  # our own hub holds them
+    facts["hub1"].published = {443: {"other-hub"}, 80: {"jupyterhub-prod-designsafe-hub"}}
+    messages = [str(p) for p in plan(d, facts, Layout.of(d)).problems]
+    assert messages == ["site.hosts: jupyterhub.prod.designsafe/hub1: port 443 on the hub hub1 is published by the swarm service other-hub; "
+                        "the hub needs 443 and 80: remove that service (or its deployment: deployer destroy)"]
+    facts["hub1"].published, facts["hub1"].holders = {}, {443: {"nginx"}}
+    messages = [str(p) for p in plan(d, facts, Layout.of(d)).problems]
+    assert any("port 443 on the hub hub1 is already in use by nginx" in m for m in messages)
+
+
 def test_hosts_without_docker_get_it_installed(site) -> None:
     d = deployment_of(site())
     facts = ready_facts()
@@ -100,3 +116,11 @@ def test_an_image_rebuilt_under_the_same_tag_is_sent_again_and_a_missing_one_pul
     # The Docker proxy runs from the hub image: a new hub image replaces it too.
     assert [str(c) for c in p.commands["hub1"]][0] == f"docker pull {HUB_IMAGE}"
     assert [c.why for c in p.commands["hub1"]][1:] == ["replace the hub's Docker proxy", "the hub's Docker proxy: its image or configuration changed"]
+
+
+def test_the_static_part_of_a_templated_mount_is_checked_on_workers_but_not_below_the_share(site) -> None:
+    configs = base_configs()
+    share = Layout.of(deployment_of(site())).share_dir
+    configs[SCOPE]["volume_mounts"] = ["/srv/data/{tenant_id}/{username}:/home/jupyter/permanent:rw", "/data/shared:/home/jupyter/shared:ro",
+                                       f"{share}/projects/{{username}}:/home/jupyter/projects:rw"]
+    assert static_paths(deployment_of(site(configs=configs))) == ["/data/shared", "/srv/data"]

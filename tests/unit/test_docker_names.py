@@ -9,7 +9,10 @@ from deployer_hub import names
 from deployer_hub.spawner import TenantSwarmSpawner
 
 from deployer.hubservice import HubSpec
-from deployer.hubsettings import SECRET_FILES, Layout
+from deployer.hubsettings import Layout
+
+#: Every secret a hub can have (hub_spec's keys).
+SECRET_FILES = ("oauth_client_secret", "tas_role_pass", "cookie_secret", "crypt_key", "ssl_key", "local_dev_password")
 
 
 def test_short_names_are_unchanged_and_long_ones_fit_uniquely() -> None:

@@ -37,21 +37,8 @@ def test_tas_variable_without_tas_value_is_a_clear_error() -> None:
         mounts.render(SPECS[1:2], mounts.template_values("jdoe", "designsafe", None))
 
 
-def test_mounts_below_the_nfs_root_become_nfs_mounts() -> None:
-    rendered = mounts.render(["/srv/share/data/{username}:/home/jupyter/permanent:rw", "/corral/x:/x:ro"],
-                             mounts.template_values("jdoe", "t", None), nfs_root="/srv/share")
-    assert (rendered[0].nfs, rendered[0].source) == (True, "/data/jdoe")
-    assert (rendered[1].nfs, rendered[1].source) == (False, "/corral/x")
-
-
-def test_nfs_mounts_become_docker_nfs_volumes() -> None:
+def test_every_mount_is_a_bind_mount_of_the_rendered_host_path() -> None:
     from deployer_hub.spawner import TenantSwarmSpawner
 
-    spawner = TenantSwarmSpawner(nfs_server="10.0.0.1", nfs_root="/srv/share", nfs_export="/exports/hub")
-    mount = spawner._docker_mount(mounts.RenderedMount("/data/jdoe", "/home/jupyter/permanent", False, nfs=True))
-    assert mount["Type"] == "volume" and mount["Target"] == "/home/jupyter/permanent"
-    options = mount["VolumeOptions"]["DriverConfig"]
-    assert options["Name"] == "local"
-    assert options["Options"] == {"type": "nfs", "o": "addr=10.0.0.1,rw,nfsvers=4", "device": ":/exports/hub/data/jdoe"}
-    bind = spawner._docker_mount(mounts.RenderedMount("/corral/x", "/x", True))
+    bind = TenantSwarmSpawner()._docker_mount(mounts.RenderedMount("/corral/x", "/x", True))
     assert (bind["Type"], bind["Source"], bind["ReadOnly"]) == ("bind", "/corral/x", True)

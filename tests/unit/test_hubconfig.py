@@ -120,3 +120,13 @@ def test_the_proxy_reaches_the_hub_over_loopback_the_notebooks_by_service_name(s
     assert c.JupyterHub.hub_connect_url == "http://127.0.0.1:8081"
     assert c.Spawner.hub_connect_url == f"http://{hub['hub']['service_name']}:8081"
     assert "hub_connect_url" in TenantSwarmSpawner.class_trait_names()  # JUPYTERHUB_API_URL in the notebook comes from it
+
+
+def test_the_spawners_settings_reach_its_traits(site, tmp_path: Path) -> None:
+    """Every notebook key: configs file → hub.json → TenantSwarmSpawner's traits (defaults and set values)."""
+    s = applied(tmp_path, hub_json(site)).TenantSwarmSpawner
+    assert (s.start_timeout, s.task_timeout, s.pids_limit) == (180, 150, 4096)
+    assert s.client_kwargs == {"base_url": "unix:///run/deployer-proxy/docker.sock"}  # the Docker proxy, never the engine's socket
+    assert (s.guard_label, s.guarded_port) == ("jupyterhub-prod-designsafe", 8889)
+    s = applied(tmp_path, hub_json(site, notebook_start_timeout=600, notebook_pids_limit=512, notebook_memory_limit="2G")).TenantSwarmSpawner
+    assert (s.start_timeout, s.task_timeout, s.pids_limit, s.mem_limit) == (600, 570, 512, 2 * 1024**3)

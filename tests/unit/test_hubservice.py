@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 
 from conftest import CLIENT_SECRET
+from conftest import SCOPE, base_configs
 from deployer.discovery import discover
-from deployer.hubservice import HubSpec, SwarmFacts, network_commands, object_commands, service_commands
+from deployer.hubservice import HubSpec, SwarmFacts, network_commands, object_commands, service_commands, stale_commands
 from deployer.hubsettings import Layout, settings
 from deployer.loader import load
 
@@ -68,6 +69,21 @@ def test_published_ports_other_than_443_still_bind_443_inside(site) -> None:
     layout = Layout.of(deployment)
     hub = settings(deployment, layout, https_port=18443, http_port=18080)["hub"]
     assert (hub["https_port"], hub["http_port"]) == (443, 80)  # what the service's targets are
-    assert hub["public_https_port"] in (18443, 443)  # the host's port if jupyterhub_host names one
+    assert hub["public_https_port"] == 18443  # redirects go where browsers reach the hub (jupyterhub_host names no port)
     argv = " ".join(service_commands(HubSpec(layout, "img", settings(deployment, layout), {"cookie_secret": "c"}, https_port=18443, http_port=18080), SwarmFacts())[-1].argv)
     assert "published=18443,target=443" in argv and "published=18080,target=80" in argv
+    configs = base_configs()
+    configs[SCOPE]["jupyterhub_host"] = "jupyter.example.org:8443"  # a port in front of the hosts (a load balancer)
+    named = load(discover(site(configs=configs).path), "jupyterhub", "prod", "designsafe").deployments[0]
+    assert settings(named, layout, https_port=18443, http_port=18080)["hub"]["public_https_port"] == 8443
+
+
+def test_secrets_and_configs_the_new_spec_no_longer_uses_are_removed(site) -> None:
+    deployment = load(discover(site().path), "jupyterhub", "prod", "designsafe").deployments[0]
+    layout = Layout.of(deployment)
+    old = HubSpec(layout, "img", settings(deployment, layout), {"cookie_secret": "c", "crypt_key": "k1"})
+    new = HubSpec(layout, "img", {**settings(deployment, layout), "deployment": "changed"}, {"cookie_secret": "c", "crypt_key": "k2"})
+    existing = SwarmFacts(secrets={old.secret_name(k) for k in old.secrets}, configs={old.config_name(p) for p in old.config_files()})
+    removed = [c.argv[1:4] for c in stale_commands(new, existing)]
+    assert removed == [("secret", "rm", old.secret_name("crypt_key")), ("config", "rm", old.config_name("/srv/jupyterhub/hub.json"))]
+    assert stale_commands(old, existing) == []  # nothing unused: nothing removed

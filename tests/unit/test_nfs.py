@@ -91,3 +91,31 @@ def test_mounting_edits_fstab_once_and_unmounting_removes_only_our_lines(tmp_pat
     assert result.stdout.strip() == "unmounted"
     assert fstab.read_text().splitlines() == ["UUID=abc / ext4 defaults 0 1"]
     assert nfs.mount_commands(LAYOUT, "10.0.0.1", has_client=False)[0].why == "install the NFS client"
+
+
+def test_the_packaged_ganesha_conf_is_kept_even_when_this_run_installs_the_server(tmp_path) -> None:
+    """Planned before apt installed the package (no ganesha.conf then), the backup still decides when it
+    runs, so destroy puts Debian's file back instead of deleting it (run for real on a copy)."""
+    fresh = nfs.server_commands(LAYOUT, WORKERS, nfs.ServerFacts(), kernel=False)
+    backup = next(c for c in fresh if c.why == "keep the packaged ganesha.conf")
+    assert [c.why for c in fresh].index("keep the packaged ganesha.conf") < [c.why for c in fresh].index("ganesha's main configuration")
+    conf = tmp_path / "ganesha.conf"
+
+    def run() -> None:
+        subprocess.run(["sh", "-c", backup.argv[2], "sh", str(conf), *backup.argv[5:]], check=True)
+
+    run()  # no file: nothing to keep
+    assert not (tmp_path / "ganesha.conf.deployer-orig").exists()
+    conf.write_text("# the packaged file\n")  # apt installed it in the meantime
+    run()
+    assert (tmp_path / "ganesha.conf.deployer-orig").read_text() == "# the packaged file\n"
+    conf.write_text(nfs.ganesha_main([LAYOUT.name]))  # ours, on a later run: the backup is left alone
+    run()
+    assert (tmp_path / "ganesha.conf.deployer-orig").read_text() == "# the packaged file\n"
+
+
+def test_stopping_the_last_export_stops_only_the_helpers_deploy_started() -> None:
+    stop = next(c for c in nfs.unexport_commands(LAYOUT, ready(), kernel=False) if c.why.startswith("stop nfs-ganesha"))
+    assert f"[ -e {nfs.STARTED}$d ]" in stop.argv[2] and "pkill -x $d" in stop.argv[2]
+    start = nfs.ganesha_start(systemd=False).argv[2]
+    assert f"rpcbind -w && touch {nfs.STARTED}rpcbind" in start and f"--fork && touch {nfs.STARTED}dbus-daemon" in start

@@ -16,7 +16,7 @@ from deployer.discovery import discover
 from deployer.hubservice import SwarmFacts, object_commands, service_commands
 from deployer.hubsettings import Layout
 from deployer.loader import load
-from deployer.localhub import TENANT_CA, hub_spec
+from deployer.hubphase import TENANT_CA, hub_spec
 from deployer.state import StateDir
 from deployer_hub.auth import UserFacingError
 from deployer_hub.hubconfig import apply

@@ -14,8 +14,8 @@ spawn through it), and refuses everything else with 403 ``{"message": "deployer 
   ``service_prefix``; the image is one of ``images``; the container spec has only the keys the
   spawner sends (no capabilities added, no privileges, no sysctls, no devices, no secrets), drops
   ALL capabilities and never runs as uid or gid 0 (nor as a bare numeric uid: Docker gives it gid 0);
-  bind mounts only below ``bind_roots``; volumes only the spawner's NFS volumes of ``nfs_server``
-  below ``nfs_export_root``; configs only named ``config_prefix``...; networks only ``network``;
+  bind mounts only below ``bind_roots`` (no volumes: a local-driver volume can bind any host path);
+  configs only named ``config_prefix``...; networks only ``network``;
   the placement keeps every policy constraint; one replica; DNS round robin, no published port;
 * ``GET`` and ``DELETE /services/{id}``: only services named ``service_prefix``... (a delete goes to
   the full ID just inspected, so a name cannot be swapped in between);
@@ -40,7 +40,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import hashlib
 import json
 import logging
 import os
@@ -109,8 +108,6 @@ class Policy:
     upstream: str = "/var/run/docker.sock"
     config_prefix: str = ""  # empty: no configs in notebooks
     bind_roots: tuple[str, ...] = ()
-    nfs_server: str = ""  # empty: no NFS volumes
-    nfs_export_root: str = "/"
     constraints: tuple[str, ...] = ("node.labels.deployer.worker==true",)
     listen_mode: int = 0o600
 
@@ -138,7 +135,7 @@ class Policy:
         return policy
 
     def validate(self) -> None:
-        for key in ("service_prefix", "network", "listen", "upstream", "config_prefix", "nfs_server", "nfs_export_root"):
+        for key in ("service_prefix", "network", "listen", "upstream", "config_prefix"):
             if not isinstance(getattr(self, key), str):
                 raise TypeError(f"policy {key} must be a string")
         if not self.service_prefix or not self.network or not self.images:
@@ -150,8 +147,6 @@ class Policy:
         for root in self.bind_roots:
             if not _is_clean_absolute(root) or root == "/":
                 raise ValueError(f"policy bind root {root!r} must be a normalised absolute path other than /")
-        if not _is_clean_absolute(self.nfs_export_root):
-            raise ValueError("policy nfs_export_root must be a normalised absolute path")
         if not isinstance(self.listen_mode, int) or self.listen_mode & ~0o660:
             raise ValueError("policy listen_mode may give read/write to owner and group only")
 
@@ -469,12 +464,6 @@ def scoped_filters(query: dict[str, list[str]], key: str, prefix: str) -> None:
         raise Refused(f"filters must name only services {prefix}... by {key}")
 
 
-def nfs_volume_name(server: str, export: str) -> str:
-    """The volume name TenantSwarmSpawner._docker_mount gives an NFS export (same formula): a named
-    volume that already exists is used as it is, whatever the DriverConfig says."""
-    return "deployer-nfs-" + hashlib.sha256(f"{server}:{export}".encode()).hexdigest()[:16]
-
-
 @dataclass
 class Needs:
     """What a service spec names that only the engine can confirm."""
@@ -648,10 +637,8 @@ def _check_mount(mount: Any, policy: Policy, where: str) -> None:
         if "VolumeOptions" in mount or "TmpfsOptions" in mount:
             raise Refused(f"{where}: a bind mount has no volume or tmpfs options")
         _check_bind_source(source, policy, where)
-    elif kind == "volume":
-        _check_nfs_volume(mount, policy, where)
-    else:
-        raise Refused(f"{where}.Type {kind!r} is not allowed (bind, volume or tmpfs)")
+    else:  # a volume could be a local-driver "volume" binding any host path (type none, o=bind)
+        raise Refused(f"{where}.Type {kind!r} is not allowed (bind or tmpfs)")
 
 
 def _check_bind_source(source: Any, policy: Policy, where: str) -> None:
@@ -663,30 +650,6 @@ def _check_bind_source(source: Any, policy: Policy, where: str) -> None:
     # The engine follows symlinks when it binds: so does the check, as far as the path exists here.
     if not _under(os.path.realpath(normal), tuple(os.path.realpath(r) for r in policy.bind_roots)):
         raise Refused(f"{where}.Source {source} leads out of the allowed bind roots")
-
-
-def _check_nfs_volume(mount: dict, policy: Policy, where: str) -> None:
-    if not policy.nfs_server or "TmpfsOptions" in mount:
-        raise Refused(f"{where}: volumes are not allowed")
-    volume = _only(mount.get("VolumeOptions"), {"DriverConfig"}, f"{where}.VolumeOptions")
-    driver = _only(volume.get("DriverConfig"), {"Name", "Options"}, f"{where}.VolumeOptions.DriverConfig")
-    options = driver.get("Options")
-    if driver.get("Name") != "local" or not isinstance(options, dict) or set(options) != {"type", "o", "device"}:
-        raise Refused(f"{where}: only the local driver with type, o and device")
-    if not all(isinstance(v, str) for v in options.values()):
-        raise Refused(f"{where}: driver options must be strings")
-    if options["type"] != "nfs":  # type none with o=bind would bind any host path
-        raise Refused(f"{where}: volume type must be nfs")
-    parts = options["o"].split(",")
-    addrs = [p for p in parts if p.startswith("addr=")]
-    if addrs != [f"addr={policy.nfs_server}"]:
-        raise Refused(f"{where}: the NFS server must be {policy.nfs_server}")
-    device = options["device"]
-    export = device[1:] if device.startswith(":") else ""
-    if not export.startswith("/") or ".." in export.split("/") or not _under(posixpath.normpath(export), (policy.nfs_export_root,)):
-        raise Refused(f"{where}: the NFS device must be below :{policy.nfs_export_root}")
-    if mount.get("Source") != nfs_volume_name(policy.nfs_server, export):
-        raise Refused(f"{where}.Source must be the spawner's volume name for this export")
 
 
 def _check_config(config: Any, policy: Policy, where: str) -> tuple[str, str]:

@@ -88,11 +88,10 @@ def apply(c: Any, settings_path: str, secrets_dir: str = "/run/secrets") -> dict
         s.client_kwargs = {"base_url": nb["docker_host"]}
     if nb.get("guard"):
         s.guard_label, s.guarded_port = nb["guard"]["label"], int(nb["guard"]["port"])
-    if nb.get("nfs"):
-        s.nfs_server, s.nfs_root, s.nfs_export = nb["nfs"]["server"], nb["nfs"]["root"], nb["nfs"]["export"]
-    s.start_timeout = nb.get("start_timeout", 180)
+    s.start_timeout = int(nb.get("start_timeout", 180))
     s.http_timeout = 120
-    s.task_timeout = nb.get("task_timeout", 150)
+    # The spawner's own wait for the task ends first, so its message (which node, why) is what users read.
+    s.task_timeout = max(30, s.start_timeout - 30)
     if nb.get("ca_config") and tenant.get("ca_bundle"):
         # The tenant's CA in every notebook, joined there with the image's system CAs; the token
         # files name that bundle as `verify` (agavepy and tapipy hand it to requests).
@@ -105,7 +104,7 @@ def apply(c: Any, settings_path: str, secrets_dir: str = "/run/secrets") -> dict
         c.JupyterHub.load_roles = [{"name": "idle-culler", "scopes": ["list:users", "read:users:activity", "read:servers", "delete:servers"], "services": ["idle-culler"]}]
         c.JupyterHub.services = [{
             "name": "idle-culler",
-            "command": [sys.executable, "-m", "jupyterhub_idle_culler", f"--timeout={nb['cull_idle_timeout']}", f"--cull-every={nb.get('cull_every', max(10, min(300, nb['cull_idle_timeout'] // 2)))}"],
+            "command": [sys.executable, "-m", "jupyterhub_idle_culler", f"--timeout={nb['cull_idle_timeout']}", f"--cull-every={max(10, min(300, nb['cull_idle_timeout'] // 2))}"],
         }]
     return settings
 

@@ -21,10 +21,9 @@ class MountRenderError(ValueError):
 
 @dataclass(frozen=True)
 class RenderedMount:
-    source: str  # host path (bind) or path below the NFS export (nfs)
+    source: str  # host path on the worker
     target: str  # path in the container
     read_only: bool
-    nfs: bool = False
 
 
 def template_values(username: str, tenant_id: str, tas_home_directory: str | None) -> dict[str, str]:
@@ -51,16 +50,10 @@ def _render(template: str, values: dict[str, str]) -> str:
     return normal
 
 
-def render(specs: list[str], values: dict[str, str], nfs_root: str = "") -> list[RenderedMount]:
-    """Render ``host:container:mode`` specs; host paths under ``nfs_root`` become NFS mounts."""
+def render(specs: list[str], values: dict[str, str]) -> list[RenderedMount]:
+    """Render ``host:container:mode`` specs for one user."""
     mounts = []
     for spec in specs:
         host, container, mode = spec.split(":")
-        source = _render(host, values)
-        target = _render(container, values)
-        nfs = bool(nfs_root) and (source == nfs_root or source.startswith(nfs_root.rstrip("/") + "/"))
-        if nfs:
-            relative = posixpath.relpath(source, nfs_root)
-            source = "/" if relative == "." else "/" + relative
-        mounts.append(RenderedMount(source, target, mode == "ro", nfs))
+        mounts.append(RenderedMount(_render(host, values), _render(container, values), mode == "ro"))
     return mounts

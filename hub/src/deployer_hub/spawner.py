@@ -5,7 +5,6 @@ what that one lacks for a TACC-style hub:
 
 * ``volume_mounts`` rendered per user with ``{username}``, ``{tenant_id}`` and
   ``{tas_homeDirectory}``, every value sanitised (:mod:`deployer_hub.mounts`);
-* bind mounts *and* NFS-backed volume mounts (the stock one only builds binds);
 * the container runs as the TAS uid/gid, else the configured ids, else the image's user;
 * the user's token directory mounted where agavepy and tapipy look;
 * the tenant's extra CA certificates (a Docker config) in every notebook, where the image's
@@ -20,7 +19,6 @@ what that one lacks for a TACC-style hub:
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -30,7 +28,6 @@ import docker.errors
 from docker.types import (
     ConfigReference,
     ContainerSpec,
-    DriverConfig,
     EndpointSpec,
     Mount,
     Placement,
@@ -56,10 +53,6 @@ class TenantSwarmSpawner(SwarmSpawner):
     volume_mounts = List(Unicode(), config=True, help="host_path:container_path:ro|rw templates, rendered per user.")
     token_root = Unicode("", config=True, help="Root of the per-user token directories (as the authenticator's); empty: none mounted.")
     token_mount_path = Unicode("/home/jupyter/.agave", config=True, help="Where the user's token directory appears in the container.")
-    nfs_server = Unicode("", config=True, help="Address of the NFS server (the hub); empty: everything is a bind mount.")
-    nfs_root = Unicode("", config=True, help="Host paths below this directory are served by nfs_server and mounted over NFS.")
-    nfs_export = Unicode("", config=True, help="The directory nfs_root corresponds to in the server's export.")
-    nfs_options = Unicode("nfsvers=4", config=True, help="Mount options for NFS volumes (addr= and ro/rw are added).")
     notebook_uid = Integer(None, allow_none=True, config=True, help="uid when TAS gives none (None: the image's user).")
     notebook_gid = Integer(None, allow_none=True, config=True, help="gid when TAS gives none (None: the image's group).")
     worker_constraints = List(Unicode(), ["node.labels.deployer.worker==true"], config=True, help="Placement constraints: workers only.")
@@ -153,32 +146,21 @@ class TenantSwarmSpawner(SwarmSpawner):
         home = self._identity.home_directory if self._identity else None
         try:
             values = mounts.template_values(self.user.name, self.tenant_id, home)
-            rendered = mounts.render(list(self.volume_mounts), values, self.nfs_root if self.nfs_server else "")
+            rendered = mounts.render(list(self.volume_mounts), values)
         except (mounts.MountRenderError, paths.UnsafeName) as exc:
             self.log.error("Cannot render the mounts of %s: %s", self.user.name, exc)
             raise UserFacingError(403, f"Your storage cannot be set up: {exc}. Please contact support.") from None
         if self.token_root:
             source = tokenfiles.user_dir(self.token_root, self.tenant_id, self.user.name)
-            rendered.extend(mounts.render([f"{source}:{self.token_mount_path}:rw"], {}, self.nfs_root if self.nfs_server else ""))
+            rendered.extend(mounts.render([f"{source}:{self.token_mount_path}:rw"], {}))
         return rendered
 
     def _docker_mount(self, m: mounts.RenderedMount) -> Mount:
-        if not m.nfs:
-            return Mount(target=m.target, source=m.source, type="bind", read_only=m.read_only)
-        export = (self.nfs_export.rstrip("/") + m.source) if m.source != "/" else self.nfs_export
-        access = "ro" if m.read_only else "rw"
-        # A named volume per user and path: NFS mounted by the worker's Docker engine, no host setup.
-        name = "deployer-nfs-" + hashlib.sha256(f"{self.nfs_server}:{export}".encode()).hexdigest()[:16]
-        return Mount(
-            target=m.target,
-            source=name,
-            type="volume",
-            read_only=m.read_only,
-            driver_config=DriverConfig("local", {"type": "nfs", "o": f"addr={self.nfs_server},{access},{self.nfs_options}", "device": f":{export}"}),
-        )
+        # Bind mounts only: the share reaches the workers by their own NFS mount (deploy's fstab line).
+        return Mount(target=m.target, source=m.source, type="bind", read_only=m.read_only)
 
     @property
-    def mounts(self) -> list[Mount]:  # the stock property only builds binds
+    def mounts(self) -> list[Mount]:  # rendered per user, unlike the stock property's
         return [self._docker_mount(m) for m in self.rendered_mounts()]
 
     # --- the service ----------------------------------------------------------------------
@@ -211,7 +193,7 @@ class TenantSwarmSpawner(SwarmSpawner):
         if not root:
             return
         for m in rendered:
-            local = (self.nfs_root.rstrip("/") + m.source) if m.nfs else m.source
+            local = m.source
             if m.read_only or not local.startswith(root + "/") or os.path.isdir(local):
                 continue
             os.makedirs(local, mode=0o750)

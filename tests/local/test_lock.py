@@ -15,6 +15,8 @@ import pytest
 from deployer.executor import LocalExecutor
 from deployer.lock import HubLock, LockedError
 
+pytestmark = pytest.mark.local
+
 
 def test_a_second_holder_is_refused_with_the_first_ones_name() -> None:
     name = f"test-{uuid.uuid4().hex[:8]}"

@@ -9,6 +9,8 @@ import pytest
 from deployer.commands import cmd
 from deployer.ssh import ConnectError, SSHExecutor
 
+pytestmark = pytest.mark.local
+
 
 def closed_port() -> int:
     with socket.socket() as s:

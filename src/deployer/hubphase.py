@@ -1,38 +1,21 @@
-"""A hub on this machine: a single-node swarm that is both hub and worker, no SSH.
-
-Reads the swarm's facts, runs only the commands that change something, then waits
-(bounded) for the hub to answer. Used by the `swarm` test tier and by ``scripts/up``.
-"""
+"""The hub's phase, as the Rollout runs it on the hub's executor (this machine or over SSH): its
+spec (settings, secrets, files), the facts of its Docker objects, the hub's directories, the
+workers' guards and the hub's Docker proxy, and removing all of it."""
 
 from __future__ import annotations
 
-import json
-import ssl
 import time
-import urllib.request
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 from . import dockerproxy, hubsettings, images, netguard, sidecars, tls
 from .commands import Command, cmd, sh
 from .errors import DeployerError
-from .executor import LocalExecutor
-from .hubservice import HubSpec, SwarmFacts, config_name, network_commands, object_commands, service_commands
+from .executor import Executor
+from .hubservice import HubSpec, SwarmFacts, config_name
 from .hubsettings import HUB_ROOT, TENANT_CA, Layout
 from .loader import Deployment
 from .state import StateDir
-
-
-@dataclass
-class Outcome:
-    url: str
-    ran: list[Command] = field(default_factory=list)
-    self_signed: bool = False
-
-
-def state_for(deployment: Deployment) -> StateDir:
-    return StateDir(deployment.files.workdir / ".deployer" / Layout.of(deployment).name)
 
 
 def hub_spec(deployment: Deployment, layout: Layout, state: StateDir, *, https_port: int = 443, http_port: int = 80,
@@ -58,11 +41,11 @@ def hub_spec(deployment: Deployment, layout: Layout, state: StateDir, *, https_p
     return HubSpec(layout, config.jupyterhub_image, settings, secrets, files, https_port, http_port, image_id), self_signed
 
 
-def _lines(ex: LocalExecutor, *argv: str) -> set[str]:
+def _lines(ex: Executor, *argv: str) -> set[str]:
     return {line.strip() for line in ex.run(cmd(*argv)).stdout.splitlines() if line.strip()}
 
 
-def read_facts(ex: LocalExecutor, layout: Layout) -> SwarmFacts:
+def read_facts(ex: Executor, layout: Layout) -> SwarmFacts:
     label = f"label=deployer={layout.name}"
     facts = SwarmFacts(
         networks=_lines(ex, "docker", "network", "ls", "--filter", label, "--format", "{{.Name}}"),
@@ -73,19 +56,6 @@ def read_facts(ex: LocalExecutor, layout: Layout) -> SwarmFacts:
     if inspect.code == 0:
         facts.hub_spec_hash = inspect.stdout.strip()
     return facts
-
-
-def swarm_commands(ex: LocalExecutor) -> list[Command]:
-    """Initialise a single-node swarm and give this node both roles, if not done yet."""
-    state = ex.run(cmd("docker", "info", "--format", "{{.Swarm.LocalNodeState}}")).stdout.strip()
-    if state != "active":
-        return [cmd("docker", "swarm", "init", "--advertise-addr", "127.0.0.1", why="single-node swarm on this machine")]
-    node = ex.run(cmd("docker", "info", "--format", "{{.Swarm.NodeID}}")).stdout.strip()
-    labels = json.loads(ex.run(cmd("docker", "node", "inspect", node, "--format", "{{json .Spec.Labels}}")).stdout or "{}") or {}
-    missing = [f"deployer.{role}=true" for role in ("hub", "worker") if labels.get(f"deployer.{role}") != "true"]
-    if not missing:
-        return []
-    return [cmd("docker", "node", "update", *sum((["--label-add", m] for m in missing), []), node, why="this node is hub and worker")]
 
 
 def directory_commands(deployment: Deployment, layout: Layout, missing: Callable[[list[str]], set[str]] | None = None) -> list[Command]:
@@ -112,36 +82,6 @@ def missing_on(ex) -> Callable[[list[str]], set[str]]:
     return missing
 
 
-def up(deployment: Deployment, ex: LocalExecutor | None = None, *, https_port: int = 443, http_port: int = 80, wait: float = 120) -> Outcome:
-    ex = ex or LocalExecutor()
-    layout = Layout.of(deployment)
-    state = state_for(deployment)
-    ran: list[Command] = []
-    for _ in range(2):  # swarm init, then labels
-        for command in swarm_commands(ex):
-            ex.run(command)
-            ran.append(command)
-    for command in directory_commands(deployment, layout):
-        ex.run(command)
-        ran.append(command)
-    for command in guard_commands(deployment, layout, ex, https_port=https_port, http_port=http_port):
-        ex.run(command)
-        ran.append(command)
-    spec, self_signed = hub_spec(deployment, layout, state, https_port=https_port, http_port=http_port,
-                                 image_id=images.image_id(ex, deployment.config.jupyterhub_image) or "")
-    for command in proxy_commands(deployment, layout, ex):
-        ex.run(command)
-        ran.append(command)
-    facts = read_facts(ex, layout)
-    for command in network_commands(layout, facts) + object_commands(spec, facts) + service_commands(spec, facts):
-        ex.run(command)
-        ran.append(command)
-        if command.argv[:3] == ("docker", "service", "rm"):
-            wait_until_gone(ex, layout.hub_service)
-    wait_for_hub(f"https://127.0.0.1:{https_port}", wait, ex, layout)
-    return Outcome(f"https://{deployment.config.jupyterhub_host}", ran, self_signed)
-
-
 def _image_id(ex, image: str, what: str, key: str) -> str:
     found = images.image_id(ex, image)
     if found is None:
@@ -164,7 +104,7 @@ def proxy_commands(deployment: Deployment, layout: Layout, ex) -> list[Command]:
     return sidecars.commands(proxy, sidecars.parse_current(ex.run(dockerproxy.read_command(layout)).stdout))
 
 
-def wait_until_gone(ex: LocalExecutor, service: str, timeout: float = 60) -> None:
+def wait_until_gone(ex: Executor, service: str, timeout: float = 60) -> None:
     """Until the old hub's container has stopped: else it may answer the health check in its
     grace period and the new one would be taken for ready."""
     deadline = time.monotonic() + timeout
@@ -174,33 +114,13 @@ def wait_until_gone(ex: LocalExecutor, service: str, timeout: float = 60) -> Non
         time.sleep(0.5)
 
 
-def wait_for_hub(url: str, timeout: float, ex: LocalExecutor, layout: Layout) -> None:
-    context = ssl.create_default_context()
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE  # our own (possibly self-signed) certificate, on loopback
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"{url}/hub/health", timeout=5, context=context) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(1)
-    logs = ex.run(cmd("docker", "service", "logs", "--tail", "30", layout.hub_service), check=False)
-    raise DeployerError(f"the hub did not answer at {url} within {timeout:.0f} s; last log lines:\n{logs.stdout[-3000:]}{logs.stderr[-1000:]}")
-
-
-def down(deployment: Deployment, ex: LocalExecutor | None = None) -> None:
-    """Remove the hub, the notebooks, and the Docker objects of this deployment (not the data)."""
-    remove(Layout.of(deployment), ex or LocalExecutor())
-
-
-def remove(layout: Layout, ex: LocalExecutor) -> bool:
+def remove(layout: Layout, ex: Executor) -> bool:
     """Returns whether the host's network guard was there (and is now removed)."""
     label = f"label=deployer={layout.name}"
     guard_removed = "removed" in ex.run(netguard.remove_command(layout)).stdout
     ex.run(dockerproxy.remove_command(layout))
+    if ex.run(cmd("docker", "info", "--format", "{{.Swarm.ControlAvailable}}"), check=False).stdout.strip() != "true":
+        return guard_removed  # not a manager (no swarm any more): no services, secrets or configs to remove
     services = _lines(ex, "docker", "service", "ls", "--filter", label, "--format", "{{.Name}}")
     services |= _lines(ex, "docker", "service", "ls", "--filter", f"name={layout.notebook_prefix}", "--format", "{{.Name}}")
     if services:

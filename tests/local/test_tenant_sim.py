@@ -16,6 +16,8 @@ import pytest
 
 from sim.tenant import LoginError, TenantSimulator, complete_login
 
+pytestmark = pytest.mark.local
+
 CLIENT_ID = "hub-client"
 CLIENT_SECRET = "hub-secret-0123456789"
 CALLBACK = "http://127.0.0.1:9/hub/oauth_callback"  # never followed

@@ -16,6 +16,8 @@ import pytest
 
 from oidc.harness import OIDCLoginError, OIDCProvider, complete_oidc_login, pkce_pair
 
+pytestmark = pytest.mark.local
+
 CLIENT_ID = "deployer-hub"
 CLIENT_SECRET = "hub-secret-0123456789"
 REDIRECT_URI = "http://127.0.0.1:8000/hub/oauth_callback"
