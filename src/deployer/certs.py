@@ -59,6 +59,7 @@ def covers(cert_names: list[str], host: str) -> bool:
 
 
 def check(cert_pem: bytes, key_pem: bytes, host: str, now: dt.datetime | None = None) -> CertCheck:
+    """``host`` is the hub's host without port or brackets (HubAddress.host)."""
     result = CertCheck()
     now = now or dt.datetime.now(dt.timezone.utc)
     cert = key = None
@@ -84,7 +85,7 @@ def check(cert_pem: bytes, key_pem: bytes, host: str, now: dt.datetime | None = 
     if cert.not_valid_before_utc > now:
         result.cert_errors.append(f"not valid before {cert.not_valid_before_utc:%Y-%m-%d}")
     cert_names = names(cert)
-    if not covers(cert_names, host.split(":")[0] if not host.startswith("[") else host[1:host.index("]")]):
+    if not covers(cert_names, host):
         result.cert_errors.append(f"does not cover jupyterhub_host {host!r} (it covers: {', '.join(cert_names) or 'no names'})")
     return result
 

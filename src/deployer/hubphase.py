@@ -22,7 +22,7 @@ def hub_spec(deployment: Deployment, layout: Layout, state: StateDir, *, https_p
              image_id: str = "") -> tuple[HubSpec, bool]:
     config = deployment.config
     supplied = (config.jupyterhub_cert, config.jupyterhub_key.get_secret_value()) if config.jupyterhub_cert and config.jupyterhub_key else None
-    cert, key, self_signed = tls.hub_pair(state, config.jupyterhub_host, supplied)
+    cert, key, self_signed = tls.hub_pair(state, config.hub_address.host, supplied)
     secrets = {"cookie_secret": state.secret("cookie_secret"), "crypt_key": state.secret("crypt_key"), "ssl_key": key}
     if config.login == "local-dev":
         secrets["local_dev_password"] = config.local_dev_password.get_secret_value()

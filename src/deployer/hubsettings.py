@@ -73,7 +73,7 @@ def settings(deployment: Deployment, layout: Layout, *, ssl: bool = True, https_
     config = deployment.config
     local_dev = config.login == "local-dev"
     host = config.jupyterhub_host
-    public_port = int(host.rsplit(":", 1)[1]) if ":" in host and not host.endswith("]") else https_port
+    public_port = config.hub_address.port or https_port
     return {
         "deployment": str(deployment.target),
         "login": config.login,

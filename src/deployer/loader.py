@@ -251,7 +251,7 @@ def _config_for(target: Target, src: _Sources, override_pairs: list[tuple[str, A
     if config.tenant_ca_bundle and not certs.is_ca_bundle(config.tenant_ca_bundle.encode()):
         report("tenant_ca_bundle", (), "not a PEM bundle of certificates (expected -----BEGIN CERTIFICATE----- blocks)")
     if config.jupyterhub_cert and config.jupyterhub_key:
-        result = certs.check(config.jupyterhub_cert.encode(), config.jupyterhub_key.get_secret_value().encode(), config.jupyterhub_host)
+        result = certs.check(config.jupyterhub_cert.encode(), config.jupyterhub_key.get_secret_value().encode(), config.hub_address.host)
         for message in result.cert_errors:
             report("jupyterhub_cert", (), message)
         for message in result.key_errors:

@@ -21,6 +21,7 @@ from deployer_hub import netguard, tenants
 from deployer_hub.tenants import Flavour
 
 from . import mounts
+from .address import AddressError, HubAddress
 
 DEFAULT_HUB_IMAGE = "deployer/jupyterhub:0.1.0"
 DEFAULT_USER_IMAGE = "taccsciapps/jupyteruser-base:latest"
@@ -77,23 +78,11 @@ def is_ip(value: str) -> bool:
 def _hub_host(value: Any) -> str:
     if not isinstance(value, str):
         fail(f"must be a domain name such as jupyter.example.org, got {type(value).__name__}")
-    if "://" in value:
-        fail(f"give the domain without the protocol: {value.split('://', 1)[1].split('/')[0]!r} instead of {value!r}")
-    if "/" in value:
-        fail(f"give only the domain, without a path: {value.split('/')[0]!r} instead of {value!r}")
-    host, port = value, None
-    if value.startswith("["):  # [IPv6]:port
-        host, _, rest = value[1:].partition("]")
-        port = rest[1:] if rest.startswith(":") else None
-        if not is_ip(host):
-            fail(f"{value!r} is not a valid IPv6 address in brackets")
-    elif value.count(":") == 1:
-        host, port = value.split(":")
-    if port is not None and not (port.isdigit() and 0 < int(port) < 65536):
-        fail(f"port must be a number from 1 to 65535, got {port!r}")
-    if not (is_hostname(host) or is_ip(host)):
-        fail(f"{value!r} is not a valid domain name (letters, digits and '-' in dot-separated labels)")
-    return value.lower()
+    try:
+        return HubAddress.parse(value).netloc
+    except AddressError as exc:
+        fail(str(exc))
+        raise  # unreachable
 
 
 def _ssh_host(value: Any) -> str:
@@ -350,8 +339,12 @@ class JupyterHubConfig(BaseModel):
         return found
 
     @property
+    def hub_address(self) -> HubAddress:
+        return HubAddress.parse(self.jupyterhub_host)
+
+    @property
     def callback_url(self) -> str:
-        return f"https://{self.jupyterhub_host}/hub/oauth_callback"
+        return f"https://{self.hub_address.netloc}/hub/oauth_callback"
 
 
 @dataclass(frozen=True)

@@ -17,8 +17,8 @@ VALIDITY = dt.timedelta(days=825)  # the longest lifetime browsers accept
 
 
 def self_signed(host: str) -> tuple[str, str]:
-    """A new certificate for ``host`` (name or IP, port stripped) and its key, as PEM."""
-    name = host.rsplit(":", 1)[0] if host.count(":") == 1 else host.strip("[]")
+    """A new certificate for ``host`` (a name or an IP literal, as HubAddress.host) and its key, as PEM."""
+    name = host
     key = ec.generate_private_key(ec.SECP256R1())
     now = dt.datetime.now(dt.timezone.utc)
     try:

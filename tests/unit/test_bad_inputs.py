@@ -134,6 +134,12 @@ CASES = [
          configs=conf(jupyterhub_host="https://jupyter.example.org")),
     Case("host-with-path", [f"{P}/jupyterhub_host: give only the domain, without a path"], configs=conf(jupyterhub_host="jupyter.example.org/hub")),
     Case("host-bad-chars", [f"{P}/jupyterhub_host: 'jupyter_hub!.org' is not a valid domain name"], configs=conf(jupyterhub_host="jupyter_hub!.org")),
+    Case("host-bare-ipv6", [f"{P}/jupyterhub_host: put an IPv6 address in brackets: [2001:db8::1] (or [2001:db8::1]:port)"],
+         configs=conf(jupyterhub_host="2001:db8::1")),
+    Case("host-link-local-ipv6", [f"{P}/jupyterhub_host: '[fe80::abcd]' is link-local: browsers cannot reach it"], configs=conf(jupyterhub_host="[fe80::abcd]")),
+    Case("host-bare-link-local", [f"{P}/jupyterhub_host: put an IPv6 address in brackets: [fe80::abcd]"], configs=conf(jupyterhub_host="fe80::abcd")),
+    Case("host-bad-bracket", [f"{P}/jupyterhub_host: '[2001:db8::1]x' is not [IPv6] or [IPv6]:port"], configs=conf(jupyterhub_host="[2001:db8::1]x")),
+    Case("host-port-zero", [f"{P}/jupyterhub_host: port must be a number from 1 to 65535, got '0'"], configs=conf(jupyterhub_host="jupyter.example.org:0")),
     Case("host-bad-port", [f"{P}/jupyterhub_host: port must be a number from 1 to 65535, got '99999'"], configs=conf(jupyterhub_host="jupyter.example.org:99999")),
     Case("unknown-key", [f"{P}/jupyterhub_hots: unknown key; did you mean jupyterhub_host?"], configs=conf(jupyterhub_hots="x.org")),
     # --- volume_mounts

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 import json
 
 from conftest import CLIENT_SECRET
@@ -87,3 +89,23 @@ def test_secrets_and_configs_the_new_spec_no_longer_uses_are_removed(site) -> No
     removed = [c.argv[1:4] for c in stale_commands(new, existing)]
     assert removed == [("secret", "rm", old.secret_name("crypt_key")), ("config", "rm", old.config_name("/srv/jupyterhub/hub.json"))]
     assert stale_commands(old, existing) == []  # nothing unused: nothing removed
+
+
+
+@pytest.mark.parametrize(("host", "public_port", "callback"), [
+    ("jupyter.example.org", 18443, "https://jupyter.example.org/hub/oauth_callback"),
+    ("jupyter.example.org:8443", 8443, "https://jupyter.example.org:8443/hub/oauth_callback"),
+    ("[2001:db8::1]", 18443, "https://[2001:db8::1]/hub/oauth_callback"),
+    ("[2001:DB8::1]:9443", 9443, "https://[2001:db8::1]:9443/hub/oauth_callback"),
+    ("10.1.2.3:8443", 8443, "https://10.1.2.3:8443/hub/oauth_callback"),
+])
+def test_the_hub_address_is_parsed_once_for_settings_tls_and_the_callback(site, host: str, public_port: int, callback: str) -> None:
+    from deployer import certs, tls
+
+    configs = base_configs()
+    configs[SCOPE]["jupyterhub_host"] = host
+    d = load(discover(site(configs=configs).path), "jupyterhub", "prod", "designsafe").deployments[0]
+    assert settings(d, Layout.of(d), https_port=18443)["hub"]["public_https_port"] == public_port
+    assert d.config.callback_url == callback
+    cert, key = tls.self_signed(d.config.hub_address.host)  # the IP, not "2001" (port) nor "[...]"
+    assert not certs.check(cert.encode(), key.encode(), d.config.hub_address.host).cert_errors
