@@ -21,7 +21,7 @@ from rich.table import Table
 
 from . import __version__, render
 from .discovery import DeploymentFiles, discover
-from .errors import ConfigError, DeployerError, Problem, UsageError
+from .errors import ConfigError, DeployerError, PreflightError, Problem, UsageError
 from .example import write_example, write_local_example
 from . import cluster, images, rollout
 from .hubsettings import Layout
@@ -444,7 +444,7 @@ def plan() -> None:
                   "a worker that does not see it yet mounts it (fstab)", markup=False)
     out.print("hub service: deploy compares its spec hash and replaces it only when the configuration changed", markup=False)
     if result.problems:
-        raise ConfigError(result.problems)
+        raise PreflightError(result.problems)
 
 
 @main.command()

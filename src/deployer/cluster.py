@@ -143,10 +143,9 @@ def problems(deployment: Deployment, facts: dict[str, HostFacts], ports: tuple[i
     found: list[Problem] = []
     hub = deployment.hub
     hub_facts = facts[hub.host_id]
-    source = deployment.files.name(deployment.files.servers) if deployment.files.servers else "servers"
 
     def problem(host, text: str) -> None:
-        found.append(Problem(source, f"{deployment.target}/{host.host_id}", text))
+        found.append(Problem(f"preflight on {host.host_id}", "", text))
 
     for host in deployment.hosts:
         f = facts[host.host_id]

@@ -45,3 +45,13 @@ class ConfigError(DeployerError):
         self.warnings = list(warnings or [])
         noun = "problem" if len(self.problems) == 1 else "problems"
         super().__init__(f"{len(self.problems)} {noun} in the deployment files")
+
+
+class PreflightError(ConfigError):
+    """The hosts are not ready (a port taken, a path missing, another swarm): found before anything
+    changed, each named ``preflight on <host>``. Not a fault of the files, so not called one."""
+
+    def __init__(self, problems: list[Problem]):
+        super().__init__(problems)
+        noun = "problem" if len(self.problems) == 1 else "problems"
+        self.args = (f"preflight found {len(self.problems)} {noun} on the hosts; nothing was changed",)

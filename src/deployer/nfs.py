@@ -115,9 +115,10 @@ def ganesha_start(systemd: bool) -> Command:
     # No init system (containers, the lab): ganesha's helpers first, then the daemon itself.
     return sh(
         "set -e; mkdir -p /var/run/ganesha /var/log/ganesha /run/dbus\n"
-        # Helpers started here are marked, so that destroy stops only what deploy started.
-        f"pgrep -x rpcbind >/dev/null || {{ rpcbind -w && touch {STARTED}rpcbind; }}\n"
-        f"pgrep -x dbus-daemon >/dev/null || {{ dbus-daemon --system --fork && touch {STARTED}dbus-daemon; }}\n"
+        # Helpers started here are marked, so that destroy stops only what deploy started. Only live
+        # processes count (-r: a killed daemon nobody reaps stays a zombie), and a dead dbus leaves its pid file.
+        f"pgrep -x -r R,S,D rpcbind >/dev/null || {{ rpcbind -w && touch {STARTED}rpcbind; }}\n"
+        f"pgrep -x -r R,S,D dbus-daemon >/dev/null || {{ rm -f /run/dbus/pid; dbus-daemon --system --fork && touch {STARTED}dbus-daemon; }}\n"
         "if pkill -x ganesha.nfsd; then for i in $(seq 100); do ss -Hltn | grep -q ':2049 ' || break; sleep 0.2; done; fi\n"
         f"setsid ganesha.nfsd -L /var/log/ganesha/ganesha.log -f {GANESHA_MAIN} -p /var/run/ganesha/ganesha.pid </dev/null >/dev/null 2>&1\n"
         "for i in $(seq 100); do ss -Hltn | grep -q ':2049 ' && exit 0; sleep 0.3; done\n"

@@ -21,7 +21,7 @@ from typing import Callable
 from . import __version__, cluster, images, hubphase, netguard, nfs
 from .cluster import Executor, HostFacts
 from .commands import Command, cmd, sh
-from .errors import ConfigError, DeployerError
+from .errors import DeployerError, PreflightError
 from .hubservice import network_commands, object_commands, service_commands, stale_commands
 from .hubsettings import AUDIT_LOG, Layout
 from .loader import Deployment
@@ -212,7 +212,7 @@ class Rollout:
         else:
             problems = cluster.problems(self.d, facts, (self.https_port, self.http_port))
             if problems:
-                raise ConfigError(problems)
+                raise PreflightError(problems)
             self.phase("Docker engines")
             self.engines(facts)
             self.phase("swarm: init, join, node labels")

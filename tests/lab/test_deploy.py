@@ -392,7 +392,7 @@ def clean(lab: Lab) -> dict[str, str]:
     """What Deployer could have left on each host."""
     script = (f"docker info --format '{{{{.Swarm.LocalNodeState}}}}'; docker ps -aq | wc -l; docker network ls -q --filter name={NAME} | wc -l; "
               f"ss -Hltn | grep -c ':2049 ' || true; ls /etc/ganesha; ls -A {LAB_SHARE} | wc -l; "
-              "pgrep -x rpcbind | wc -l; pgrep -x dbus-daemon | wc -l; "
+              "pgrep -x -r R,S,D rpcbind | wc -l; pgrep -x -r R,S,D dbus-daemon | wc -l; "  # live ones, not zombies
               f"ls /srv/deployer/{NAME} 2>/dev/null | tr '\\n' ' '")
     return {host: text(lab.ssh(host, script)) for host in lab.hosts}
 

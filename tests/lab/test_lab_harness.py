@@ -114,8 +114,8 @@ def nfs_server(lab: Lab):
     lab.ssh("hub", "mkdir -p /etc/ganesha && cat >/etc/ganesha/lab.conf", input=conf.encode(), timeout=30)
     lab.ssh("hub", f"""set -e
         mkdir -p /var/run/ganesha /run/dbus {EXPORT_PATH}
-        pgrep -x rpcbind >/dev/null || rpcbind -w
-        pgrep -x dbus-daemon >/dev/null || dbus-daemon --system --fork
+        pgrep -x -r R,S,D rpcbind >/dev/null || rpcbind -w
+        pgrep -x -r R,S,D dbus-daemon >/dev/null || {{ rm -f /run/dbus/pid; dbus-daemon --system --fork; }}
         setsid ganesha.nfsd -F -L /var/log/ganesha-lab.log -f /etc/ganesha/lab.conf -p /var/run/ganesha/lab.pid \
             </dev/null >/dev/null 2>&1 &
     """, timeout=60)

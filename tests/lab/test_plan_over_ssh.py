@@ -38,15 +38,18 @@ def plan(site: Path) -> subprocess.CompletedProcess:
 def test_plan_reads_every_host_over_ssh(lab: Lab, tmp_path: Path) -> None:
     site = write_site(tmp_path, lab)
     for name in ("worker1", "worker2"):
-        lab.ssh(name, "mkdir -p /srv/published")
+        lab.ssh(name, "mkdir -p /srv/published /srv/share")  # the static parts of both mounts
+    # A known state, whatever ran before: worker1 has the notebook image, worker2 has not.
+    lab.load_image("worker1", "deployer/jupyteruser:0.1.0")
+    lab.ssh("worker2", "docker image rm -f deployer/jupyteruser:0.1.0 >/dev/null 2>&1; true")
     result = plan(site)
     assert result.returncode == 0, result.stderr + result.stdout
     rows = {m.group(1): m.group(0) for m in re.finditer(r"^(hub|worker1|worker2)\s{2,}.*$", result.stdout, re.M)}
     assert "initialise the swarm on the hub" in rows["hub"]
     for worker in ("worker1", "worker2"):
         assert "join the swarm as a worker" in rows[worker], rows[worker]
-        # images stay on the hosts after destroy: sent by an earlier deploy in this session, or to send
-        assert re.search(r"send image deployer/jupyteruser:0.1.0|image deployer/jupyteruser:0.1.0 present", rows[worker]), rows[worker]
+    assert "image deployer/jupyteruser:0.1.0 present" in rows["worker1"] and "send image deployer/jupyteruser" not in rows["worker1"]
+    assert "send image deployer/jupyteruser:0.1.0" in rows["worker2"], rows["worker2"]
     assert "S3CR3T" not in result.stdout + result.stderr
     # plan changed nothing: still no swarm anywhere
     for name in lab.hosts:
@@ -55,11 +58,13 @@ def test_plan_reads_every_host_over_ssh(lab: Lab, tmp_path: Path) -> None:
 
 def test_plan_names_a_missing_path_and_an_unreachable_worker(lab: Lab, tmp_path: Path) -> None:
     site = write_site(tmp_path, lab)
-    lab.ssh("worker1", "mkdir -p /srv/published")
-    lab.ssh("worker2", "rm -rf /srv/published")
+    lab.ssh("worker1", "mkdir -p /srv/published /srv/share")
+    lab.ssh("worker2", "rm -rf /srv/published; mkdir -p /srv/share")
     result = plan(site)
     assert result.returncode == 2
-    assert "static mount path /srv/published does not exist on worker worker2 (10.99.0.13)" in result.stderr
+    # a problem of the hosts, named as one (not "problems in the deployment files")
+    assert "error: preflight found 1 problem on the hosts; nothing was changed" in result.stderr, result.stderr
+    assert "preflight on worker2: static mount path /srv/published does not exist on worker worker2 (10.99.0.13)" in result.stderr
     subprocess.run(["docker", "exec", lab.container("worker2"), "pkill", "-x", "sshd"], check=True)
     try:
         result = plan(site)

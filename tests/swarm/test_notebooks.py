@@ -300,3 +300,9 @@ def test_no_worker_available_is_explained(hub) -> None:
         assert "No worker node can run your server right now" in failure_message(page)
     finally:
         docker("node", "update", "--availability", "active", node)
+
+
+
+def test_plain_http_is_redirected_to_https_without_an_explicit_443(hub) -> None:
+    answer = httpx.get("http://127.0.0.1/hub/login?next=%2Fhub%2F", follow_redirects=False, timeout=30)
+    assert answer.status_code == 301 and answer.headers["location"] == "https://127.0.0.1/hub/login?next=%2Fhub%2F", answer.headers

@@ -71,7 +71,7 @@ def test_a_port_published_by_another_swarm_service_or_held_by_a_program_is_a_pro
     assert not plan(d, facts, Layout.of(d)).problems  # our own hub holds them
     facts["hub1"].published = {443: {"other-hub"}, 80: {"jupyterhub-prod-designsafe-hub"}}
     messages = [str(p) for p in plan(d, facts, Layout.of(d)).problems]
-    assert messages == ["site.hosts: jupyterhub.prod.designsafe/hub1: port 443 on the hub hub1 is published by the swarm service other-hub; "
+    assert messages == ["preflight on hub1: port 443 on the hub hub1 is published by the swarm service other-hub; "
                         "the hub needs 443 and 80: remove that service (or its deployment: deployer destroy)"]
     facts["hub1"].published, facts["hub1"].holders = {}, {443: {"nginx"}}
     messages = [str(p) for p in plan(d, facts, Layout.of(d)).problems]

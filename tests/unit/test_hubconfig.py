@@ -130,3 +130,10 @@ def test_the_spawners_settings_reach_its_traits(site, tmp_path: Path) -> None:
     assert (s.guard_label, s.guarded_port) == ("jupyterhub-prod-designsafe", 8889)
     s = applied(tmp_path, hub_json(site, notebook_start_timeout=600, notebook_pids_limit=512, notebook_memory_limit="2G")).TenantSwarmSpawner
     assert (s.start_timeout, s.task_timeout, s.pids_limit, s.mem_limit) == (600, 570, 512, 2 * 1024**3)
+
+
+
+def test_the_http_redirect_names_a_port_only_when_browsers_need_one(site, tmp_path: Path) -> None:
+    assert applied(tmp_path, hub_json(site)).ConfigurableHTTPProxy.command == ["configurable-http-proxy", "--redirect-port=80"]
+    command = applied(tmp_path, hub_json(site, jupyterhub_host="jupyter.example.org:8443")).ConfigurableHTTPProxy.command
+    assert command == ["configurable-http-proxy", "--redirect-port=80", "--redirect-to=8443"]

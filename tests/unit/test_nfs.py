@@ -119,3 +119,4 @@ def test_stopping_the_last_export_stops_only_the_helpers_deploy_started() -> Non
     assert f"[ -e {nfs.STARTED}$d ]" in stop.argv[2] and "pkill -x $d" in stop.argv[2]
     start = nfs.ganesha_start(systemd=False).argv[2]
     assert f"rpcbind -w && touch {nfs.STARTED}rpcbind" in start and f"--fork && touch {nfs.STARTED}dbus-daemon" in start
+    assert "pgrep -x -r R,S,D rpcbind" in start  # a zombie of a killed one (no init to reap it) is not a running one

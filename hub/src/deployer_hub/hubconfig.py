@@ -43,7 +43,10 @@ def apply(c: Any, settings_path: str, secrets_dir: str = "/run/secrets") -> dict
         c.JupyterHub.ssl_cert = hub["ssl_cert"]
         c.JupyterHub.ssl_key = hub["ssl_key"]
         # Plain HTTP on the redirect port only answers with a redirect to HTTPS.
-        c.ConfigurableHTTPProxy.command = ["configurable-http-proxy", f"--redirect-port={hub['http_port']}", f"--redirect-to={hub['public_https_port']}"]
+        # configurable-http-proxy compares --redirect-to (a string) with the number 443, so passing 443
+        # put ":443" into every redirect; without it, it redirects to its own port, 443, and names none.
+        redirect_to = [] if int(hub["public_https_port"]) == 443 else [f"--redirect-to={hub['public_https_port']}"]
+        c.ConfigurableHTTPProxy.command = ["configurable-http-proxy", f"--redirect-port={hub['http_port']}", *redirect_to]
     c.JupyterHub.hub_bind_url = "http://0.0.0.0:8081"
     # The proxy runs in the hub's own container (JupyterHub starts it), so it reaches the hub over
     # loopback. With the service name it resolved that name in Docker's DNS (answered by dockerd)
