@@ -1,5 +1,5 @@
 """What the benchmarks run against, set up and torn down: the tenant simulator, our hub, the stock
-hub, and the floor's network and prober. Every Docker object and directory is named ``bench-*``.
+hub, and the floor's network and prober. Every Docker object and directory is named ``bench-*`` or ``jupyterhub-bench-sim*`` (ours: the deployment jupyterhub.bench.sim).
 
 * ours:  Deployer's hub (TenantSwarmSpawner, Agave login through the tenant simulator over HTTPS,
          TAS uid/gid, the swarm tier's settings), deployed from a deployment directory with
@@ -54,7 +54,7 @@ OURS_PORTS = (18443, 18080)
 STOCK_HUB, STOCK_NET, STOCK_NB, STOCK_ROOT = "bench-stock-hub", "bench-stock-net", "bench-stock-nb", "/srv/deployer/bench-stock"
 STOCK_PORTS = (19443, 19080)
 FLOOR_NET, FLOOR_PROBE, FLOOR_NB, FLOOR_ROOT = "bench-floor-net", "bench-floor-probe", "bench-floor-nb", "/srv/deployer/bench-floor"
-#: Prefixes of everything the benchmarks make (and remove): nothing else named bench-* is touched.
+#: Prefixes of everything the benchmarks make (and remove): nothing else is touched.
 MINE = (OURS.name, "bench-stock", "bench-floor")
 DIRS = (f"/srv/deployer/{OURS.name}", STOCK_ROOT, FLOOR_ROOT)
 
@@ -562,7 +562,7 @@ class Rig:
         return self
 
     def _setup(self) -> None:
-        log("removing leftovers of earlier runs (bench-*)")
+        log(f"removing leftovers of earlier runs ({', '.join(p + '*' for p in MINE)})")
         remove_everything()
         ip = gateway_ip()
         log(f"tenant simulator on https://{ip} ({len(self.people)} users)")

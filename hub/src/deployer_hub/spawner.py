@@ -294,10 +294,17 @@ class TenantSwarmSpawner(SwarmSpawner):
         host, port = await self.get_ip_and_port()
         deadline = time.monotonic() + self.http_timeout
         unguarded_since: float | None = None
+        guarded = not self.guard_label  # known once the server's own port stops answering at all
         while time.monotonic() < deadline:
             if await self._accepts(host, port):
                 return
-            if self.guard_label and await self._accepts(host, self.port):
+            if not guarded:
+                # The gate is shut: either the server is not up yet, or its firewall is not loaded. Its own
+                # port tells them apart: the guard drops connections there (no answer), an unguarded
+                # server accepts them, one not listening yet refuses them.
+                direct = await self._probe(host, self.port)
+                guarded = direct == "dropped"
+            if not guarded and direct == "open":
                 # The server listens but its firewall is not loaded: the guard is missing or failing.
                 unguarded_since = unguarded_since or time.monotonic()
                 if time.monotonic() - unguarded_since > self.guard_timeout:
@@ -311,12 +318,20 @@ class TenantSwarmSpawner(SwarmSpawner):
 
     @staticmethod
     async def _accepts(host: str, port: int) -> bool:
+        return await TenantSwarmSpawner._probe(host, port) == "open"
+
+    @staticmethod
+    async def _probe(host: str, port: int, timeout: float = 0.5) -> str:
+        """'open', 'refused' (nothing listens, or a REJECT) or 'dropped' (no answer within ``timeout``:
+        on the overlay, only a DROP rule leaves a connection unanswered that long)."""
         try:
-            _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout=2)
-        except (OSError, asyncio.TimeoutError):
-            return False
+            _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout=timeout)
+        except asyncio.TimeoutError:
+            return "dropped"
+        except OSError:
+            return "refused"
         writer.close()
-        return True
+        return "open"
 
     async def get_ip_and_port(self) -> tuple[str, int]:
         """The task's address on the notebook network rather than the service name.
