@@ -7,12 +7,9 @@ under the same tag is sent again, an unchanged one never is.
 
 from __future__ import annotations
 
-import subprocess
-import threading
-
 from .commands import Command, cmd
 from .errors import DeployerError
-from .executor import LocalExecutor, RemoteCommandError, Result
+from .executor import LocalExecutor, RemoteCommandError
 
 
 class ImageError(DeployerError):
@@ -53,30 +50,10 @@ def provide(ex, image: str, local: str | None, timeout: float = 1800) -> str:
 
 
 def send(ex, image: str, timeout: float = 1800) -> None:
-    """``docker save IMAGE | <ssh to host> docker load``, streaming (nothing written to disk)."""
-    ex.count += 1
+    """``docker save IMAGE | <to the host> docker load``, streamed (nothing written to disk)."""
     load = Command(("docker", "load", "--quiet"), why=f"load {image}")
-    save = subprocess.Popen(["docker", "save", image], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    errors: list[bytes] = []
-    reader = threading.Thread(target=lambda: errors.append(save.stderr.read()), daemon=True)
-    reader.start()
-    try:
-        proc = subprocess.run(ex.argv_for(load), stdin=save.stdout, capture_output=True, timeout=timeout, check=False)
-    except subprocess.TimeoutExpired:
-        save.kill()
-        raise RemoteCommandError(ex.host, load, -1, f"sending {image} timed out after {timeout:.0f} s") from None
-    finally:
-        save.stdout.close()
-        try:
-            save.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            save.kill()
-            save.wait()
-        reader.join(timeout=10)
-    if save.returncode != 0:
-        raise ImageError(f"docker save {image} failed on this machine: {b''.join(errors).decode(errors='replace').strip()[-500:]}")
-    result = Result(proc.returncode, proc.stdout.decode(errors="replace"), proc.stderr.decode(errors="replace"))
-    if hasattr(ex, "check_connect"):
-        ex.check_connect(result)
-    if result.code != 0:
-        raise RemoteCommandError(ex.host, Command(("docker", "save", image, "|", "docker", "load")), result.code, result.stderr)
+    streamed = ex.stream_from(["docker", "save", image], load, timeout=timeout)
+    if streamed.source_code != 0:
+        raise ImageError(f"docker save {image} failed on this machine: {streamed.source_error.strip()[-500:]}")
+    if streamed.result.code != 0:
+        raise RemoteCommandError(ex.host, Command(("docker", "save", image, "|", "docker", "load")), streamed.result.code, streamed.result.stderr)

@@ -52,8 +52,7 @@ class HubLock:
     def __enter__(self) -> "HubLock":
         who = f"{self.action} by {operator()} (pid {os.getpid()}) since {datetime.now(timezone.utc):%Y-%m-%d %H:%M:%S} UTC"
         command = sh(_SCRIPT, self.name, who, why="hold the deploy lock")
-        self.ex.count += 1
-        proc = subprocess.Popen(self.ex.argv_for(command), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        proc = self.ex.hold(command)
         first = _first_line(proc, self.timeout)  # "locked", or the holder followed by exit 75
         if first.strip() == b"locked":
             self._proc = proc
@@ -67,8 +66,7 @@ class HubLock:
         if proc.returncode == BUSY:
             raise LockedError(f"{self.ex.host}: another run holds the lock of {self.name}: {holder or 'unknown holder'}; "
                               "wait for it to finish (the lock goes away by itself when that process ends)")
-        if hasattr(self.ex, "check_connect"):
-            self.ex.check_connect(Result(proc.returncode, holder, errors.decode(errors="replace")))
+        self.ex.check_connect(Result(proc.returncode, holder, errors.decode(errors="replace")))
         raise DeployerError(f"{self.ex.host}: could not take the deploy lock {LOCK_DIR}/{self.name}.lock: "
                             f"{errors.decode(errors='replace').strip()[-300:] or holder or 'no answer'}")
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from .commands import Command
 from .errors import DeployerError
-from .executor import LocalExecutor, RemoteCommandError, Result
+from .executor import Gateway, LocalExecutor, Result
 from .model import LOCAL_HOSTS, Host
 
 if TYPE_CHECKING:
@@ -36,7 +36,7 @@ class ConnectError(DeployerError):
         self.host = host
 
 
-class SSHExecutor:
+class SSHExecutor(Gateway):
     def __init__(self, host_id: str, address: str, *, user: str = "root", port: int = 22, key: Path | None = None,
                  known_hosts: Path | None = None, connect_timeout: int = 10):
         self.host = host_id
@@ -70,19 +70,6 @@ class SSHExecutor:
     def argv_for(self, command: Command) -> list[str]:
         """The local argv that runs ``command`` on the host (for long-lived or piped processes)."""
         return self.ssh_argv() + ["--", shlex.join(command.argv)]
-
-    def run(self, command: Command, *, check: bool = True, timeout: float = 600) -> Result:
-        self.count += 1
-        argv = self.argv_for(command)
-        try:
-            proc = subprocess.run(argv, input=command.input, capture_output=True, timeout=timeout)
-        except subprocess.TimeoutExpired:
-            raise RemoteCommandError(self.host, command, -1, f"timed out after {timeout:.0f} s") from None
-        result = Result(proc.returncode, proc.stdout.decode(errors="replace"), proc.stderr.decode(errors="replace"))
-        self.check_connect(result)
-        if check and result.code != 0:
-            raise RemoteCommandError(self.host, command, result.code, result.stderr or result.stdout)
-        return result
 
     def check_connect(self, result: Result) -> None:
         """Raises ConnectError when ssh itself failed (not the remote command exiting 255)."""
