@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from deployer_hub import netguard
+from deployer_hub.settings import GuardSettings, HubSettings, NotebookSettings, OAuthSettings, Settings, TasSettings, TenantSettings
 from deployer_hub.tenants import Flavour
 
 from .loader import Deployment
@@ -70,62 +71,48 @@ class Layout:
 
 
 def settings(deployment: Deployment, layout: Layout, *, ssl: bool = True, https_port: int = 443, http_port: int = 80) -> dict:
+    """hub.json: the typed contract (deployer_hub.settings) as written for the hub."""
     config = deployment.config
     local_dev = config.login == "local-dev"
-    host = config.jupyterhub_host
-    public_port = config.hub_address.port or https_port
-    return {
-        "deployment": str(deployment.target),
-        "login": config.login,
-        "tenant": {"id": config.tenant, "flavour": None, "base_url": None, "ca_bundle": None,
-                   "case_insensitive": False, "username_claim": None} if local_dev else {
-            "id": config.tenant_info.id,
-            "flavour": config.tenant_info.flavour.value,
-            "base_url": config.tenant_info.base_url,
-            "ca_bundle": TENANT_CA if config.tenant_ca_bundle else None,
-            "case_insensitive": config.tenant_case_insensitive,
+    if local_dev:
+        tenant = TenantSettings(id=config.tenant)
+    else:
+        info = config.tenant_info
+        tenant = TenantSettings(
+            id=info.id, flavour=info.flavour.value, base_url=info.base_url,
+            ca_bundle=TENANT_CA if config.tenant_ca_bundle else None,
+            case_insensitive=config.tenant_case_insensitive,
             # Only an OpenID Connect provider is asked for a claim; Agave and Tapis name the user in their profile.
-            "username_claim": config.oidc_username_claim if config.tenant_info.flavour is Flavour.OIDC else None,
-        },
-        "oauth": {"client_id": config.jupyterhub_oauth_client_id, "callback_url": config.callback_url},
-        "hub": {
-            "host": host,
-            # Inside the container the hub always listens on 443 and 80; the service publishes them
-            # on the host's https_port/http_port. Redirects go to the port browsers use.
-            "https_port": 443,
-            "public_https_port": public_port,
-            "http_port": 80,
-            "ssl_cert": f"{HUB_ROOT}/ssl/cert.pem" if ssl else None,
-            "ssl_key": "/run/secrets/ssl_key" if ssl else None,
-            "service_name": layout.hub_service,
-            "data_dir": f"{HUB_ROOT}/data",
-        },
-        "tas": {
-            "use_uid": config.use_tas_uid,
-            "use_gid": config.use_tas_gid,
-            "url": config.tas_base_url,
-            "role_account": config.tas_role_account,
-            "min_id": config.tas_min_id,
-        },
-        "notebooks": {
-            "image": config.jupyter_user_image,
-            "uid": config.jupyteruser_uid,
-            "gid": config.jupyteruser_gid,
-            "volume_mounts": [str(m) for m in config.volume_mounts],
-            "memory_limit": config.notebook_memory_limit,
-            "pids_limit": config.notebook_pids_limit,
-            "start_timeout": config.notebook_start_timeout,
-            "offer_lab": config.notebook_offer_lab,
-            "cull_idle_timeout": config.cull_idle_notebook_timeout,
-            "network": layout.network,
-            "service_prefix": layout.notebook_prefix,
-            "token_root": "" if local_dev else layout.token_root,  # no tenant tokens to deliver
-            "managed_root": layout.share_dir,
-            "constraints": ["node.labels.deployer.worker==true"],
-            # The network guard on each worker firewalls the containers with this label and opens
-            # the port the hub reaches them on (deployer_hub.netguard).
+            username_claim=config.oidc_username_claim if info.flavour is Flavour.OIDC else None,
+        )
+    return Settings(
+        deployment=str(deployment.target),
+        login=config.login,
+        tenant=tenant,
+        oauth=OAuthSettings(client_id=config.jupyterhub_oauth_client_id, callback_url=config.callback_url),
+        # Inside the container the hub always listens on 443 and 80; the service publishes them on the
+        # host's https_port/http_port. Redirects go to the port browsers use.
+        hub=HubSettings(
+            host=config.jupyterhub_host, service_name=layout.hub_service, data_dir=f"{HUB_ROOT}/data",
+            https_port=443, public_https_port=config.hub_address.port or https_port, http_port=80,
+            ssl_cert=f"{HUB_ROOT}/ssl/cert.pem" if ssl else None, ssl_key="/run/secrets/ssl_key" if ssl else None,
+        ),
+        tas=TasSettings(use_uid=config.use_tas_uid, use_gid=config.use_tas_gid, url=config.tas_base_url,
+                        role_account=config.tas_role_account, min_id=config.tas_min_id),
+        notebooks=NotebookSettings(
+            image=config.jupyter_user_image, network=layout.network, service_prefix=layout.notebook_prefix,
+            volume_mounts=[str(m) for m in config.volume_mounts],
+            uid=config.jupyteruser_uid, gid=config.jupyteruser_gid,
+            memory_limit=config.notebook_memory_limit, pids_limit=config.notebook_pids_limit,
+            start_timeout=config.notebook_start_timeout, offer_lab=config.notebook_offer_lab,
+            cull_idle_timeout=config.cull_idle_notebook_timeout,
+            token_root="" if local_dev else layout.token_root,  # no tenant tokens to deliver
+            managed_root=layout.share_dir,
+            constraints=["node.labels.deployer.worker==true"],
             # The hub's only way to the engine: the Docker proxy's socket (deployer_hub.dockerproxy).
-            "docker_host": f"unix://{DOCKER_PROXY_SOCKET}",
-            "guard": {"label": layout.name, "port": netguard.NOTEBOOK_PORT + netguard.GUARDED_PORT_OFFSET},
-        },
-    }
+            docker_host=f"unix://{DOCKER_PROXY_SOCKET}",
+            # The network guard on each worker firewalls the containers with this label and opens the
+            # port the hub reaches them on (deployer_hub.netguard).
+            guard=GuardSettings(label=layout.name, port=netguard.NOTEBOOK_PORT + netguard.GUARDED_PORT_OFFSET),
+        ),
+    ).to_dict()

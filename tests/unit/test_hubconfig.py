@@ -137,3 +137,78 @@ def test_the_http_redirect_names_a_port_only_when_browsers_need_one(site, tmp_pa
     assert applied(tmp_path, hub_json(site)).ConfigurableHTTPProxy.command == ["configurable-http-proxy", "--redirect-port=80"]
     command = applied(tmp_path, hub_json(site, jupyterhub_host="jupyter.example.org:8443")).ConfigurableHTTPProxy.command
     assert command == ["configurable-http-proxy", "--redirect-port=80", "--redirect-to=8443"]
+
+
+def _leaves(obj, prefix: str = "") -> set[str]:
+    import dataclasses
+
+    found = set()
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if dataclasses.is_dataclass(value):
+            found |= _leaves(value, f"{prefix}{f.name}.")
+        else:
+            found.add(f"{prefix}{f.name}")
+    return found
+
+
+def test_every_setting_round_trips_through_hub_json_and_reaches_the_hub(tmp_path: Path) -> None:
+    """The typed contract: every field, set to a value other than its default, survives hub.json and
+    lands where the hub uses it. A field added without wiring makes this test fail (the two sets)."""
+    from deployer_hub.settings import (GuardSettings, HubSettings, NotebookSettings, OAuthSettings, Settings, TasSettings,
+                                       TenantSettings)
+
+    full = Settings(
+        deployment="jupyterhub.prod.x", login="tenant",
+        tenant=TenantSettings(id="x", flavour="oidc", base_url="https://id.example.org/realms/x", ca_bundle="/srv/jupyterhub/tenant-ca.pem",
+                              case_insensitive=True, username_claim="email"),
+        oauth=OAuthSettings(client_id="cid", callback_url="https://h.example.org/hub/oauth_callback"),
+        hub=HubSettings(host="h.example.org:8443", service_name="x-hub", data_dir="/data", https_port=4443, public_https_port=8443,
+                        http_port=8080, ssl_cert="/c.pem", ssl_key="/run/secrets/ssl_key"),
+        tas=TasSettings(use_uid=True, use_gid=True, url="https://tas.example.org/api", role_account="role", min_id=2000),
+        notebooks=NotebookSettings(image="img:1", network="x-net", service_prefix="x-nb", volume_mounts=["/d/{username}:/home/jupyter/d:rw"],
+                                   uid=5000, gid=6000, memory_limit=2**31, pids_limit=999, start_timeout=600, offer_lab=False,
+                                   cull_idle_timeout=7200, token_root="/share/tokens", managed_root="/share", constraints=["node.labels.a==b"],
+                                   docker_host="unix:///run/p.sock", guard=GuardSettings(label="x", port=9999), ca_config="x-ca"),
+    )
+    data = json.loads(json.dumps(full.to_dict()))
+    assert Settings.from_dict(data) == full
+    c = applied(tmp_path, data)
+    a, s = c.TenantOIDCAuthenticator, c.TenantSwarmSpawner
+    where = {
+        "deployment": full.deployment == "jupyterhub.prod.x",  # informational: the hub's log names it
+        "login": c.JupyterHub.authenticator_class.__name__ == "TenantOIDCAuthenticator",
+        "tenant.id": a.tenant_id == s.tenant_id == "x", "tenant.flavour": c.JupyterHub.authenticator_class.__name__ == "TenantOIDCAuthenticator",
+        "tenant.base_url": a.tenant_base_url == "https://id.example.org/realms/x", "tenant.ca_bundle": a.tenant_ca_bundle == "/srv/jupyterhub/tenant-ca.pem",
+        "tenant.case_insensitive": a.username_case_insensitive is True, "tenant.username_claim": a.username_claim == "email",
+        "oauth.client_id": a.client_id == "cid", "oauth.callback_url": a.oauth_callback_url == "https://h.example.org/hub/oauth_callback",
+        "hub.host": full.hub.host == "h.example.org:8443",  # informational: the callback URL carries it
+        "hub.service_name": c.Spawner.hub_connect_url == "http://x-hub:8081", "hub.data_dir": c.JupyterHub.db_url == "sqlite:////data/jupyterhub.sqlite",
+        "hub.https_port": c.JupyterHub.bind_url == "https://0.0.0.0:4443",
+        "hub.public_https_port": "--redirect-to=8443" in c.ConfigurableHTTPProxy.command,
+        "hub.http_port": "--redirect-port=8080" in c.ConfigurableHTTPProxy.command,
+        "hub.ssl_cert": c.JupyterHub.ssl_cert == "/c.pem", "hub.ssl_key": c.JupyterHub.ssl_key == "/run/secrets/ssl_key",
+        "tas.use_uid": a.use_tas_uid is True, "tas.use_gid": a.use_tas_gid is True, "tas.url": a.tas_url == "https://tas.example.org/api",
+        "tas.role_account": a.tas_role_account == "role", "tas.min_id": a.tas_min_id == 2000,
+        "notebooks.image": s.image == "img:1", "notebooks.network": s.network_name == "x-net", "notebooks.service_prefix": s.prefix == "x-nb",
+        "notebooks.volume_mounts": s.volume_mounts == ["/d/{username}:/home/jupyter/d:rw"],
+        "notebooks.uid": s.notebook_uid == a.notebook_uid == 5000, "notebooks.gid": s.notebook_gid == a.notebook_gid == 6000,
+        "notebooks.memory_limit": s.mem_limit == 2**31, "notebooks.pids_limit": s.pids_limit == 999,
+        "notebooks.start_timeout": (s.start_timeout, s.task_timeout) == (600, 570), "notebooks.offer_lab": s.offer_lab is False,
+        "notebooks.cull_idle_timeout": "--timeout=7200" in c.JupyterHub.services[0]["command"],
+        "notebooks.token_root": s.token_root == a.token_root == "/share/tokens", "notebooks.managed_root": s.managed_root == "/share",
+        "notebooks.constraints": s.worker_constraints == ["node.labels.a==b"], "notebooks.docker_host": s.client_kwargs == {"base_url": "unix:///run/p.sock"},
+        "notebooks.guard.label": s.guard_label == "x", "notebooks.guard.port": s.guarded_port == 9999,
+        "notebooks.ca_config": s.ca_config == "x-ca",
+    }
+    assert set(where) == _leaves(full), sorted(set(where) ^ _leaves(full))
+    assert [key for key, ok in where.items() if not ok] == []
+
+
+def test_a_hub_json_key_the_hub_does_not_know_is_refused(site, tmp_path: Path) -> None:
+    from deployer_hub.settings import Settings
+
+    data = hub_json(site)
+    data["notebooks"]["gpus"] = 2  # written by a newer deployer than this hub image
+    with pytest.raises(ValueError, match="hub.json/notebooks: unknown keys gpus"):
+        Settings.from_dict(data)

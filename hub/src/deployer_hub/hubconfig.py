@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .auth import AgaveOAuthenticator, TapisOAuthenticator, TenantOIDCAuthenticator, page_notice
+from .settings import Settings
 from .spawner import NOTEBOOK_CA_BUNDLE, TenantSwarmSpawner
 
 AUTHENTICATORS = {"agave": AgaveOAuthenticator, "tapis": TapisOAuthenticator, "oidc": TenantOIDCAuthenticator}
@@ -32,21 +33,21 @@ class Secrets:
         return path.read_text().strip()
 
 
-def apply(c: Any, settings_path: str, secrets_dir: str = "/run/secrets") -> dict:
-    settings = json.loads(Path(settings_path).read_text())
+def apply(c: Any, settings_path: str, secrets_dir: str = "/run/secrets") -> Settings:
+    settings = Settings.from_dict(json.loads(Path(settings_path).read_text()))
     secret = Secrets(secrets_dir)
-    tenant, hub, nb = settings["tenant"], settings["hub"], settings["notebooks"]
+    tenant, hub, nb = settings.tenant, settings.hub, settings.notebooks
 
     # --- the hub process
-    c.JupyterHub.bind_url = f"https://0.0.0.0:{hub['https_port']}" if hub.get("ssl_cert") else f"http://0.0.0.0:{hub['https_port']}"
-    if hub.get("ssl_cert"):
-        c.JupyterHub.ssl_cert = hub["ssl_cert"]
-        c.JupyterHub.ssl_key = hub["ssl_key"]
+    c.JupyterHub.bind_url = f"https://0.0.0.0:{hub.https_port}" if hub.ssl_cert else f"http://0.0.0.0:{hub.https_port}"
+    if hub.ssl_cert:
+        c.JupyterHub.ssl_cert = hub.ssl_cert
+        c.JupyterHub.ssl_key = hub.ssl_key
         # Plain HTTP on the redirect port only answers with a redirect to HTTPS.
         # configurable-http-proxy compares --redirect-to (a string) with the number 443, so passing 443
         # put ":443" into every redirect; without it, it redirects to its own port, 443, and names none.
-        redirect_to = [] if int(hub["public_https_port"]) == 443 else [f"--redirect-to={hub['public_https_port']}"]
-        c.ConfigurableHTTPProxy.command = ["configurable-http-proxy", f"--redirect-port={hub['http_port']}", *redirect_to]
+        redirect_to = [] if hub.public_https_port == 443 else [f"--redirect-to={hub.public_https_port}"]
+        c.ConfigurableHTTPProxy.command = ["configurable-http-proxy", f"--redirect-port={hub.http_port}", *redirect_to]
     c.JupyterHub.hub_bind_url = "http://0.0.0.0:8081"
     # The proxy runs in the hub's own container (JupyterHub starts it), so it reaches the hub over
     # loopback. With the service name it resolved that name in Docker's DNS (answered by dockerd)
@@ -57,16 +58,16 @@ def apply(c: Any, settings_path: str, secrets_dir: str = "/run/secrets") -> dict
     # the hub (a few seconds after taking its name out of DNS) the hub now answers until it exits,
     # instead of 503s. The notebooks, in other containers, still use the service name:
     c.JupyterHub.hub_connect_url = "http://127.0.0.1:8081"
-    c.Spawner.hub_connect_url = f"http://{hub['service_name']}:8081"
-    c.JupyterHub.db_url = f"sqlite:///{hub['data_dir']}/jupyterhub.sqlite"
+    c.Spawner.hub_connect_url = f"http://{hub.service_name}:8081"
+    c.JupyterHub.db_url = f"sqlite:///{hub.data_dir}/jupyterhub.sqlite"
     c.JupyterHub.cookie_secret = bytes.fromhex(secret("cookie_secret"))
     c.CryptKeeper.keys = [bytes.fromhex(secret("crypt_key"))]
     c.JupyterHub.cleanup_servers = False  # a hub restart leaves running notebooks alone
     c.JupyterHub.cleanup_proxy = True
-    c.ConfigurableHTTPProxy.pid_file = f"{hub['data_dir']}/proxy.pid"
+    c.ConfigurableHTTPProxy.pid_file = f"{hub.data_dir}/proxy.pid"
 
     # --- login
-    if settings.get("login") == "local-dev":
+    if settings.login == "local-dev":
         _local_dev_login(c, secret)
     else:
         _tenant_login(c, settings, secret)
@@ -74,40 +75,40 @@ def apply(c: Any, settings_path: str, secrets_dir: str = "/run/secrets") -> dict
     # --- notebooks
     c.JupyterHub.spawner_class = TenantSwarmSpawner
     s = c.TenantSwarmSpawner
-    s.image = nb["image"]
-    s.tenant_id = tenant["id"]
-    s.volume_mounts = nb["volume_mounts"]
-    s.token_root = nb["token_root"]
-    s.managed_root = nb.get("managed_root", "")
-    s.network_name = nb["network"]
-    s.prefix = nb["service_prefix"]
-    s.notebook_uid, s.notebook_gid = nb.get("uid"), nb.get("gid")
-    s.offer_lab = nb["offer_lab"]
-    s.worker_constraints = nb["constraints"]
-    if nb.get("memory_limit"):
-        s.mem_limit = nb["memory_limit"]
-    s.pids_limit = int(nb.get("pids_limit", 4096))
-    if nb.get("docker_host"):  # the Docker proxy, which allows only what this spawner does
-        s.client_kwargs = {"base_url": nb["docker_host"]}
-    if nb.get("guard"):
-        s.guard_label, s.guarded_port = nb["guard"]["label"], int(nb["guard"]["port"])
-    s.start_timeout = int(nb.get("start_timeout", 180))
+    s.image = nb.image
+    s.tenant_id = tenant.id
+    s.volume_mounts = nb.volume_mounts
+    s.token_root = nb.token_root
+    s.managed_root = nb.managed_root
+    s.network_name = nb.network
+    s.prefix = nb.service_prefix
+    s.notebook_uid, s.notebook_gid = nb.uid, nb.gid
+    s.offer_lab = nb.offer_lab
+    s.worker_constraints = nb.constraints
+    if nb.memory_limit:
+        s.mem_limit = nb.memory_limit
+    s.pids_limit = nb.pids_limit
+    if nb.docker_host:  # the Docker proxy, which allows only what this spawner does
+        s.client_kwargs = {"base_url": nb.docker_host}
+    if nb.guard:
+        s.guard_label, s.guarded_port = nb.guard.label, nb.guard.port
+    s.start_timeout = nb.start_timeout
     s.http_timeout = 120
     # The spawner's own wait for the task ends first, so its message (which node, why) is what users read.
-    s.task_timeout = max(30, s.start_timeout - 30)
-    if nb.get("ca_config") and tenant.get("ca_bundle"):
+    s.task_timeout = max(30, nb.start_timeout - 30)
+    if nb.ca_config and tenant.ca_bundle:
         # The tenant's CA in every notebook, joined there with the image's system CAs; the token
         # files name that bundle as `verify` (agavepy and tapipy hand it to requests).
-        s.ca_config = nb["ca_config"]
+        s.ca_config = nb.ca_config
         s.ca_bundle_path = NOTEBOOK_CA_BUNDLE
         c.TenantOAuthenticator.notebook_ca_bundle = NOTEBOOK_CA_BUNDLE
 
     # --- idle culling
-    if nb["cull_idle_timeout"]:
+    if nb.cull_idle_timeout:
         c.JupyterHub.load_roles = [{"name": "idle-culler", "scopes": ["list:users", "read:users:activity", "read:servers", "delete:servers"], "services": ["idle-culler"]}]
         c.JupyterHub.services = [{
             "name": "idle-culler",
-            "command": [sys.executable, "-m", "jupyterhub_idle_culler", f"--timeout={nb['cull_idle_timeout']}", f"--cull-every={max(10, min(300, nb['cull_idle_timeout'] // 2))}"],
+            "command": [sys.executable, "-m", "jupyterhub_idle_culler", f"--timeout={nb.cull_idle_timeout}", f"--cull-every={max(10, min(300, nb.cull_idle_timeout // 2))}"],
         }]
     return settings
 
@@ -124,33 +125,31 @@ def _local_dev_login(c: Any, secret: Secrets) -> None:
     c.JupyterHub.template_vars = {"announcement": LOCAL_DEV_BANNER, "announcement_login": LOCAL_DEV_BANNER}
 
 
-def _tenant_login(c: Any, settings: dict, secret: Secrets) -> None:
-    tenant, oauth, tas, nb = settings["tenant"], settings["oauth"], settings["tas"], settings["notebooks"]
-    auth_cls = AUTHENTICATORS[tenant["flavour"]]
+def _tenant_login(c: Any, settings: Settings, secret: Secrets) -> None:
+    tenant, oauth, tas, nb = settings.tenant, settings.oauth, settings.tas, settings.notebooks
+    auth_cls = AUTHENTICATORS[tenant.flavour]
     c.JupyterHub.authenticator_class = auth_cls
     a = c[auth_cls.__name__]
-    a.tenant_id = tenant["id"]
-    a.tenant_base_url = tenant["base_url"]
-    a.client_id = oauth["client_id"]
+    a.tenant_id = tenant.id
+    a.tenant_base_url = tenant.base_url
+    a.client_id = oauth.client_id
     a.client_secret = secret("oauth_client_secret")
-    a.oauth_callback_url = oauth["callback_url"]
+    a.oauth_callback_url = oauth.callback_url
     a.allow_all = True  # every user of the tenant may use the hub, as TACC's hubs did
-    a.token_root = nb["token_root"]
-    if tenant.get("ca_bundle"):
-        a.tenant_ca_bundle = tenant["ca_bundle"]  # added to the system's CAs for the tenant and TAS
+    a.token_root = nb.token_root
+    if tenant.ca_bundle:
+        a.tenant_ca_bundle = tenant.ca_bundle  # added to the system's CAs for the tenant and TAS
     # Pages tell a user what they must know now (e.g. their tokens are not in the notebook).
     c.JupyterHub.template_vars = {"announcement": page_notice}
-    # Defaults as in Deployer's model, so a hub.json written before these keys existed still loads.
-    a.username_case_insensitive = bool(tenant.get("case_insensitive", False))
-    if tenant["flavour"] == "oidc":
-        a.username_claim = tenant.get("username_claim") or "preferred_username"
-    a.identity_db = f"{settings['hub']['data_dir']}/identities.sqlite"
-    a.tas_min_id = int(tas.get("min_id", 1000))
-    if tas["use_uid"] or tas["use_gid"]:
-        a.use_tas_uid, a.use_tas_gid = tas["use_uid"], tas["use_gid"]
-        a.tas_url = tas["url"]
-        a.tas_role_account = tas["role_account"]
+    a.username_case_insensitive = tenant.case_insensitive
+    if tenant.flavour == "oidc":
+        a.username_claim = tenant.username_claim or "preferred_username"
+    a.identity_db = f"{settings.hub.data_dir}/identities.sqlite"
+    a.tas_min_id = tas.min_id
+    if tas.use_uid or tas.use_gid:
+        a.use_tas_uid, a.use_tas_gid = tas.use_uid, tas.use_gid
+        a.tas_url = tas.url
+        a.tas_role_account = tas.role_account
         a.tas_role_password = secret("tas_role_pass")
     # The configured ids reach the token files through the identity (resolve_identity).
-    a.notebook_uid, a.notebook_gid = nb.get("uid"), nb.get("gid")
-
+    a.notebook_uid, a.notebook_gid = nb.uid, nb.gid

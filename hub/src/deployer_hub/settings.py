@@ -1,0 +1,115 @@
+"""The contract between ``deployer`` and the hub: what ``hub.json`` holds, as typed dataclasses.
+
+The CLI builds a :class:`Settings` from the validated deployment and writes ``to_dict()`` as
+``hub.json`` (no secrets: those are Docker secrets); the hub's configuration reads it back with
+:meth:`Settings.from_dict`. A key the hub does not know is refused (a newer deployer than the hub
+image); a key missing from an older ``hub.json`` takes its default. Standard library only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class TenantSettings:
+    id: str
+    flavour: str | None = None  # agave, tapis or oidc; None for the local-dev login
+    base_url: str | None = None
+    ca_bundle: str | None = None  # path of the tenant's extra CAs in the hub container
+    case_insensitive: bool = False
+    username_claim: str | None = None  # oidc only
+
+
+@dataclass(frozen=True)
+class OAuthSettings:
+    client_id: str = ""
+    callback_url: str = ""
+
+
+@dataclass(frozen=True)
+class HubSettings:
+    host: str
+    service_name: str
+    data_dir: str
+    https_port: int = 443  # inside the container
+    public_https_port: int = 443  # where browsers reach it (redirects go there)
+    http_port: int = 80
+    ssl_cert: str | None = None
+    ssl_key: str | None = None
+
+
+@dataclass(frozen=True)
+class TasSettings:
+    use_uid: bool = False
+    use_gid: bool = False
+    url: str = ""
+    role_account: str | None = None
+    min_id: int = 1000
+
+
+@dataclass(frozen=True)
+class GuardSettings:
+    label: str  # the deployment's name: notebook containers get deployer.notebook=<label>
+    port: int  # the gate the guard opens (redirected to the server's port)
+
+
+@dataclass(frozen=True)
+class NotebookSettings:
+    image: str
+    network: str
+    service_prefix: str
+    volume_mounts: list[str] = field(default_factory=list)
+    uid: int | None = None
+    gid: int | None = None
+    memory_limit: int | None = None
+    pids_limit: int = 4096
+    start_timeout: int = 180
+    offer_lab: bool = True
+    cull_idle_timeout: int = 86400
+    token_root: str = ""
+    managed_root: str = ""
+    constraints: list[str] = field(default_factory=lambda: ["node.labels.deployer.worker==true"])
+    docker_host: str | None = None  # the Docker proxy's socket; None: the client's default
+    guard: GuardSettings | None = None
+    ca_config: str | None = None  # the Docker config with the tenant's CAs, attached to notebooks
+
+
+@dataclass(frozen=True)
+class Settings:
+    deployment: str
+    login: str
+    tenant: TenantSettings
+    oauth: OAuthSettings
+    hub: HubSettings
+    tas: TasSettings
+    notebooks: NotebookSettings
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Settings":
+        return _build(cls, data, "hub.json")
+
+
+def _build(kind: type, data: Any, where: str) -> Any:
+    if not isinstance(data, dict):
+        raise ValueError(f"{where}: expected an object, got {type(data).__name__}")
+    hints = typing.get_type_hints(kind)
+    known = {f.name for f in dataclasses.fields(kind)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ValueError(f"{where}: unknown keys {', '.join(unknown)} (a hub.json from a newer deployer than this hub image?)")
+    values = {}
+    for name in known & set(data):
+        hint = hints[name]
+        inner = [a for a in typing.get_args(hint) if a is not type(None)] if isinstance(hint, types.UnionType) else [hint]
+        target = inner[0] if len(inner) == 1 else None
+        value = data[name]
+        values[name] = _build(target, value, f"{where}/{name}") if dataclasses.is_dataclass(target) and value is not None else value
+    return kind(**values)
