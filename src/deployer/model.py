@@ -17,10 +17,9 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainValidator, SecretStr, field_validator
 from pydantic_core import PydanticCustomError
 
-from deployer_hub import netguard, tenants
+from deployer_hub import mounts, netguard, tenants
 from deployer_hub.tenants import Flavour
 
-from . import mounts
 from .address import AddressError, HubAddress
 
 DEFAULT_HUB_IMAGE = "deployer/jupyterhub:0.1.0"

@@ -10,7 +10,7 @@ from pydantic import SecretStr
 
 from .loader import DEFAULT, DERIVED, Deployment
 from .model import SECRET_KEYS
-from .mounts import VolumeMount
+from deployer_hub.mounts import VolumeMount
 
 REDACTED = "***"
 

@@ -42,3 +42,12 @@ def test_every_mount_is_a_bind_mount_of_the_rendered_host_path() -> None:
 
     bind = TenantSwarmSpawner()._docker_mount(mounts.RenderedMount("/corral/x", "/x", True))
     assert (bind["Type"], bind["Source"], bind["ReadOnly"]) == ("bind", "/corral/x", True)
+
+
+def test_one_parser_for_validate_and_spawn() -> None:
+    """The spawner renders with the parser validate uses: the same spellings mean the same paths."""
+    rendered = mounts.render(["/data//{tenant_id}/./{username}/:/home/jupyter/./MyData:rw"], mounts.template_values("jdoe", "t", None))
+    assert (rendered[0].source, rendered[0].target) == ("/data/t/jdoe", "/home/jupyter/MyData")
+    assert mounts.parse("/data//{tenant_id}/./{username}/:/home/jupyter/./MyData:rw").host_path == "/data/{tenant_id}/{username}"
+    with pytest.raises(mounts.MountError):
+        mounts.render(["/data/{nope}:/x:rw"], {})

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 from pydantic_core import PydanticCustomError
 
-from deployer import certs, mounts
+from deployer import certs
+from deployer_hub import mounts
 from deployer.model import parse_memory
 
 

@@ -147,7 +147,7 @@ class TenantSwarmSpawner(SwarmSpawner):
         try:
             values = mounts.template_values(self.user.name, self.tenant_id, home)
             rendered = mounts.render(list(self.volume_mounts), values)
-        except (mounts.MountRenderError, paths.UnsafeName) as exc:
+        except (mounts.MountRenderError, mounts.MountError, paths.UnsafeName) as exc:
             self.log.error("Cannot render the mounts of %s: %s", self.user.name, exc)
             raise UserFacingError(403, f"Your storage cannot be set up: {exc}. Please contact support.") from None
         if self.token_root:
