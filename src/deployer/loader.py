@@ -270,6 +270,18 @@ def _config_for(target: Target, src: _Sources, override_pairs: list[tuple[str, A
 # --- servers -------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True, eq=False)
+class HostOrigin(Origin):
+    """A host's entry, and the keys it inherits from elsewhere in the servers file (key -> its path there)."""
+
+    inherited: dict[str, str] = field(default_factory=dict)
+
+    def path(self, *keys: object) -> str:
+        if keys and str(keys[0]) in self.inherited:
+            return "/".join([self.inherited[str(keys[0])], *(str(k) for k in keys[1:])])
+        return super().path(*keys)
+
+
 def _hosts_for(target: Target, src: _Sources, problems: list[Problem], warnings: list[Problem]) -> tuple[list[Host], dict[str, Origin]]:
     scoped = src.servers
     if scoped is None:
@@ -304,7 +316,13 @@ def _hosts_for(target: Target, src: _Sources, problems: list[Problem], warnings:
                 if key not in HOST_KEYS and close:
                     warnings.append(Problem(origin.source, origin.path(key), f"kept as a free-form label; did you mean {close[0]}?"))
             merged[host_id] = {**src.server_globals, **merged.get(host_id, {}), **defaults, **entry}
-            origins[host_id] = origin
+            # A value set once for every host (a global, a scope default) is reported where it is written,
+            # once, not as hosts/N/key of every host (a path that is not in the file).
+            inherited = dict(origins[host_id].inherited) if host_id in origins else {k: k for k in src.server_globals}
+            inherited.update({k: f"{scope}/{k}" for k in defaults})
+            for key in entry:
+                inherited.pop(key, None)
+            origins[host_id] = HostOrigin(origin.source, origin.scope, inherited)
 
     hosts: list[Host] = []
     for host_id, values in merged.items():

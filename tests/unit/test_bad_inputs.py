@@ -378,3 +378,16 @@ def test_a_secret_under_a_non_secret_key_in_the_passwords_file_is_never_shown(si
     assert shown.exit_code == 0, shown.output
     assert "hunter3" not in shown.output
     assert any(line.strip().startswith("tas_role_account:") and "***" in line for line in shown.stdout.splitlines()), shown.stdout
+
+
+@pytest.mark.parametrize(("where", "apply", "expected"), [
+    ("a global of the servers file", lambda d: d.update(ssh_key="nope.key"), "site.hosts: ssh_key: file not found:"),
+    ("a default of the scope", lambda d: d[SCOPE].update(ssh_port=True), f"site.hosts: {SCOPE}/ssh_port: must be a valid integer, got True"),
+])
+def test_a_value_every_host_inherits_is_reported_once_where_it_is_written(site, where: str, apply, expected: str) -> None:
+    hosts = base_hosts()
+    apply(hosts)
+    result = run_cli(["-i", "prod", "-t", "designsafe", "validate"], site(hosts=hosts).path)
+    assert result.exit_code == 2
+    assert result.stderr.count(expected) == 1, result.stderr
+    assert "/hosts/" not in result.stderr, result.stderr  # not once per host, at a path that is not in the file
