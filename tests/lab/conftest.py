@@ -14,9 +14,10 @@ from lab.harness import ROOT, Lab
 LAB_SHARE = "/srv/deployer/jupyterhub-lab-sim/share"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def lab():
-    """The started lab (hub, worker1, worker2); removed at the end unless DEPLOYER_KEEP_LAB=1."""
+    """The started lab (hub, worker1, worker2); removed when the lab tier's tests are done (not at the end
+    of the whole run: three idle engines would slow the tiers after it) unless DEPLOYER_KEEP_LAB=1."""
     prepare = subprocess.run(
         ["bash", "-c", f'source "{ROOT}/scripts/lib/docker.sh" && ensure_docker && ensure_base_image'],
         capture_output=True, text=True, timeout=900, check=False,

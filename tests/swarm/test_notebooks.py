@@ -95,7 +95,8 @@ def test_browser_login_jupyterlab_files_and_tokens(hub, site: Site) -> None:
         page.fill("input[name=password]", USERS["jdoe"][0])
         page.locator("form [type=submit]").first.click()
         page.wait_for_url(re.compile(r"/user/jdoe/lab"), timeout=240_000)
-        page.locator('.jp-LauncherCard[data-category="Notebook"]').first.click()
+        # JupyterLab's first load fetches a few MB of assets: on a busy 2-core machine it can take a minute.
+        page.locator('.jp-LauncherCard[data-category="Notebook"]').first.click(timeout=180_000)
         page.get_by_text("Python 3 (ipykernel) | Idle").wait_for(timeout=120_000)  # the kernel is up and connected
         editor = page.locator(".jp-Notebook .jp-Cell .cm-content").first
         editor.click()
