@@ -19,9 +19,17 @@ class AddressError(ValueError):
     """Not a host[:port]; the message says what to write instead."""
 
 
-def _is_hostname(value: str) -> bool:
+def is_hostname(value: str) -> bool:
     value = value.rstrip(".")
     return 0 < len(value) <= 253 and all(_LABEL.match(label) for label in value.split("."))
+
+
+def is_ip(value: str) -> bool:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True
 
 
 @dataclass(frozen=True)
@@ -51,7 +59,7 @@ class HubAddress:
             raise AddressError(f"put an IPv6 address in brackets: [{value}] (or [{value}]:port)")
         else:
             host, _, port_text = value.partition(":") if ":" in value else (value, "", None)
-            if not (_is_hostname(host) or _is_ipv4(host)):
+            if not (is_hostname(host) or is_ip(host)):  # at most one ':' here, so an IP is an IPv4 one
                 raise AddressError(f"{value!r} is not a valid domain name (letters, digits and '-' in dot-separated labels)")
         port = None
         if port_text is not None:
@@ -62,11 +70,7 @@ class HubAddress:
 
     @property
     def is_ip(self) -> bool:
-        try:
-            ipaddress.ip_address(self.host)
-        except ValueError:
-            return False
-        return True
+        return is_ip(self.host)
 
     @property
     def netloc(self) -> str:
@@ -76,11 +80,3 @@ class HubAddress:
 
     def __str__(self) -> str:
         return self.netloc
-
-
-def _is_ipv4(value: str) -> bool:
-    try:
-        ipaddress.IPv4Address(value)
-    except ValueError:
-        return False
-    return True

@@ -20,7 +20,7 @@ from pydantic_core import PydanticCustomError
 from deployer_hub import mounts, netguard, tenants
 from deployer_hub.tenants import Flavour
 
-from .address import AddressError, HubAddress
+from .address import AddressError, HubAddress, is_hostname, is_ip
 
 DEFAULT_HUB_IMAGE = "deployer/jupyterhub:0.1.0"
 DEFAULT_USER_IMAGE = "taccsciapps/jupyteruser-base:latest"
@@ -49,7 +49,6 @@ def fail(message: str) -> None:
 
 # --- single values -------------------------------------------------------------------------
 
-_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
 _IMAGE = re.compile(
     r"^(?:(?:[A-Za-z0-9-]+\.)*[A-Za-z0-9-]+(?::[0-9]+)?/)?"  # registry
     r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*"  # path
@@ -59,19 +58,6 @@ _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 _MEMORY = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)\s*$", re.IGNORECASE)
 _MEMORY_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
 MIN_MEMORY = 6 * 1024**2  # Docker refuses smaller memory limits
-
-
-def is_hostname(value: str) -> bool:
-    value = value.rstrip(".")
-    return 0 < len(value) <= 253 and all(_LABEL.match(label) for label in value.split("."))
-
-
-def is_ip(value: str) -> bool:
-    try:
-        ipaddress.ip_address(value)
-    except ValueError:
-        return False
-    return True
 
 
 def _hub_host(value: Any) -> str:
