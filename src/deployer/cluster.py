@@ -77,11 +77,11 @@ def gather_one(host: Host, ex: Executor, deployment: Deployment) -> HostFacts:
         for image in wanted_images(deployment, host):
             facts.images[image] = images.image_id(ex, image)
     if host.has("worker"):
-        facts.guard = sidecars.parse_current(ex.run(netguard.read_command(Layout.of(deployment))).stdout)
+        facts.guard = sidecars.current(ex, netguard.container_name(Layout.of(deployment)))
         for path in static_paths(deployment):
             facts.paths[path] = ex.run(cmd("test", "-d", path), check=False).code == 0
     if host.has("hub"):
-        facts.proxy = sidecars.parse_current(ex.run(dockerproxy.read_command(Layout.of(deployment))).stdout)
+        facts.proxy = sidecars.current(ex, dockerproxy.container_name(Layout.of(deployment)))
         if facts.manager:
             facts.published = published_ports(ex)
     ss = ex.run(cmd("ss", "-Htlnp"), check=False)  # 80/443 on the hub, 2377/7946 on every host, with their programs
@@ -216,20 +216,16 @@ def plan(deployment: Deployment, facts: dict[str, HostFacts], layout: Layout, lo
                 result.add(host.host_id, cmd("docker", "pull", image, why=f"pull image {image} (not on this machine)"))
             else:
                 result.add(host.host_id, cmd("docker", "load", why=f"send image {image} from this machine (docker save | ssh docker load)"))
-    guard_image = deployment.config.network_guard_image
-    for host in deployment.workers:
-        f = facts[host.host_id]
-        image_id = local_images.get(guard_image) or f.images.get(guard_image) or ""
-        commands = sidecars.commands(netguard.sidecar(deployment, layout, image_id), f.guard)
+    def sidecar(host_id: str, image: str, build, current: tuple[str, bool] | None, running: str) -> None:
+        # The image ID the host will have: ours when deploy sends it, else the host's own.
+        image_id = local_images.get(image) or facts[host_id].images.get(image) or ""
+        commands = sidecars.commands(build(deployment, layout, image_id), current)
         for command in commands:
-            result.add(host.host_id, command)
+            result.add(host_id, command)
         if not commands:
-            result.ok(host.host_id, "network guard running")
-    hub_image = deployment.config.jupyterhub_image
-    image_id = local_images.get(hub_image) or hub_facts.images.get(hub_image) or ""
-    commands = sidecars.commands(dockerproxy.sidecar(deployment, layout, image_id), hub_facts.proxy)
-    for command in commands:
-        result.add(hub.host_id, command)
-    if not commands:
-        result.ok(hub.host_id, "Docker proxy running")
+            result.ok(host_id, running)
+
+    for host in deployment.workers:
+        sidecar(host.host_id, deployment.config.network_guard_image, netguard.sidecar, facts[host.host_id].guard, "network guard running")
+    sidecar(hub.host_id, deployment.config.jupyterhub_image, dockerproxy.sidecar, hub_facts.proxy, "Docker proxy running")
     return result

@@ -54,9 +54,5 @@ def sidecar(deployment: Deployment, layout: Layout, image_id: str) -> sidecars.S
                             ("python3", "-m", "deployer_hub.dockerproxy"), what=WHAT)
 
 
-def read_command(layout: Layout) -> Command:
-    return sidecars.read_command(container_name(layout))
-
-
 def remove_command(layout: Layout) -> Command:
     return sidecars.remove_command(container_name(layout), WHAT)

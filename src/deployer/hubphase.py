@@ -94,14 +94,14 @@ def guard_commands(deployment: Deployment, layout: Layout, ex, *, https_port: in
     """Start or replace the executor's host's network guard when its spec differs from the running one."""
     image_id = _image_id(ex, deployment.config.network_guard_image, netguard.WHAT, "network_guard_image")
     guard = netguard.sidecar(deployment, layout, image_id, https_port=https_port, http_port=http_port)
-    return sidecars.commands(guard, sidecars.parse_current(ex.run(netguard.read_command(layout)).stdout))
+    return sidecars.commands(guard, sidecars.current(ex, guard.name))
 
 
 def proxy_commands(deployment: Deployment, layout: Layout, ex) -> list[Command]:
     """Start or replace the hub host's Docker proxy (before the hub service, which mounts its socket)."""
     image_id = _image_id(ex, deployment.config.jupyterhub_image, dockerproxy.WHAT, "jupyterhub_image")
     proxy = dockerproxy.sidecar(deployment, layout, image_id)
-    return sidecars.commands(proxy, sidecars.parse_current(ex.run(dockerproxy.read_command(layout)).stdout))
+    return sidecars.commands(proxy, sidecars.current(ex, proxy.name))
 
 
 def wait_until_gone(ex: Executor, service: str, timeout: float = 60) -> None:

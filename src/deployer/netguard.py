@@ -59,9 +59,5 @@ def sidecar(deployment: Deployment, layout: Layout, image_id: str, *, https_port
     return sidecars.Sidecar(container_name(layout), layout.name, deployment.config.network_guard_image, image_id, options, what=WHAT)
 
 
-def read_command(layout: Layout):
-    return sidecars.read_command(container_name(layout))
-
-
 def remove_command(layout: Layout):
     return sidecars.remove_command(container_name(layout), WHAT)

@@ -45,6 +45,11 @@ def parse_current(output: str) -> tuple[str, bool] | None:
     return (parts[0], parts[1] == "true") if len(parts) == 2 else None
 
 
+def current(ex, name: str) -> tuple[str, bool] | None:
+    """(spec hash, running) of the container on the executor's host, None when there is none."""
+    return parse_current(ex.run(read_command(name)).stdout)
+
+
 def commands(sidecar: Sidecar, current: tuple[str, bool] | None) -> list[Command]:
     """Nothing when the host runs this spec; else create it, or replace what is there."""
     if current == (sidecar.spec_hash, True):
