@@ -36,6 +36,7 @@ the CLI imports its policy parsing to validate the operator's lists.
 
 from __future__ import annotations
 
+import functools
 import http.client
 import ipaddress
 import json
@@ -336,8 +337,13 @@ class Guard:
         self.applied: dict[str, str] = {}  # container id -> the ruleset it has
         self.lock = threading.Lock()
 
-    def view_of(self, container: dict) -> View:
-        local, bridges, resolvers = host_view()
+    def surroundings(self) -> tuple[tuple, Resolve]:
+        """This host's addresses, bridges and DNS servers, and a resolver that asks once per name: read
+        once for a sweep of every notebook (an `ip` call and name lookups), not once per container."""
+        return host_view(), functools.cache(self.resolve)
+
+    def view_of(self, container: dict, host: tuple) -> View:
+        local, bridges, resolvers = host
         networks = []
         for name, net in (container.get("NetworkSettings", {}).get("Networks") or {}).items():
             if net.get("IPAddress") and net.get("IPPrefixLen"):
@@ -346,7 +352,8 @@ class Guard:
                     networks.append((subnet, name == self.policy.network))
         return View(tuple(networks), local, bridges, resolvers)
 
-    def protect(self, container_id: str) -> None:
+    def protect(self, container_id: str, around: tuple[tuple, Resolve] | None = None) -> None:
+        host, resolve = around or self.surroundings()
         with self.lock:
             try:
                 container = self.docker.get(f"/containers/{container_id}/json")
@@ -357,7 +364,7 @@ class Guard:
             if not pid or not container.get("State", {}).get("Running"):  # type: ignore[union-attr]
                 self.applied.pop(container_id, None)
                 return
-            texts = restore_text(self.policy, self.view_of(container), self.resolve)  # type: ignore[arg-type]
+            texts = restore_text(self.policy, self.view_of(container, host), resolve)  # type: ignore[arg-type]
             key = json.dumps(texts, sort_keys=True)
             if self.applied.get(container_id) == key:
                 return
@@ -372,8 +379,9 @@ class Guard:
 
     def sweep(self) -> None:
         running = self.docker.notebooks(self.policy.deployment)
+        around = self.surroundings()
         for container_id in running:
-            self.protect(container_id)
+            self.protect(container_id, around)
         with self.lock:
             for gone in set(self.applied) - set(running):
                 del self.applied[gone]
