@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,6 +49,21 @@ def images() -> None:
     # Ports 80 and 443 are needed: a local hub left by scripts/up (or a killed run) is removed.
     for name in (NAME, LOCAL_NAME):
         hubphase.remove(Layout(name), LocalExecutor())
+
+
+@pytest.fixture(scope="module")
+def worker_node(images) -> Iterator[str]:
+    """This node labelled as a worker, for tests that start notebooks without a deploy (a deploy
+    labels its nodes, and a destroy that leaves nothing running takes the labels off again). The
+    label is removed afterwards only if this fixture added it."""
+    node = docker("info", "--format", "{{.Swarm.NodeID}}")
+    labels = docker("node", "inspect", node, "--format", "{{json .Spec.Labels}}")
+    added = '"deployer.worker":"true"' not in labels
+    if added:
+        docker("node", "update", "--label-add", "deployer.worker=true", node)
+    yield node
+    if added:
+        docker("node", "update", "--label-rm", "deployer.worker", node, check=False)
 
 
 @pytest.fixture(scope="session")

@@ -75,7 +75,7 @@ class Proxy:
 
 
 @pytest.fixture(scope="module")
-def proxy(images, tmp_path_factory) -> Iterator[Proxy]:
+def proxy(worker_node, tmp_path_factory) -> Iterator[Proxy]:
     cleanup()
     docker_cli("network", "create", "--driver", "overlay", "--attachable", NETWORK)
     docker_cli("network", "create", "--driver", "overlay", "--attachable", OTHER_NETWORK)
