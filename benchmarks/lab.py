@@ -23,12 +23,14 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from lab.harness import Lab  # noqa: E402  (the tests' harness: one definition of a lab host)
 
-from deployer.ssh import executor_for  # noqa: E402
-from deployer.commands import cmd  # noqa: E402
-from deployer.discovery import discover  # noqa: E402
-from deployer.loader import load  # noqa: E402
+from deployer.config.discovery import discover  # noqa: E402
+from deployer.config.loader import load  # noqa: E402
+from deployer.hosts.commands import cmd  # noqa: E402
+from deployer.hosts.ssh import (
+    SSHExecutor,  # noqa: E402
+    executor_for,  # noqa: E402
+)
 from deployer.rollout import Report, Rollout  # noqa: E402
-from deployer.ssh import SSHExecutor  # noqa: E402
 
 SCOPE = "jupyterhub.bench.lab"
 NAME = "jupyterhub-bench-lab"

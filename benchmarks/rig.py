@@ -30,13 +30,13 @@ import docker as dockersdk
 import httpx
 import yaml
 
-from deployer import hubphase, tls
-from deployer.discovery import discover
-from deployer.executor import LocalExecutor
-from deployer.hubsettings import Layout
-from deployer.loader import Deployment, load
+from deployer.config.discovery import discover
+from deployer.config.hubsettings import Layout
+from deployer.config.loader import Deployment, load
+from deployer.hosts.executor import LocalExecutor
+from deployer.hosts.ssh import executor_for
+from deployer.phases import hubphase, tls
 from deployer.rollout import Rollout
-from deployer.ssh import executor_for
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))

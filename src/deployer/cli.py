@@ -19,20 +19,22 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from . import __version__, render
-from .discovery import DeploymentFiles, discover
-from .errors import ConfigError, DeployerError, PreflightError, Problem, UsageError
-from .example import write_example, write_local_example
-from . import cluster, images, rollout
-from .hubsettings import Layout
-from .ssh import SSHExecutor, executor_for
-from .status import last_run
-from .status import read as status_of
-from .loader import Deployment, Loaded, load, tenant_summary
-from .model import LOCAL_HOSTS
-from .oauth_clients import register
-from .passwords_file import set_values
-from .projects import PROJECTS, Project
+from deployer import __version__, rollout
+from deployer.config import render
+from deployer.config.discovery import DeploymentFiles, discover
+from deployer.config.example import write_example, write_local_example
+from deployer.config.hubsettings import Layout
+from deployer.config.loader import Deployment, Loaded, load, tenant_summary
+from deployer.config.model import LOCAL_HOSTS
+from deployer.config.oauth_clients import register
+from deployer.config.passwords_file import set_values
+from deployer.config.projects import PROJECTS, Project
+from deployer.errors import ConfigError, DeployerError, PreflightError, Problem, UsageError
+from deployer.hosts import cluster
+from deployer.hosts.ssh import SSHExecutor, executor_for
+from deployer.hosts.status import last_run
+from deployer.hosts.status import read as status_of
+from deployer.phases import images
 
 # Off a terminal (pipes, CI logs) rich would wrap at 80 columns; give tables room instead.
 out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160)

@@ -14,20 +14,23 @@ import secrets
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Callable
 
-from . import __version__, cluster, images, hubphase, netguard, nfs
-from .cluster import Executor, HostFacts
-from .commands import Command, cmd, sh
-from .errors import DeployerError, PreflightError
-from .hubservice import network_commands, object_commands, service_commands, stale_commands
-from .hubsettings import AUDIT_LOG, Layout
-from .loader import Deployment
-from .lock import HubLock, LockedError, operator
-from .ssh import ConnectError
-from .state import HostStateDir
+from deployer import __version__
+from deployer.config.hubsettings import AUDIT_LOG, Layout
+from deployer.config.loader import Deployment
+from deployer.errors import DeployerError, PreflightError
+from deployer.hosts import cluster
+from deployer.hosts.cluster import Executor, HostFacts
+from deployer.hosts.commands import Command, cmd, sh
+from deployer.hosts.lock import HubLock, LockedError, operator
+from deployer.hosts.ssh import ConnectError
+from deployer.hosts.state import HostStateDir
+from deployer.phases import hubphase, images, netguard, nfs
+from deployer.phases.hubservice import network_commands, object_commands, service_commands, stale_commands
+
 
 def health_command(https_port: int) -> Command:
     """Asks the hub itself whether JupyterHub answers (the operator's machine may not reach its port)."""

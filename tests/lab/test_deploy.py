@@ -25,15 +25,15 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 import yaml
-
-from deployer.lock import HubLock
-from deployer.ssh import SSHExecutor
 from conftest import NOTICES
-from lab.conftest import LAB_SHARE
-from lab.harness import Lab
 from netprobe import Target, probe, table, tcp, wrong
 from sim.tenant import TenantSimulator, complete_login
 from sim.tls import server_tls
+
+from deployer.hosts.lock import HubLock
+from deployer.hosts.ssh import SSHExecutor
+from lab.conftest import LAB_SHARE
+from lab.harness import Lab
 
 pytestmark = pytest.mark.lab
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from deployer.commands import cmd, sh
-from deployer.executor import LocalExecutor, RemoteCommandError
+from deployer.hosts.commands import cmd, sh
+from deployer.hosts.executor import LocalExecutor, RemoteCommandError
 
 pytestmark = pytest.mark.local
 

@@ -12,8 +12,8 @@ import uuid
 
 import pytest
 
-from deployer.executor import LocalExecutor
-from deployer.lock import HubLock, LockedError
+from deployer.hosts.executor import LocalExecutor
+from deployer.hosts.lock import HubLock, LockedError
 
 pytestmark = pytest.mark.local
 
@@ -32,8 +32,8 @@ def test_a_killed_holder_leaves_no_stale_lock() -> None:
     name = f"test-{uuid.uuid4().hex[:8]}"
     holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
         import time
-        from deployer.executor import LocalExecutor
-        from deployer.lock import HubLock
+        from deployer.hosts.executor import LocalExecutor
+        from deployer.hosts.lock import HubLock
         with HubLock(LocalExecutor(), {name!r}, "deploy"):
             print("held", flush=True)
             time.sleep(600)

@@ -6,8 +6,8 @@ import socket
 
 import pytest
 
-from deployer.commands import cmd
-from deployer.ssh import ConnectError, SSHExecutor
+from deployer.hosts.commands import cmd
+from deployer.hosts.ssh import ConnectError, SSHExecutor
 
 pytestmark = pytest.mark.local
 

@@ -12,17 +12,17 @@ from pathlib import Path
 
 import pytest
 import yaml
-
-from deployer import hubphase
-from deployer.rollout import Report, Rollout
-from deployer.ssh import executor_for
-from deployer.discovery import discover
-from deployer.example import LOCAL_NAME
-from deployer.executor import LocalExecutor
-from deployer.hubsettings import Layout
-from deployer.loader import Deployment, load
 from sim.tenant import TenantSimulator
 from sim.tls import server_tls
+
+from deployer.config.discovery import discover
+from deployer.config.example import LOCAL_NAME
+from deployer.config.hubsettings import Layout
+from deployer.config.loader import Deployment, load
+from deployer.hosts.executor import LocalExecutor
+from deployer.hosts.ssh import executor_for
+from deployer.phases import hubphase
+from deployer.rollout import Report, Rollout
 
 ROOT = Path(__file__).resolve().parents[2]
 CLIENT = ("swarm-hub", "S3CR3T-client-xyzzy")

@@ -14,12 +14,12 @@ import httpx
 import pytest
 import yaml
 
-from deployer import hubphase
-from deployer.executor import LocalExecutor
-from deployer.hubsettings import Layout
-from deployer.discovery import discover
-from deployer.example import LOCAL_NAME
-from deployer.loader import load
+from deployer.config.discovery import discover
+from deployer.config.example import LOCAL_NAME
+from deployer.config.hubsettings import Layout
+from deployer.config.loader import load
+from deployer.hosts.executor import LocalExecutor
+from deployer.phases import hubphase
 from swarm.conftest import docker
 from swarm.test_notebooks import spawn
 

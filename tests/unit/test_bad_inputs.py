@@ -7,7 +7,6 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import pytest
-
 from conftest import (
     HUB_HOST,
     SCOPE,
@@ -321,7 +320,7 @@ def test_an_unquoted_secret_starting_with_star_or_bang_is_not_echoed(value: str,
 
 
 def test_a_merge_key_gives_defaults_that_written_keys_override() -> None:
-    from deployer.yamlfile import YamlProblem, parse
+    from deployer.config.yamlfile import YamlProblem, parse
 
     assert parse("common: &c\n  a: 1\n  b: 2\nx:\n  <<: *c\n  a: 3\n", "f")["x"] == {"a": 3, "b": 2}
     with pytest.raises(YamlProblem, match="duplicate key"):

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from conftest import SCOPE, base_configs
-from deployer import dockerproxy, netguard
-from deployer.cluster import HostFacts, plan, static_paths
-from deployer.discovery import discover
-from deployer.hubsettings import Layout
-from deployer.loader import load
+
+from deployer.config.discovery import discover
+from deployer.config.hubsettings import Layout
+from deployer.config.loader import load
+from deployer.hosts.cluster import HostFacts, plan, static_paths
+from deployer.phases import dockerproxy, netguard
 
 HUB_IMAGE, USER_IMAGE = "taccsciapps/jupyterhub:0.8.0", "taccsciapps/jupyteruser-ds:1.1.0"
 

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from deployer.discovery import discover
+from deployer.config.discovery import discover
 from deployer.errors import ConfigError
 
 

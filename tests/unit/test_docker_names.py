@@ -8,8 +8,8 @@ from conftest import SCOPE, base_configs, base_hosts, base_passwords, run_cli
 from deployer_hub import names
 from deployer_hub.spawner import TenantSwarmSpawner
 
-from deployer.hubservice import HubSpec
-from deployer.hubsettings import Layout
+from deployer.config.hubsettings import Layout
+from deployer.phases.hubservice import HubSpec
 
 #: Every secret a hub can have (hub_spec's keys).
 SECRET_FILES = ("oauth_client_secret", "tas_role_pass", "cookie_secret", "crypt_key", "ssl_key", "local_dev_password")

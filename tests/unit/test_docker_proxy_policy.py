@@ -6,10 +6,11 @@ from __future__ import annotations
 import json
 
 from conftest import SCOPE, base_configs
-from deployer import dockerproxy
-from deployer.hubsettings import Layout
 from deployer_hub.dockerproxy import Policy
 from unit.test_cluster_plan import deployment_of
+
+from deployer.config.hubsettings import Layout
+from deployer.phases import dockerproxy
 
 
 def test_the_policy_is_the_spawners_configuration_and_the_proxy_accepts_it(site) -> None:

@@ -6,13 +6,13 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import CLIENT_SECRET, SCOPE, TAS_PASSWORD, base_configs, run_cli
+from deployer_hub.hubconfig import apply
 from traitlets.config import Config
 
-from conftest import CLIENT_SECRET, SCOPE, TAS_PASSWORD, base_configs, run_cli
-from deployer.discovery import discover
-from deployer.hubsettings import Layout, settings
-from deployer.loader import load
-from deployer_hub.hubconfig import apply
+from deployer.config.discovery import discover
+from deployer.config.hubsettings import Layout, settings
+from deployer.config.loader import load
 
 OIDC = {"tenant_type": "oidc", "jupyterhub_tenant_base_url": "https://id.example.org/realms/hub"}
 TAS_ON = {"use_tas_uid": True, "use_tas_gid": True, "tas_role_account": "jhub-role"}
@@ -155,8 +155,7 @@ def _leaves(obj, prefix: str = "") -> set[str]:
 def test_every_setting_round_trips_through_hub_json_and_reaches_the_hub(tmp_path: Path) -> None:
     """The typed contract: every field, set to a value other than its default, survives hub.json and
     lands where the hub uses it. A field added without wiring makes this test fail (the two sets)."""
-    from deployer_hub.settings import (GuardSettings, HubSettings, NotebookSettings, OAuthSettings, Settings, TasSettings,
-                                       TenantSettings)
+    from deployer_hub.settings import GuardSettings, HubSettings, NotebookSettings, OAuthSettings, Settings, TasSettings, TenantSettings
 
     full = Settings(
         deployment="jupyterhub.prod.x", login="tenant",

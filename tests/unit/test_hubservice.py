@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import pytest
-
 import json
 
-from conftest import CLIENT_SECRET
-from conftest import SCOPE, base_configs
-from deployer.discovery import discover
-from deployer.hubservice import HubSpec, SwarmFacts, network_commands, object_commands, service_commands, stale_commands
-from deployer.hubsettings import Layout, settings
-from deployer.loader import load
+import pytest
+from conftest import CLIENT_SECRET, SCOPE, base_configs
+
+from deployer.config.discovery import discover
+from deployer.config.hubsettings import Layout, settings
+from deployer.config.loader import load
+from deployer.phases.hubservice import HubSpec, SwarmFacts, network_commands, object_commands, service_commands, stale_commands
 
 
 def spec_for(site, secret: str = CLIENT_SECRET) -> HubSpec:
@@ -100,7 +99,8 @@ def test_secrets_and_configs_the_new_spec_no_longer_uses_are_removed(site) -> No
     ("10.1.2.3:8443", 8443, "https://10.1.2.3:8443/hub/oauth_callback"),
 ])
 def test_the_hub_address_is_parsed_once_for_settings_tls_and_the_callback(site, host: str, public_port: int, callback: str) -> None:
-    from deployer import certs, tls
+    from deployer.config import certs
+    from deployer.phases import tls
 
     configs = base_configs()
     configs[SCOPE]["jupyterhub_host"] = host

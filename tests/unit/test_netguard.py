@@ -6,13 +6,13 @@ from __future__ import annotations
 import ipaddress
 
 import pytest
-
-from deployer import netguard as deploy_guard
-from deployer import sidecars
 from conftest import SCOPE, base_configs
-from unit.test_cluster_plan import deployment_of
-from deployer.hubsettings import Layout
 from deployer_hub.netguard import ALLOW_RULES, Policy, Target, TargetError, View, filter_rules, restore_text
+from unit.test_cluster_plan import deployment_of
+
+from deployer.config.hubsettings import Layout
+from deployer.phases import netguard as deploy_guard
+from deployer.phases import sidecars
 
 OVERLAY = ipaddress.ip_network("10.0.5.0/24")
 VIEW = View(networks=((OVERLAY, True),), local=(ipaddress.ip_address("10.10.0.21"), ipaddress.ip_address("172.18.0.1")),

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import subprocess
 
-from deployer import nfs
-from deployer.hubsettings import Layout
+from deployer.config.hubsettings import Layout
+from deployer.phases import nfs
 
 LAYOUT = Layout("jupyterhub-prod-designsafe")
 WORKERS = ["10.0.0.2", "10.0.0.3"]

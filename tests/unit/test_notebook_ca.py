@@ -9,18 +9,18 @@ from pathlib import Path
 
 import docker.errors
 import pytest
-from traitlets.config import Config
-
 from conftest import CLIENT_SECRET, SCOPE, base_configs, make_cert
-from deployer.discovery import discover
-from deployer.hubservice import SwarmFacts, object_commands, service_commands
-from deployer.hubsettings import Layout
-from deployer.loader import load
-from deployer.hubphase import TENANT_CA, hub_spec
-from deployer.state import StateDir
 from deployer_hub.auth import UserFacingError
 from deployer_hub.hubconfig import apply
 from deployer_hub.spawner import NOTEBOOK_CA_BUNDLE, NOTEBOOK_TENANT_CA, TenantSwarmSpawner
+from traitlets.config import Config
+
+from deployer.config.discovery import discover
+from deployer.config.hubsettings import Layout
+from deployer.config.loader import load
+from deployer.hosts.state import StateDir
+from deployer.phases.hubphase import TENANT_CA, hub_spec
+from deployer.phases.hubservice import SwarmFacts, object_commands, service_commands
 
 CA = make_cert("Test tenant CA")[0]
 

@@ -11,7 +11,7 @@ from conftest import SECRET_VALUES, base_configs, base_hosts, base_passwords, ru
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from deployer.model import SECRET_KEYS
+from deployer.config.model import SECRET_KEYS
 
 LEAVES = (st.none() | st.booleans() | st.integers(-(2**40), 2**40) | st.floats(allow_nan=True, allow_infinity=True)
           | st.text(max_size=24) | st.sampled_from(["", "/", "//", "/{username}", "0", "true", "*", "!x", "a:b:c", "ｊｄｏｅ", "10.0.0.1"]))

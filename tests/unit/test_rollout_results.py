@@ -4,11 +4,11 @@ through its own phase and parallel-work methods (no host is needed for it)."""
 from __future__ import annotations
 
 import pytest
+from unit.test_cluster_plan import deployment_of
 
 from deployer.errors import DeployerError
+from deployer.hosts.ssh import ConnectError
 from deployer.rollout import Rollout, RolloutError
-from deployer.ssh import ConnectError
-from unit.test_cluster_plan import deployment_of
 
 
 def rollout(site) -> Rollout:

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
-from deployer import overrides
-from deployer.scopes import Origin, Target, merge, parse_scope, split_scoped_file
+from deployer.config import overrides
+from deployer.config.scopes import Origin, Target, merge, parse_scope, split_scoped_file
 
 
 def test_parse_scope_keeps_dotted_tenant_ids() -> None:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from deployer.executor import LocalExecutor
-from deployer.status import last_run
+from deployer.hosts.executor import LocalExecutor
+from deployer.hosts.status import last_run
 
 
 def test_the_newest_line_of_this_deployment_is_found(tmp_path) -> None:

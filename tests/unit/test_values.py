@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from deployer_hub import mounts
 from pydantic_core import PydanticCustomError
 
-from deployer import certs
-from deployer_hub import mounts
-from deployer.model import parse_memory
+from deployer.config import certs
+from deployer.config.model import parse_memory
 
 
 def test_mount_parsing_keeps_parts_and_variables() -> None:

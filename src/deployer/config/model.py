@@ -14,13 +14,12 @@ from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
+from deployer_hub import mounts, netguard, tenants
+from deployer_hub.tenants import Flavour
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainValidator, SecretStr, field_validator
 from pydantic_core import PydanticCustomError
 
-from deployer_hub import mounts, netguard, tenants
-from deployer_hub.tenants import Flavour
-
-from .address import AddressError, HubAddress, is_hostname, is_ip
+from deployer.config.address import AddressError, HubAddress, is_hostname, is_ip
 
 DEFAULT_HUB_IMAGE = "deployer/jupyterhub:0.1.0"
 DEFAULT_USER_IMAGE = "taccsciapps/jupyteruser-base:latest"

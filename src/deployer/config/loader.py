@@ -15,12 +15,12 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from . import certs, overrides, yamlfile
-from .discovery import DeploymentFiles
-from .errors import ConfigError, Problem, UsageError
-from .model import HOST_KEYS, LOCAL_HOSTS, SECRET_KEYS, Host, JupyterHubConfig, cross_check
-from .projects import PROJECTS
-from .scopes import Layered, Origin, ScopedFile, Target, merge, split_scoped_file
+from deployer.config import certs, overrides, yamlfile
+from deployer.config.discovery import DeploymentFiles
+from deployer.config.model import HOST_KEYS, LOCAL_HOSTS, SECRET_KEYS, Host, JupyterHubConfig, cross_check
+from deployer.config.projects import PROJECTS
+from deployer.config.scopes import Layered, Origin, ScopedFile, Target, merge, split_scoped_file
+from deployer.errors import ConfigError, Problem, UsageError
 
 SERVER_GLOBALS = ("ssh_user", "ssh_key", "ssh_port", "ssh_known_hosts")
 DERIVED = "derived"
@@ -438,8 +438,8 @@ def _name_collisions(src: _Sources, project: str, selected: list[Target]) -> lis
 def _name_lengths(src: _Sources, selected: list[Target]) -> list[Problem]:
     """Docker names the deployment itself would produce, checked before any host is touched
     (``docker config create`` failed after engines, swarm and NFS had already been changed)."""
-    from .hubservice import name_problems  # late: hubservice imports this module's types
-    from .hubsettings import Layout
+    from deployer.config.hubsettings import Layout
+    from deployer.phases.hubservice import name_problems  # late: hubservice imports this module's types
 
     source = src.configs.source if src.configs else "configs"
     return [Problem(source, str(target), message)

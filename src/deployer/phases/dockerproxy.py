@@ -14,11 +14,11 @@ import posixpath
 
 from deployer_hub import names
 
-from . import sidecars
-from .commands import Command
-from .hubservice import config_name
-from .hubsettings import DOCKER_PROXY_DIR, DOCKER_PROXY_SOCKET, TENANT_CA, Layout
-from .loader import Deployment
+from deployer.config.hubsettings import DOCKER_PROXY_DIR, DOCKER_PROXY_SOCKET, TENANT_CA, Layout
+from deployer.config.loader import Deployment
+from deployer.hosts.commands import Command
+from deployer.phases import sidecars
+from deployer.phases.hubservice import config_name
 
 WHAT = "the hub's Docker proxy"
 

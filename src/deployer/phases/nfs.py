@@ -16,8 +16,8 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-from .commands import Command, cmd, sh
-from .hubsettings import Layout
+from deployer.config.hubsettings import Layout
+from deployer.hosts.commands import Command, cmd, sh
 
 GANESHA_MAIN = "/etc/ganesha/ganesha.conf"
 GANESHA_DIR = "/etc/ganesha/deployer"

@@ -15,8 +15,7 @@ from typing import Any
 
 import yaml
 
-from .errors import Problem
-
+from deployer.errors import Problem
 
 #: Limits far above any deployment file (a few KB, five levels, a few hundred values).
 MAX_BYTES = 1024 * 1024

@@ -10,7 +10,7 @@ from pathlib import Path
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap
 
-from .errors import DeployerError
+from deployer.errors import DeployerError
 
 HEADER = "# Secrets, in the same scopes as the configs file. Keep this file private (chmod 600).\n"
 

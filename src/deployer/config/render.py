@@ -6,11 +6,11 @@ import json
 from typing import Any
 
 import yaml
+from deployer_hub.mounts import VolumeMount
 from pydantic import SecretStr
 
-from .loader import DEFAULT, DERIVED, Deployment
-from .model import SECRET_KEYS
-from deployer_hub.mounts import VolumeMount
+from deployer.config.loader import DEFAULT, DERIVED, Deployment
+from deployer.config.model import SECRET_KEYS
 
 REDACTED = "***"
 

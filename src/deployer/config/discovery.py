@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import yamlfile
-from .errors import ConfigError, Problem
+from deployer.config import yamlfile
+from deployer.errors import ConfigError, Problem
 
 DEPLOYMENT_FILE = "deployment.yml"
 EXTENSIONS = {"servers": ".hosts", "configs": ".configs", "passwords": ".passwords"}

@@ -9,9 +9,9 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
-from .cluster import Executor
-from .commands import cmd
-from .hubsettings import AUDIT_LOG, Layout
+from deployer.config.hubsettings import AUDIT_LOG, Layout
+from deployer.hosts.cluster import Executor
+from deployer.hosts.commands import cmd
 
 
 @dataclass

@@ -7,9 +7,9 @@ under the same tag is sent again, an unchanged one never is.
 
 from __future__ import annotations
 
-from .commands import Command, cmd
-from .errors import DeployerError
-from .executor import LocalExecutor, RemoteCommandError
+from deployer.errors import DeployerError
+from deployer.hosts.commands import Command, cmd
+from deployer.hosts.executor import LocalExecutor, RemoteCommandError
 
 
 class ImageError(DeployerError):

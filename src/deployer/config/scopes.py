@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
-from .errors import Problem
+from deployer.errors import Problem
 
 # Tenant ids may contain dots (``tacc.prod``), so everything after the instance is the tenant.
 _SCOPE_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*(\.[A-Za-z0-9_-]+(\.[A-Za-z0-9_.-]*[A-Za-z0-9_-])?)?$")

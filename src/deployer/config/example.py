@@ -7,7 +7,7 @@ import secrets
 from importlib import resources
 from pathlib import Path
 
-from .errors import UsageError
+from deployer.errors import UsageError
 
 FILES = ("deployment.yml", "site.hosts", "site.configs", "site.passwords")
 

@@ -8,7 +8,7 @@ import secrets
 import tempfile
 from pathlib import Path
 
-from .commands import sh
+from deployer.hosts.commands import sh
 
 
 class StateDir:

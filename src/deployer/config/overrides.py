@@ -6,8 +6,8 @@ from typing import Any
 
 import yaml
 
-from .errors import Problem
-from .scopes import Layered, Origin
+from deployer.config.scopes import Layered, Origin
+from deployer.errors import Problem
 
 SOURCE = "-o"
 ORIGIN = Origin(SOURCE, "overrides")
@@ -33,7 +33,7 @@ def parse(text: str) -> tuple[list[tuple[str, Any]], list[Problem]]:
 
 def _without_equals(item: str) -> str:
     """The problem of an item without '=', never quoting it: it may be a secret typed by mistake."""
-    from .model import JupyterHubConfig  # the known keys; imported here to keep this module light
+    from deployer.config.model import JupyterHubConfig  # the known keys; imported here to keep this module light
 
     name = item.split(":", 1)[0].strip()
     if name in JupyterHubConfig.model_fields:

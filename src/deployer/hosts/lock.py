@@ -8,16 +8,16 @@ sees end-of-file and the lock is released: a killed deploy never leaves a stale 
 from __future__ import annotations
 
 import getpass
-import selectors
 import os
+import selectors
 import socket
 import subprocess
 import time
 from datetime import datetime, timezone
 
-from .commands import sh
-from .errors import DeployerError
-from .executor import Result
+from deployer.errors import DeployerError
+from deployer.hosts.commands import sh
+from deployer.hosts.executor import Result
 
 LOCK_DIR = "/run/lock/deployer"
 BUSY = 75  # flock -E: the lock is held by someone else

@@ -13,9 +13,9 @@ from urllib.parse import urlsplit
 from deployer_hub import names
 from deployer_hub.netguard import Policy, Target
 
-from . import sidecars
-from .hubsettings import Layout
-from .loader import Deployment
+from deployer.config.hubsettings import Layout
+from deployer.config.loader import Deployment
+from deployer.phases import sidecars
 
 #: Capabilities the guard needs, nothing more: NET_ADMIN for iptables, SYS_ADMIN to enter a
 #: notebook's network namespace (setns), SYS_PTRACE to open /proc/PID/ns/net of another uid.

@@ -8,21 +8,20 @@ agent and known_hosts exactly as their own ``ssh`` does, and its connection shar
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import hashlib
 import shlex
 import subprocess
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from .commands import Command
-from .errors import DeployerError
-from .executor import Gateway, LocalExecutor, Result
-from .model import LOCAL_HOSTS, Host
+from deployer.config.model import LOCAL_HOSTS, Host
+from deployer.errors import DeployerError
+from deployer.hosts.commands import Command
+from deployer.hosts.executor import Gateway, LocalExecutor, Result
 
 if TYPE_CHECKING:
-    from .loader import Deployment
+    from deployer.config.loader import Deployment
 
 #: ssh exits 255 when it could not reach or authenticate to the host.
 SSH_FAILURE = 255

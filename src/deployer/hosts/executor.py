@@ -12,8 +12,8 @@ import threading
 from dataclasses import dataclass
 from typing import Protocol
 
-from .commands import Command
-from .errors import DeployerError
+from deployer.errors import DeployerError
+from deployer.hosts.commands import Command
 
 
 class RemoteCommandError(DeployerError):

@@ -11,11 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import httpx
-
 from deployer_hub import tenants
 from deployer_hub.tenants import Flavour
 
-from .errors import DeployerError
+from deployer.errors import DeployerError
 
 TIMEOUT = httpx.Timeout(20.0, connect=10.0)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-from .commands import Command, cmd, sh
+from deployer.hosts.commands import Command, cmd, sh
 
 
 @dataclass(frozen=True)

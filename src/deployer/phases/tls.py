@@ -10,8 +10,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from . import certs
-from .state import StateDir
+from deployer.config import certs
+from deployer.hosts.state import StateDir
 
 VALIDITY = dt.timedelta(days=825)  # the longest lifetime browsers accept
 

@@ -12,7 +12,7 @@ from deployer_hub import netguard
 from deployer_hub.settings import GuardSettings, HubSettings, NotebookSettings, OAuthSettings, Settings, TasSettings, TenantSettings
 from deployer_hub.tenants import Flavour
 
-from .loader import Deployment
+from deployer.config.loader import Deployment
 
 HUB_ROOT = "/srv/jupyterhub"
 #: The tenant's extra CA certificates in the hub container (a Docker config; notebooks get the same one).

@@ -12,14 +12,14 @@ import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from . import dockerproxy, images, netguard, sidecars
-from .commands import Command, cmd, sh
-from .errors import Problem
-from .executor import Executor
-from .ssh import ConnectError
-from .hubsettings import Layout
-from .loader import Deployment
-from .model import Host
+from deployer.config.hubsettings import Layout
+from deployer.config.loader import Deployment
+from deployer.config.model import Host
+from deployer.errors import Problem
+from deployer.hosts.commands import Command, cmd, sh
+from deployer.hosts.executor import Executor
+from deployer.hosts.ssh import ConnectError
+from deployer.phases import dockerproxy, images, netguard, sidecars
 
 SWARM_PORTS = (2377, 7946)  # TCP; 7946 and 4789 (overlay) are UDP too
 

@@ -8,14 +8,15 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from . import dockerproxy, hubsettings, images, netguard, sidecars, tls
-from .commands import Command, cmd, sh
-from .errors import DeployerError
-from .executor import Executor
-from .hubservice import HubSpec, SwarmFacts, config_name
-from .hubsettings import HUB_ROOT, TENANT_CA, Layout
-from .loader import Deployment
-from .state import StateDir
+from deployer.config import hubsettings
+from deployer.config.hubsettings import HUB_ROOT, TENANT_CA, Layout
+from deployer.config.loader import Deployment
+from deployer.errors import DeployerError
+from deployer.hosts.commands import Command, cmd, sh
+from deployer.hosts.executor import Executor
+from deployer.hosts.state import StateDir
+from deployer.phases import dockerproxy, images, netguard, sidecars, tls
+from deployer.phases.hubservice import HubSpec, SwarmFacts, config_name
 
 
 def hub_spec(deployment: Deployment, layout: Layout, state: StateDir, *, https_port: int = 443, http_port: int = 80,

@@ -1,0 +1,1 @@
+"""The deploy's phases, each a pure planner: a deployment and the hosts' facts in, commands out."""
