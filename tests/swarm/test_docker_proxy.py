@@ -249,7 +249,6 @@ def test_the_real_spawner_starts_polls_and_stops_a_notebook_through_the_proxy(pr
 
     # A start that fails (the user's directory is missing on the worker) is explained with the
     # worker's name, which the spawner asks the engine for: GET /nodes/{id}, through the proxy too.
-    TenantSwarmSpawner._node_names.clear()
     ghost = proxied_spawner(proxy, "ghost")
     with pytest.raises(UserFacingError, match=r"storage directory .* missing on worker \S+"):
         asyncio.run(ghost.start())

@@ -4,12 +4,32 @@ from __future__ import annotations
 
 import threading
 
-from deployer_hub.spawner import TenantSwarmSpawner
+from deployer_hub.spawner import DockerCalls, TenantSwarmSpawner
+from traitlets.config import Config
 
 
 def test_docker_calls_of_several_users_run_concurrently() -> None:
+    config = Config()
+    apply_shared(config)
     barrier = threading.Barrier(8, timeout=5)  # breaks unless 8 calls are in flight together
-    pool = TenantSwarmSpawner().executor
+    pool = TenantSwarmSpawner(config=config).executor
     futures = [pool.submit(barrier.wait) for _ in range(8)]
     assert sorted(f.result(timeout=10) for f in futures) == list(range(8))
-    assert TenantSwarmSpawner().executor is pool  # one pool for the hub, sized for its users
+    assert TenantSwarmSpawner(config=config).executor is pool  # one pool for the hub, sized for its users
+
+
+def test_the_pool_and_node_names_belong_to_the_hubs_configuration_not_the_class() -> None:
+    """Two hubs (two configurations) in one process share nothing; a spawner without one has its own."""
+    first, second = Config(), Config()
+    apply_shared(first)
+    apply_shared(second)
+    a, b = TenantSwarmSpawner(config=first), TenantSwarmSpawner(config=second)
+    assert a.executor is not b.executor and a.calls.node_names is not b.calls.node_names
+    a.calls.node_names["n1"] = "worker1"
+    assert "n1" not in b.calls.node_names and "n1" not in TenantSwarmSpawner().calls.node_names
+    assert TenantSwarmSpawner().executor is not TenantSwarmSpawner().executor
+
+
+def apply_shared(config: Config) -> None:
+    """What hubconfig.apply gives the spawners of one hub."""
+    config.TenantSwarmSpawner.docker_calls = DockerCalls()

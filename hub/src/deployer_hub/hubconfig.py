@@ -15,7 +15,7 @@ from typing import Any
 
 from .auth import AgaveOAuthenticator, TapisOAuthenticator, TenantOIDCAuthenticator, page_notice
 from .settings import Settings
-from .spawner import NOTEBOOK_CA_BUNDLE, TenantSwarmSpawner
+from .spawner import NOTEBOOK_CA_BUNDLE, DockerCalls, TenantSwarmSpawner
 
 AUTHENTICATORS = {"agave": AgaveOAuthenticator, "tapis": TapisOAuthenticator, "oidc": TenantOIDCAuthenticator}
 
@@ -88,6 +88,7 @@ def apply(c: Any, settings_path: str, secrets_dir: str = "/run/secrets") -> Sett
     if nb.memory_limit:
         s.mem_limit = nb.memory_limit
     s.pids_limit = nb.pids_limit
+    s.docker_calls = DockerCalls()  # one pool and node cache for every user's spawner of this hub
     if nb.docker_host:  # the Docker proxy, which allows only what this spawner does
         s.client_kwargs = {"base_url": nb.docker_host}
     if nb.guard:

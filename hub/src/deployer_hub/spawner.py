@@ -36,7 +36,7 @@ from docker.types import (
     TaskTemplate,
 )
 from dockerspawner import SwarmSpawner
-from traitlets import Bool, Float, Integer, List, Unicode, default
+from traitlets import Bool, Float, Instance, Integer, List, Unicode, default
 
 from . import mounts, names, netguard, paths, tokenfiles
 from .auth import IMAGE_GID, IMAGE_UID, Identity, UserFacingError
@@ -46,6 +46,19 @@ NOTEBOOK_TENANT_CA = "/etc/deployer/tenant-ca.pem"
 #: The bundle the image's entrypoint makes from the system CAs and NOTEBOOK_TENANT_CA, and points
 #: REQUESTS_CA_BUNDLE, SSL_CERT_FILE and CURL_CA_BUNDLE at (the token files' ``verify`` too).
 NOTEBOOK_CA_BUNDLE = "/etc/deployer/ca-bundle.pem"
+
+
+class DockerCalls:
+    """What the spawners of one hub share: the pool their Docker calls run in (the stock spawner
+    has one thread: one slow call holds every user's spawn), and node names by ID (an ID never
+    changes meaning)."""
+
+    def __init__(self, threads: int = 16) -> None:
+        self.pool = ThreadPoolExecutor(threads, thread_name_prefix="docker")
+        self.node_names: dict[str, str] = {}
+
+    def __deepcopy__(self, memo: dict) -> DockerCalls:
+        return self  # traitlets copies configuration values; this one is shared by design
 
 
 class TenantSwarmSpawner(SwarmSpawner):
@@ -89,10 +102,11 @@ class TenantSwarmSpawner(SwarmSpawner):
         "owned by the notebook's uid/gid. Sources elsewhere must already exist on the workers.",
     )
 
-    # Shared by every spawner of the hub on purpose: one pool sized for concurrent users,
-    # one cache of node names (node ids never change meaning).
-    _pool: ThreadPoolExecutor | None = None
-    _node_names: dict[str, str] = {}
+    docker_calls = Instance(
+        "deployer_hub.spawner.DockerCalls", allow_none=True, config=True,
+        help="The thread pool for Docker API calls and the cache of node names. The hub's configuration gives every "
+        "spawner the same one (one pool sized for the concurrent users); a spawner without one makes its own.",
+    )
 
     @default("default_url")
     def _default_url_default(self) -> str:
@@ -121,11 +135,14 @@ class TenantSwarmSpawner(SwarmSpawner):
     # --- concurrency ----------------------------------------------------------------------
 
     @property
+    def calls(self) -> DockerCalls:
+        if self.docker_calls is None:
+            self.docker_calls = DockerCalls(self.docker_threads)
+        return self.docker_calls
+
+    @property
     def executor(self) -> ThreadPoolExecutor:
-        cls = TenantSwarmSpawner
-        if cls._pool is None:
-            cls._pool = ThreadPoolExecutor(self.docker_threads, thread_name_prefix="docker")
-        return cls._pool
+        return self.calls.pool
 
     # --- identity and mounts --------------------------------------------------------------
 
@@ -360,13 +377,14 @@ class TenantSwarmSpawner(SwarmSpawner):
     async def _node_name(self, node_id: str | None) -> str:
         if not node_id:
             return ""
-        if node_id not in self._node_names:
+        known = self.calls.node_names
+        if node_id not in known:
             try:
                 node = await self.docker("inspect_node", node_id)
-                self._node_names[node_id] = node.get("Description", {}).get("Hostname") or node_id[:12]
+                known[node_id] = node.get("Description", {}).get("Hostname") or node_id[:12]
             except Exception:  # the name is a courtesy; never fail the message for it
                 return node_id[:12]
-        return self._node_names[node_id]
+        return known[node_id]
 
     def get_state(self) -> dict[str, Any]:
         state = super().get_state()
