@@ -7,7 +7,7 @@ from deployer_hub import mounts
 from pydantic_core import PydanticCustomError
 
 from deployer.config import certs
-from deployer.config.model import parse_memory
+from deployer.config.values import parse_memory
 
 
 def test_mount_parsing_keeps_parts_and_variables() -> None:

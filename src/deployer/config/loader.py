@@ -15,16 +15,22 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from deployer.config import certs, overrides, yamlfile
+from deployer.config import certs, overrides
 from deployer.config.discovery import DeploymentFiles
 from deployer.config.model import HOST_KEYS, LOCAL_HOSTS, SECRET_KEYS, Host, JupyterHubConfig, cross_check
 from deployer.config.projects import PROJECTS
-from deployer.config.scopes import Layered, Origin, ScopedFile, Target, merge, split_scoped_file
+from deployer.config.scopes import Layered, Origin, Target, merge
+from deployer.config.sources import (
+    DEFAULT,
+    DERIVED,
+    Sources,
+    describe,
+    missing_origin,
+    read_sources,
+    resolve_ssh_key,
+    targets_of,
+)
 from deployer.errors import ConfigError, Problem, UsageError
-
-SERVER_GLOBALS = ("ssh_user", "ssh_key", "ssh_port", "ssh_known_hosts")
-DERIVED = "derived"
-DEFAULT = "default"
 
 
 @dataclass
@@ -59,133 +65,6 @@ class Loaded:
     warnings: list[Problem]
 
 
-@dataclass
-class _Sources:
-    files: DeploymentFiles
-    configs: ScopedFile | None = None
-    passwords: ScopedFile | None = None
-    servers: ScopedFile | None = None
-    server_globals: dict[str, Any] = field(default_factory=dict)
-    problems: list[Problem] = field(default_factory=list)
-    warnings: list[Problem] = field(default_factory=list)
-
-    def scoped_files(self) -> list[ScopedFile]:
-        return [f for f in (self.configs, self.passwords) if f is not None]
-
-
-def resolve_ssh_key(ssh_key: str, servers_file: Path | None) -> Path:
-    """``ssh_key`` is relative to the servers file's directory (as in the original), ``~`` expands."""
-    path = Path(ssh_key).expanduser()
-    if not path.is_absolute() and servers_file is not None:
-        path = servers_file.parent / path
-    return path
-
-
-def _read_sources(files: DeploymentFiles, project: str) -> _Sources:
-    src = _Sources(files, warnings=list(files.warnings))
-    if files.configs is None:
-        src.problems.append(Problem("configs", "", f"no configs file: pass -c FILE, name it in deployment.yml, or add a *.configs file to {files.workdir}"))
-    if files.servers is None:
-        src.problems.append(Problem("servers", "", f"no servers file: pass -s FILE, name it in deployment.yml, or add a *.hosts file to {files.workdir}"))
-    if files.extras is not None and not files.extras.is_dir():
-        src.problems.append(Problem(files.name(files.extras), "", "extras directory not found (given with -e or in deployment.yml)"))
-
-    for kind, globals_allowed in (("configs", ()), ("passwords", ()), ("servers", SERVER_GLOBALS)):
-        path = getattr(files, kind)
-        if path is None:
-            continue
-        name = files.name(path)
-        try:
-            data = yamlfile.load(path, name)
-        except yamlfile.YamlProblem as exc:
-            src.problems.append(exc.problem)
-            continue
-        scoped, globals_ = split_scoped_file(data, name, PROJECTS, globals_allowed=globals_allowed)
-        src.problems += scoped.problems
-        src.warnings += scoped.warnings
-        setattr(src, kind, scoped)
-        if kind == "servers":
-            src.server_globals = globals_
-        if kind == "passwords":
-            _check_passwords_mode(path, name, src.warnings)
-        if kind == "configs":
-            for scope, stanza in scoped.stanzas.items():
-                for key in stanza:
-                    if key in SECRET_KEYS:
-                        src.warnings.append(Problem(name, f"{scope}/{key}", "is a secret: move it to the passwords file (chmod 600) so it is not shared with the configs"))
-    return src
-
-
-def _check_passwords_mode(path: Path, name: str, warnings: list[Problem]) -> None:
-    try:
-        mode = stat.S_IMODE(path.stat().st_mode)
-    except OSError:
-        return
-    if mode & 0o077:
-        warnings.append(Problem(name, "", f"readable by group or others (mode {mode:04o}); run: chmod 600 {path}"))
-
-
-def _targets(src: _Sources, project: str, instance: str | None, tenant: str | None) -> list[Target]:
-    files = [f for f in (src.configs, src.passwords, src.servers) if f is not None]
-    found: set[Target] = set()
-    for scoped in files:
-        found |= {t for t in scoped.targets() if t.project == project and t.tenant}
-    if instance:
-        wanted = Target(project, instance, tenant)
-        if not any(scope in f.stanzas for f in files for scope in wanted.scopes()[1:]):
-            names = ", ".join(f.source for f in files)
-            known = ", ".join(str(t) for t in sorted(found, key=str)) or "none"
-            raise UsageError(f"no stanza for {wanted} in {names}; deployments found: {known}")
-        if tenant:
-            return [wanted]
-    if instance:
-        found = {t for t in found if t.instance == instance} or {Target(project, instance, None)}
-    if tenant:
-        found = {t for t in found if t.tenant == tenant}
-    if not found:
-        raise UsageError(
-            f"no {project}.<instance>.<tenant> stanza found in the deployment files; "
-            "name the deployment with -i INSTANCE -t TENANT, or add such a stanza"
-        )
-    return sorted(found, key=str)
-
-
-# --- configuration -------------------------------------------------------------------------
-
-
-def _missing_origin(key: str, src: _Sources, target: Target) -> Origin:
-    if key in SECRET_KEYS and src.passwords is not None:
-        return Origin(src.passwords.source, str(target))
-    return Origin(src.configs.source if src.configs else "configs", str(target))
-
-
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-def _describe(error: dict[str, Any], key: str, src: _Sources, target: Target, *, hide_value: bool = False) -> str:
-    kind = error["type"]
-    if kind == "missing":
-        if key in SECRET_KEYS:
-            where = src.passwords.source if src.passwords else "a passwords file (<name>.passwords, chmod 600)"
-        else:
-            where = src.configs.source if src.configs else "the configs file"
-        return f"required key is missing; set it in {where} under {target} or a more general scope"
-    if kind == "extra_forbidden":
-        close = difflib.get_close_matches(key, JupyterHubConfig.model_fields, n=1)
-        hint = f"; did you mean {close[0]}?" if close else "; see the example written by 'deployer init' for every key"
-        return f"unknown key{hint}"
-    message = error["msg"]
-    if kind != "deployer":
-        message = message.replace("Input should be", "must be")
-        message = message[0].lower() + message[1:]
-        value = error.get("input")
-        if key not in SECRET_KEYS and not hide_value and isinstance(value, (str, int, float, bool)):
-            message += f", got {_short(value)}"
-    return message
-
-
 def _resolve_pem_files(layered: Layered, files: DeploymentFiles, problems: list[Problem]) -> None:
     """``jupyterhub_cert``/``jupyterhub_key`` hold PEM text, or name a file in the extras directory."""
     for key in ("jupyterhub_cert", "jupyterhub_key", "tenant_ca_bundle"):
@@ -217,7 +96,7 @@ CLIENT_KEYS = ("jupyterhub_oauth_client_id", "jupyterhub_oauth_client_secret")
 UNREGISTERED = "(not registered yet)"
 
 
-def _config_for(target: Target, src: _Sources, override_pairs: list[tuple[str, Any]], problems: list[Problem], warnings: list[Problem], *, unregistered_client: bool = False) -> tuple[JupyterHubConfig | None, dict[str, Origin]]:
+def _config_for(target: Target, src: Sources, override_pairs: list[tuple[str, Any]], problems: list[Problem], warnings: list[Problem], *, unregistered_client: bool = False) -> tuple[JupyterHubConfig | None, dict[str, Origin]]:
     layered = merge(target, src.scoped_files())
     warnings += layered.warnings
     overrides.apply(layered, override_pairs)
@@ -231,7 +110,7 @@ def _config_for(target: Target, src: _Sources, override_pairs: list[tuple[str, A
     _resolve_pem_files(layered, src.files, problems)
 
     def report(key: str, rest: tuple = (), message: str = "", error: bool = True) -> None:
-        origin = layered.origins.get(key) or _missing_origin(key, src, target)
+        origin = layered.origins.get(key) or missing_origin(key, src, target)
         (problems if error else warnings).append(Problem(origin.source, origin.path(key, *rest), message))
 
     try:
@@ -242,7 +121,7 @@ def _config_for(target: Target, src: _Sources, override_pairs: list[tuple[str, A
             origin = layered.origins.get(key)
             # Whatever the key, a value from the passwords file is treated as a secret: never shown.
             from_passwords = bool(src.passwords and origin and origin.source == src.passwords.source)
-            report(key, rest, _describe(error, key, src, target, hide_value=from_passwords))
+            report(key, rest, describe(error, key, src, target, hide_value=from_passwords))
         return None, layered.origins
 
     for finding in cross_check(config):
@@ -282,7 +161,7 @@ class HostOrigin(Origin):
         return super().path(*keys)
 
 
-def _hosts_for(target: Target, src: _Sources, problems: list[Problem], warnings: list[Problem]) -> tuple[list[Host], dict[str, Origin]]:
+def _hosts_for(target: Target, src: Sources, problems: list[Problem], warnings: list[Problem]) -> tuple[list[Host], dict[str, Origin]]:
     scoped = src.servers
     if scoped is None:
         return [], {}
@@ -332,14 +211,14 @@ def _hosts_for(target: Target, src: _Sources, problems: list[Problem], warnings:
         except ValidationError as exc:
             for error in exc.errors():
                 key = str(error["loc"][0])
-                message = error["msg"] if error["type"] == "deployer" else _describe(error, key, src, target)
+                message = error["msg"] if error["type"] == "deployer" else describe(error, key, src, target)
                 if error["type"] == "missing":
                     message = "required key is missing"
                 problems.append(Problem(origin.source, origin.path(*error["loc"]), message))
     return hosts, origins
 
 
-def _check_hosts(target: Target, hosts: list[Host], origins: dict[str, Origin], src: _Sources, problems: list[Problem], warnings: list[Problem]) -> None:
+def _check_hosts(target: Target, hosts: list[Host], origins: dict[str, Origin], src: Sources, problems: list[Problem], warnings: list[Problem]) -> None:
     source = src.servers.source if src.servers else "servers"
     if not origins:
         scopes = " or ".join(f"{s}:" for s in reversed(target.scopes()))
@@ -385,7 +264,7 @@ def load(files: DeploymentFiles, project: str, instance: str | None = None, tena
     """
     if project not in PROJECTS:
         raise UsageError(f"unknown project {project!r}; known projects: {', '.join(sorted(PROJECTS))}")
-    src = _read_sources(files, project)
+    src = read_sources(files, project)
     override_pairs: list[tuple[str, Any]] = []
     if override_text:
         override_pairs, bad = overrides.parse(override_text)
@@ -399,7 +278,7 @@ def load(files: DeploymentFiles, project: str, instance: str | None = None, tena
     problems: list[Problem] = []
     warnings: list[Problem] = list(src.warnings)
     deployments = []
-    selected = _targets(src, project, instance, tenant)
+    selected = targets_of(src, project, instance, tenant)
     problems += _name_collisions(src, project, selected)
     problems += _name_lengths(src, selected)
     for target in selected:
@@ -419,7 +298,7 @@ def load(files: DeploymentFiles, project: str, instance: str | None = None, tena
     return Loaded(deployments, _unique(warnings))
 
 
-def _name_collisions(src: _Sources, project: str, selected: list[Target]) -> list[Problem]:
+def _name_collisions(src: Sources, project: str, selected: list[Target]) -> list[Problem]:
     """Scopes whose Docker names would be the same ('.' becomes '-': jupyterhub.prod.tacc.prod and
     jupyterhub.prod-tacc.prod): their services, secrets, networks and share would be shared."""
     files = [f for f in (src.configs, src.passwords, src.servers) if f is not None]
@@ -435,7 +314,7 @@ def _name_collisions(src: _Sources, project: str, selected: list[Target]) -> lis
     return problems
 
 
-def _name_lengths(src: _Sources, selected: list[Target]) -> list[Problem]:
+def _name_lengths(src: Sources, selected: list[Target]) -> list[Problem]:
     """Docker names the deployment itself would produce, checked before any host is touched
     (``docker config create`` failed after engines, swarm and NFS had already been changed)."""
     from deployer.config.hubsettings import Layout

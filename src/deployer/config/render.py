@@ -9,8 +9,9 @@ import yaml
 from deployer_hub.mounts import VolumeMount
 from pydantic import SecretStr
 
-from deployer.config.loader import DEFAULT, DERIVED, Deployment
+from deployer.config.loader import Deployment
 from deployer.config.model import SECRET_KEYS
+from deployer.config.sources import DEFAULT, DERIVED
 
 REDACTED = "***"
 
