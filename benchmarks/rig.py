@@ -35,7 +35,7 @@ from deployer.config.hubsettings import Layout
 from deployer.config.loader import Deployment, load
 from deployer.hosts.executor import LocalExecutor
 from deployer.hosts.ssh import executor_for
-from deployer.phases import hubphase, tls
+from deployer.phases import teardown, tls
 from deployer.rollout import Rollout
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -124,7 +124,7 @@ def remove_everything() -> None:
     for container in names("container", FLOOR_PROBE):
         docker("rm", "-f", container, check=False)
     remove_services(MINE)
-    hubphase.remove(OURS, LocalExecutor())  # its secrets, configs and network
+    teardown.remove(OURS, LocalExecutor())  # its secrets, configs and network
     deadline = time.monotonic() + 60
     while True:
         left = []

@@ -1,35 +1,35 @@
-"""deploy, update and destroy on real hosts: phases run over each host's executor.
+"""deploy, update and destroy on real hosts: the phases' plans run over each host's executor.
 
-Every phase reads what is there, then runs only the commands that change something (the
-pure functions of ``cluster``, ``nfs``, ``hubservice``); a second run with nothing changed
-runs no changing command and restarts nothing. A run holds the hub's lock throughout and
-ends with a line in the hub's audit log. A failure names the host, the command and its
-error; everything done before it stays done, so a re-run continues where it stopped.
+Each phase is planned from the facts just read (the pure planners of ``phases``) and only its
+commands run; after a phase changed something the facts are read again. A second run with
+nothing changed runs no changing command and restarts nothing. A run holds the hub's lock
+throughout and ends with a line in the hub's audit log. A failure names the host, the command
+and its error; everything done before it stays done, so a re-run continues where it stopped.
 """
 
 from __future__ import annotations
 
 import json
-import secrets
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable
 
 from deployer import __version__
 from deployer.config.hubsettings import AUDIT_LOG, Layout
 from deployer.config.loader import Deployment
 from deployer.errors import DeployerError, PreflightError
-from deployer.hosts import cluster
-from deployer.hosts.cluster import Executor, HostFacts
 from deployer.hosts.commands import Command, cmd, sh
+from deployer.hosts.executor import Executor, RemoteCommandError
 from deployer.hosts.lock import HubLock, LockedError, operator
 from deployer.hosts.ssh import ConnectError
-from deployer.hosts.state import HostStateDir
-from deployer.phases import hubphase, images, netguard, nfs
-from deployer.phases.hubservice import network_commands, object_commands, service_commands, stale_commands
+from deployer.phases import facts as host_facts
+from deployer.phases import hub as hub_phases
+from deployer.phases import images, netguard, nfs, pipeline, preflight, teardown
+from deployer.phases.base import Context, Facts, Phase, Planned, shown
+from deployer.phases.facts import HostFacts
 
 
 def health_command(https_port: int) -> Command:
@@ -79,6 +79,7 @@ class Report:
     seconds: float = 0.0
     commands: dict[str, int] = field(default_factory=dict)  # host -> remote commands run
     phases: list[tuple[str, float]] = field(default_factory=list)  # (phase, seconds it took)
+    executed: list[tuple[str, Command]] = field(default_factory=list)  # (host, command): every changing command run
 
     @property
     def changed(self) -> bool:
@@ -118,12 +119,42 @@ class Rollout:
             self.report.phases.append((self._current[0], now - self._current[1]))
             self._current = None
 
-    def run(self, host_id: str, command: Command, **kwargs):
-        """Run a changing command and record it in the host's result."""
-        self.report.results[host_id].contacted = True
-        result = self.ex[host_id].run(command, **kwargs)
-        self.report.results[host_id].changes.append(command.why or str(command))
-        return result
+    def run(self, host_id: str, command: Command) -> None:
+        """Run one planned command on its host, record it, and say why it failed when it does."""
+        ex, result = self.ex[host_id], self.report.results[host_id]
+        result.contacted = True
+        self.progress(shown(host_id, command))
+        self.report.executed.append((host_id, command))
+        try:
+            if command.source is not None:
+                streamed = ex.stream_from(list(command.source), command, timeout=command.timeout or 1800)
+                if streamed.source_code != 0:
+                    raise images.ImageError(f"`{' '.join(command.source)}` failed on this machine: {streamed.source_error.strip()[-500:]}")
+                code = streamed.result.code
+                if code != 0:
+                    raise RemoteCommandError(ex.host, command, code, streamed.result.stderr)
+            else:
+                code = ex.run(command, check=command.check, timeout=command.timeout or 600).code
+        except RemoteCommandError as error:
+            if command.hint:  # what the failure means and how to fix it, then what the host said
+                tail = (error.stderr.strip().splitlines() or ["no output"])[-1]
+                raise DeployerError(f"{ex.host}: {command.hint}: {tail}") from None
+            raise
+        if code == 0:
+            result.changes.append(command.why or str(command))
+
+    def execute(self, planned: Planned) -> None:
+        """A phase's commands: in order on each host, the hosts in parallel."""
+        for host_id, notes in planned.notes.items():
+            for note in notes:
+                if note not in self.report.results[host_id].notes:
+                    self.report.results[host_id].notes.append(note)
+
+        def on(host_id: str) -> None:
+            for command in planned.commands[host_id]:
+                self.run(host_id, command)
+
+        self.each(list(planned.commands), on)
 
     def each(self, host_ids: list[str], work: Callable[[str], None]) -> None:
         """``work`` on several hosts in parallel; every host's failure is recorded, then raised together."""
@@ -198,157 +229,55 @@ class Rollout:
     # --- deploy and update ---------------------------------------------------------------------
 
     def deploy(self) -> Report:
-        return self.locked(lambda: self._deploy(full=True), 8)
+        return self.locked(lambda: self._deploy(pipeline.DEPLOY), 2 + len(pipeline.DEPLOY))
 
     def update(self) -> Report:
-        return self.locked(lambda: self._deploy(full=False), 5)
+        return self.locked(lambda: self._deploy(pipeline.UPDATE), 2 + len(pipeline.UPDATE))
 
-    def _deploy(self, full: bool) -> None:
+    def _deploy(self, phases: tuple[Phase, ...]) -> None:
         self.phase("reading every host")
-        facts = self.gather()
+        facts = self.read_facts()
         self.phase("checking ports, paths and swarm membership")
-        local_images = {image: images.local_id(image) for image in (self.d.config.jupyterhub_image, self.d.config.jupyter_user_image, self.d.config.network_guard_image)}
-        if not full:
-            hub_facts = facts[self.hub.host_id]
-            if not (hub_facts.swarm_state == "active" and hub_facts.manager):
-                raise DeployerError(f"{self.hub.host_id}: no swarm on the hub yet: run `deployer deploy` first (update only rolls out a new hub image or configuration)")
+        ctx = Context.of(self.d, self.local_images(), https_port=self.https_port, http_port=self.http_port)
+        if phases is pipeline.UPDATE:
+            if not facts[self.hub.host_id].leads_swarm:
+                raise DeployerError(f"{self.hub.host_id}: no swarm on the hub yet: run `deployer deploy` first "
+                                    "(update only rolls out a new hub image or configuration)")
         else:
-            problems = cluster.problems(self.d, facts, (self.https_port, self.http_port))
+            problems = preflight.problems(self.d, facts, (self.https_port, self.http_port))
             if problems:
                 raise PreflightError(problems)
-            self.phase("Docker engines")
-            self.engines(facts)
-            self.phase("swarm: init, join, node labels")
-            self.swarm(facts)
-            self.phase("the share: directories, NFS export, worker mounts")
-            self.share()
-        self.phase("images")
-        self.images(facts, local_images)
-        self.phase("the notebooks' network guard on every worker")
-        self.guards()
-        self.phase("the hub service")
-        self.hub_service()
+        for phase in phases:
+            self.phase(phase.title)
+            planned = phase.plan(ctx, facts)
+            if phase is hub_phases.SERVICE:
+                spec, self.report.self_signed = hub_phases.hub_spec(ctx, facts[self.hub.host_id])
+                if self.keep_dir:
+                    self.keep(spec.config_files())
+            self.execute(planned)
+            if planned.commands:
+                facts = self.read_facts()
+                failed = phase.check(ctx, facts)
+                if failed:
+                    raise RolloutError("\n".join(failed))
+            if phase is hub_phases.SERVICE:
+                self.report.hub_replaced = any(c.why == hub_phases.REPLACE for _, c in self.report.executed)
+                self.report.url = f"https://{self.d.config.jupyterhub_host}"
+                self.wait_healthy(120)
 
-    def gather(self) -> dict[str, HostFacts]:
-        facts: dict[str, HostFacts] = {}
+    def local_images(self) -> dict[str, str | None]:
+        """The images on this machine, which deploy sends to hosts whose copy differs."""
+        return images.local_ids(self.d)
+
+    def read_facts(self) -> Facts:
+        """Every host's facts, read in parallel; a host that cannot be reached is recorded as such."""
+        facts: Facts = {}
 
         def read(host_id: str) -> None:
-            facts[host_id] = cluster.gather_one(self.hosts[host_id], self.ex[host_id], self.d)
+            facts[host_id] = host_facts.gather_one(self.hosts[host_id], self.ex[host_id], self.d)
 
         self.each([h.host_id for h in self.d.hosts], read)
         return facts
-
-    def engines(self, facts: dict[str, HostFacts]) -> None:
-        def install(host_id: str) -> None:
-            self.run(host_id, cluster.INSTALL_DOCKER, timeout=1200)
-            facts[host_id] = cluster.gather_one(self.hosts[host_id], self.ex[host_id], self.d)
-
-        self.each([h for h, f in facts.items() if f.docker is None], install)
-
-    def swarm(self, facts: dict[str, HostFacts]) -> None:
-        hub, hub_facts = self.hub, facts[self.hub.host_id]
-        if not (hub_facts.swarm_state == "active" and hub_facts.manager):
-            self.run(hub.host_id, cmd("docker", "swarm", "init", "--advertise-addr", hub.address, why="initialise the swarm on the hub"))
-        joining = [w.host_id for w in self.d.workers if w.host_id != hub.host_id and facts[w.host_id].swarm_state not in ("active", "pending")]
-        if joining:
-            token = self.hub_ex.run(cmd("docker", "swarm", "join-token", "-q", "worker")).stdout.strip()
-
-            def join(host_id: str) -> None:
-                host = self.hosts[host_id]
-                ex = self.ex[host_id]
-                reach = ex.run(sh('timeout 5 bash -c "exec 3<>/dev/tcp/$1/$2"', hub.address, "2377"), check=False)
-                if reach.code != 0:
-                    raise DeployerError(f"{host_id}: cannot reach the hub's swarm port {hub.address}:2377 (TCP); open 2377/tcp, 7946/tcp+udp "
-                                        "and 4789/udp between the hosts (firewall, security group) and check the hub's private_ip")
-                argv = ("docker", "swarm", "join", "--advertise-addr", host.address, "--token", token, f"{hub.address}:2377")
-                # The token is only on the worker's command line (docker has no other way to take it), never in our output.
-                shown = " ".join(argv).replace(token, "<worker token>")
-                self.run(host_id, Command(argv, why="join the swarm as a worker", shown=shown), timeout=120)
-
-            self.each(joining, join)
-        self.labels()
-
-    def labels(self) -> None:
-        node_ids = {}
-        for host in self.d.hosts:
-            node_ids[host.host_id] = self.ex[host.host_id].run(cmd("docker", "info", "--format", "{{.Swarm.NodeID}}")).stdout.strip()
-        inspected = self.hub_ex.run(cmd("docker", "node", "inspect", *node_ids.values(), "--format", "{{.ID}} {{json .Spec.Labels}}")).stdout
-        labels = {line.split(" ", 1)[0]: json.loads(line.split(" ", 1)[1]) or {} for line in inspected.splitlines() if line.strip()}
-        for host in self.d.hosts:
-            have = labels.get(node_ids[host.host_id], {})
-            missing = [f"deployer.{role}=true" for role in host.roles if have.get(f"deployer.{role}") != "true"]
-            if missing:
-                argv = ["docker", "node", "update"] + sum((["--label-add", m] for m in missing), []) + [node_ids[host.host_id]]
-                self.report.results[host.host_id].changes.append(f"label the node {', '.join(missing)}")
-                self.hub_ex.run(cmd(*argv))
-
-    def share(self) -> None:
-        layout, hub = self.layout, self.hub
-        for command in hubphase.directory_commands(self.d, layout, hubphase.missing_on(self.hub_ex)):
-            self.run(hub.host_id, command)
-        marker = self.hub_ex.run(nfs.marker_command(layout, f"{layout.name} {secrets.token_hex(16)}")).stdout.strip()
-        others = [w for w in self.d.workers if w.host_id != hub.host_id]
-        if not others:
-            return
-        kernel = self.d.config.use_stock_nfs
-        server = nfs.ServerFacts.read(self.hub_ex, layout, kernel)
-        for command in nfs.server_commands(layout, [w.address for w in others], server, kernel=kernel):
-            self.run(hub.host_id, command, timeout=1200)
-
-        def mount(host_id: str) -> None:
-            ex, result = self.ex[host_id], self.report.results[host_id]
-            if ex.run(nfs.read_marker(layout)).stdout.strip() == marker:
-                result.notes.append("sees the share")
-                return
-            has_client = ex.run(sh('command -v mount.nfs4 >/dev/null || [ -x /sbin/mount.nfs4 ]'), check=False).code == 0
-            for command in nfs.mount_commands(layout, hub.address, has_client=has_client):
-                self.run(host_id, command, timeout=1200)
-            if ex.run(nfs.read_marker(layout)).stdout.strip() != marker:
-                raise DeployerError(f"{host_id}: mounted {hub.address}:{layout.share_dir} but does not see the hub's files there; "
-                                    f"check the NFS export on {hub.host_id} and that {host_id}'s address {next(h for h in others if h.host_id == host_id).address} is the one it connects from")
-
-        self.each([w.host_id for w in others], mount)
-
-    def images(self, facts: dict[str, HostFacts], local: dict[str, str | None]) -> None:
-        def provide(host_id: str) -> None:
-            ex = self.ex[host_id]
-            for image in cluster.wanted_images(self.d, self.hosts[host_id]):
-                remote = facts[host_id].images.get(image) if image in facts[host_id].images else images.image_id(ex, image)
-                if images.needs(local.get(image), remote):
-                    how = images.provide(ex, image, local.get(image))
-                    self.report.results[host_id].changes.append(f"{how} image {image}")
-                    facts[host_id].images[image] = images.image_id(ex, image)
-
-        self.each([h.host_id for h in self.d.hosts], provide)
-
-    def guards(self) -> None:
-        def guard(host_id: str) -> None:
-            for command in hubphase.guard_commands(self.d, self.layout, self.ex[host_id], https_port=self.https_port, http_port=self.http_port):
-                self.run(host_id, command)
-
-        self.each([w.host_id for w in self.d.workers], guard)
-
-    def hub_service(self) -> None:
-        layout, hub, ex = self.layout, self.hub, self.hub_ex
-        state = HostStateDir(ex, f"{layout.state_root}/{layout.name}/state")
-        image_id = images.image_id(ex, self.d.config.jupyterhub_image) or ""
-        spec, self.report.self_signed = hubphase.hub_spec(self.d, layout, state, image_id=image_id,
-                                                          https_port=self.https_port, http_port=self.http_port)
-        if self.keep_dir:
-            self.keep(spec.config_files())
-        for command in hubphase.proxy_commands(self.d, layout, ex):
-            self.run(hub.host_id, command)
-        facts = hubphase.read_facts(ex, layout)
-        for command in network_commands(layout, facts) + object_commands(spec, facts) + service_commands(spec, facts):
-            self.run(hub.host_id, command)
-            if command.argv[:3] == ("docker", "service", "rm"):
-                self.report.hub_replaced = True
-                hubphase.wait_until_gone(ex, layout.hub_service)
-        self.report.url = f"https://{self.d.config.jupyterhub_host}"
-        self.wait_healthy(120)
-        for command in stale_commands(spec, facts):
-            if ex.run(command, check=False).code == 0:
-                self.report.results[hub.host_id].changes.append(command.why)
 
     def keep(self, files: dict[str, str]) -> None:
         """The generated files the hub service gets (its Docker configs; public), written for reading."""
@@ -376,10 +305,10 @@ class Rollout:
     def _destroy(self, purge_data: bool) -> None:
         layout, hub = self.layout, self.hub
         self.phase("the hub, the notebooks and the deployment's Docker objects")
-        hub_facts = cluster.gather_one(hub, self.hub_ex, self.d)
+        hub_facts = host_facts.gather_one(hub, self.hub_ex, self.d)
         if hub_facts.swarm_state == "active" and hub_facts.manager:
-            present = hubphase.read_facts(self.hub_ex, layout)
-            if hubphase.remove(layout, self.hub_ex):
+            present = host_facts.read_objects(self.hub_ex, layout)
+            if teardown.remove(layout, self.hub_ex):
                 self.report.results[hub.host_id].changes.append("removed the network guard")
             if present.networks or present.secrets or present.configs or present.hub_spec_hash is not None:
                 self.report.results[hub.host_id].changes.append("removed the hub, notebooks, secrets, configs and network")

@@ -100,6 +100,35 @@ def row(output: str, host: str) -> str:
     return " ".join(match.group(0).split())
 
 
+COMMAND = re.compile(r"^  (\S+): \$ (.*)$", re.M)
+
+
+def commands_by_host(output: str) -> dict[str, list[str]]:
+    """The command lines plan prints (stdout) and deploy reports as it runs them (stderr), per host."""
+    found: dict[str, list[str]] = {}
+    for host, line in COMMAND.findall(output):
+        found.setdefault(host, []).append(line)
+    return found
+
+
+def assert_ran_as_planned(planned: subprocess.CompletedProcess, ran: subprocess.CompletedProcess) -> dict[str, list[str]]:
+    """deploy ran exactly the commands plan printed just before, in the same order on each host; a
+    <placeholder> in the plan (a node ID, a secret's digest: made by an earlier phase) stands for one word."""
+    assert planned.returncode == 0, planned.stderr + planned.stdout
+    assert ran.returncode == 0, ran.stderr + ran.stdout
+    want, got = commands_by_host(planned.stdout), commands_by_host(ran.stderr)
+    assert set(want) == set(got), f"plan: {want}\ndeploy: {got}"
+    for host, lines in want.items():
+        assert len(lines) == len(got[host]), f"{host}: plan printed\n" + "\n".join(lines) + "\ndeploy ran\n" + "\n".join(got[host])
+        for wanted, done in zip(lines, got[host]):
+            if wanted == done:  # (the masked join token reads the same in both)
+                continue
+            # (shell quoting aside: a quoted placeholder is an unquoted word once the run knows it)
+            pattern = re.sub(r"<[^>]*>", r"\\S+", re.escape(wanted.replace("'", "")).replace("\\ ", " "))
+            assert re.fullmatch(pattern, done.replace("'", "")), f"{host}: plan printed\n  {wanted}\nbut deploy ran\n  {done}"
+    return got
+
+
 def hub_container(lab: Lab) -> str:
     return text(lab.ssh("hub", f"docker ps -q --filter label=com.docker.swarm.service.name={NAME}-hub"))
 
@@ -118,8 +147,10 @@ def deployed(lab: Lab, site: Path):
     """A fresh deploy of the lab deployment (after the lab tier's other tests, whatever they left)."""
     print(f"\n{SUBSTITUTION}")
     NOTICES.append(SUBSTITUTION)  # printed in the run's summary too
+    planned = deployer(site, "plan")
     result = deployer(site, "deploy")
     assert result.returncode == 0, result.stderr + result.stdout
+    result.planned = planned
     yield result
     if os.environ.get("DEPLOYER_KEEP_LAB") != "1":
         deployer(site, "destroy", "-y", "--purge-data")
@@ -127,13 +158,18 @@ def deployed(lab: Lab, site: Path):
 
 def test_fresh_deploy_reports_phases_and_every_host(deployed, lab: Lab) -> None:
     output = deployed.stdout
-    for phase in ("reading every host", "swarm: init, join, node labels", "the share: directories, NFS export, worker mounts", "images", "the hub service"):
+    for phase in ("reading every host", "swarm: initialise it on the hub", "swarm: the workers join", "swarm: node labels",
+                  "the share on the hub: directories, NFS export", "the share on the workers: mounts", "images", "the hub service"):
         assert phase in deployed.stderr
     assert "initialise the swarm on the hub" in row(output, "hub")
     for worker in ("worker1", "worker2"):
         assert "join the swarm as a worker" in row(output, worker)
-        assert "sent image deployer/jupyteruser:0.1.0" in row(output, worker)
-    assert "sent image deployer/jupyterhub:0.1.0" in row(output, "hub")
+        assert "send image deployer/jupyteruser:0.1.0" in row(output, worker)
+    assert "send image deployer/jupyterhub:0.1.0" in row(output, "hub")
+    # plan, run just before, printed exactly what deploy then ran (values made on the way as placeholders)
+    ran = assert_ran_as_planned(deployed.planned, deployed)
+    assert any(line.startswith("docker swarm join --advertise-addr") and "<worker token>" in line for line in ran["worker1"])
+    assert "docker service create" in "\n".join(ran["hub"])
     assert "S3CR3T" not in deployed.stdout + deployed.stderr
     # the notebook image only where notebooks run, the hub image only on the hub
     assert lab.ssh("hub", "docker image inspect deployer/jupyteruser:0.1.0", check=False).returncode != 0
@@ -145,8 +181,11 @@ def test_fresh_deploy_reports_phases_and_every_host(deployed, lab: Lab) -> None:
 def test_second_deploy_changes_nothing_and_restarts_nothing(deployed, lab: Lab, site: Path) -> None:
     before = hub_container(lab)
     ganesha = text(lab.ssh("hub", "cat /var/run/ganesha/ganesha.pid"))
+    planned = deployer(site, "plan")
     result = deployer(site, "deploy")
     assert result.returncode == 0, result.stderr
+    assert assert_ran_as_planned(planned, result) == {}  # plan printed no command, and deploy ran none
+    assert re.search(r"^hub\s+nothing\s", planned.stdout, re.M), planned.stdout
     assert "nothing to change" in result.stdout and "nothing restarted" in result.stdout
     for host in ("hub", "worker1", "worker2"):
         assert re.search(r"\sunchanged\s", row(result.stdout, host))
@@ -321,8 +360,13 @@ def test_the_operators_egress_rules_reach_running_notebooks(deployed, lab: Lab, 
     world, metadata = Target("outside world", "http", True, url="http://203.0.113.10:8080/"), Target("metadata", "http", False, url="http://169.254.169.254/")
     hub_before = hub_container(lab)
     try:
-        changed = deployer(site, "deploy", "-o", "notebook_egress_deny=[203.0.113.10:8080]&notebook_egress_allow_rules={cloud_metadata_server: true}")
+        change = "notebook_egress_deny=[203.0.113.10:8080]&notebook_egress_allow_rules={cloud_metadata_server: true}"
+        planned = deployer(site, "plan", "-o", change)
+        changed = deployer(site, "deploy", "-o", change)
         assert changed.returncode == 0, changed.stderr + changed.stdout
+        # a configuration change: plan named the guards' replacement on each worker and nothing else, as deploy ran it
+        ran = assert_ran_as_planned(planned, changed)
+        assert set(ran) == {"worker1", "worker2"} and all(any(line.startswith("docker rm --force") for line in ran[w]) for w in ran)
         assert "the notebooks' network guard: its image or configuration changed" in row(changed.stdout, worker)
         assert hub_container(lab) == hub_before
         deadline = time.monotonic() + 30  # the new guard applies at its start
@@ -336,6 +380,28 @@ def test_the_operators_egress_rules_reach_running_notebooks(deployed, lab: Lab, 
         restored = deployer(site, "deploy")
         assert restored.returncode == 0, restored.stderr + restored.stdout
     assert probe(["docker", "exec", "-i", container], [world, metadata], remote=lab.ssh_command(worker)) == {"outside world": "http 200", "metadata": "blocked"}
+
+
+def test_a_rebuilt_image_is_planned_then_sent_and_its_containers_replaced_as_deploy_runs_it(deployed, lab: Lab, site: Path) -> None:
+    """An image rebuilt under the same tag on this machine: plan names the send and the guards'
+    replacement on each worker, deploy runs exactly that, the hub is not touched."""
+    image = "deployer/netguard:0.1.0"
+    original = subprocess.run(["docker", "image", "inspect", "--format", "{{.Id}}", image], capture_output=True, text=True, check=True).stdout.strip()
+    hub_before = hub_container(lab)
+    try:
+        subprocess.run(["docker", "build", "-q", "-t", image, "-"], input=f"FROM {image}\nLABEL deployer.test=rebuilt-{time.time_ns()}\n",
+                       capture_output=True, text=True, check=True)
+        planned = deployer(site, "plan")
+        ran = assert_ran_as_planned(planned, deployer(site, "deploy"))
+        assert set(ran) == {"worker1", "worker2"}, ran
+        for worker in ("worker1", "worker2"):
+            assert ran[worker][0] == f"docker save {image} | docker load --quiet    # send image {image} from this machine (docker save | ssh docker load)"
+            assert ran[worker][1].startswith("docker rm --force") and ran[worker][2].startswith("docker run --detach")
+        assert hub_container(lab) == hub_before
+    finally:
+        subprocess.run(["docker", "tag", original, image], check=True)
+        restored = deployer(site, "deploy")
+        assert restored.returncode == 0, restored.stderr + restored.stdout
 
 
 def test_update_replaces_the_hub_and_keeps_the_running_notebook(deployed, lab: Lab, site: Path) -> None:
@@ -418,7 +484,7 @@ def test_destroy_leaves_the_hosts_clean_then_a_killed_deploy_completes_on_rerun(
     proc.wait(timeout=30)
     rerun = deployer(site, "deploy")
     assert rerun.returncode == 0, rerun.stderr + rerun.stdout
-    assert "sent image deployer/jupyteruser:0.1.0" in row(rerun.stdout, "worker2")
+    assert "send image deployer/jupyteruser:0.1.0" in row(rerun.stdout, "worker2")
     assert lab.ssh("worker2", "docker image inspect deployer/jupyteruser:0.1.0", check=False).returncode == 0
     assert httpx.get(f"https://{lab.hosts['hub']}/hub/health", verify=False, timeout=30).status_code == 200
     assert deployer(site, "deploy").stdout.count("nothing to change") == 1

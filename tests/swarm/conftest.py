@@ -21,7 +21,7 @@ from deployer.config.hubsettings import Layout
 from deployer.config.loader import Deployment, load
 from deployer.hosts.executor import LocalExecutor
 from deployer.hosts.ssh import executor_for
-from deployer.phases import hubphase
+from deployer.phases import teardown
 from deployer.rollout import Report, Rollout
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -48,7 +48,7 @@ def images() -> None:
         docker("swarm", "init", "--advertise-addr", "127.0.0.1")
     # Ports 80 and 443 are needed: a local hub left by scripts/up (or a killed run) is removed.
     for name in (NAME, LOCAL_NAME):
-        hubphase.remove(Layout(name), LocalExecutor())
+        teardown.remove(Layout(name), LocalExecutor())
 
 
 @pytest.fixture(scope="module")
@@ -127,7 +127,7 @@ def deploy_here(deployment: Deployment) -> Report:
 
 
 def remove_everything(deployment: Deployment) -> None:
-    hubphase.remove(Layout.of(deployment), LocalExecutor())
+    teardown.remove(Layout.of(deployment), LocalExecutor())
     shutil.rmtree(f"/srv/deployer/{NAME}", ignore_errors=True)
 
 

@@ -19,7 +19,7 @@ from deployer.config.example import LOCAL_NAME
 from deployer.config.hubsettings import Layout
 from deployer.config.loader import load
 from deployer.hosts.executor import LocalExecutor
-from deployer.phases import hubphase
+from deployer.phases import teardown
 from swarm.conftest import docker
 from swarm.test_notebooks import spawn
 
@@ -89,5 +89,5 @@ def test_init_local_and_deploy_give_a_working_hub(images, tmp_path: Path) -> Non
         assert deployer("destroy", "-y", "--purge-data", cwd=site).returncode == 0
         assert not os.path.exists(f"/srv/deployer/{LOCAL_NAME}")
     finally:
-        hubphase.remove(Layout.of(deployment), LocalExecutor())
+        teardown.remove(Layout.of(deployment), LocalExecutor())
         shutil.rmtree(f"/srv/deployer/{LOCAL_NAME}", ignore_errors=True)

@@ -7,7 +7,7 @@ import json
 
 from conftest import SCOPE, base_configs
 from deployer_hub.dockerproxy import Policy
-from unit.test_cluster_plan import deployment_of
+from unit.test_phase_plans import deployment_of
 
 from deployer.config.hubsettings import Layout
 from deployer.phases import dockerproxy

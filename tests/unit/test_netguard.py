@@ -8,7 +8,7 @@ import ipaddress
 import pytest
 from conftest import SCOPE, base_configs
 from deployer_hub.netguard import ALLOW_RULES, Policy, Target, TargetError, View, filter_rules, restore_text
-from unit.test_cluster_plan import deployment_of
+from unit.test_phase_plans import deployment_of
 
 from deployer.config.hubsettings import Layout
 from deployer.phases import netguard as deploy_guard

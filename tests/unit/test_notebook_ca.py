@@ -16,10 +16,11 @@ from deployer_hub.spawner import NOTEBOOK_CA_BUNDLE, NOTEBOOK_TENANT_CA, TenantS
 from traitlets.config import Config
 
 from deployer.config.discovery import discover
-from deployer.config.hubsettings import Layout
 from deployer.config.loader import load
-from deployer.hosts.state import StateDir
-from deployer.phases.hubphase import TENANT_CA, hub_spec
+from deployer.config.hubsettings import TENANT_CA
+from deployer.phases.base import Context
+from deployer.phases.facts import HostFacts
+from deployer.phases.hub import hub_spec
 from deployer.phases.hubservice import SwarmFacts, object_commands, service_commands
 
 CA = make_cert("Test tenant CA")[0]
@@ -34,7 +35,8 @@ def spec(site, tmp_path: Path, ca: str | None = CA, **keys):
         configs[SCOPE]["tenant_ca_bundle"] = "tenant-ca.pem"
         s.write("site.configs", configs)
     deployment = load(discover(s.path), "jupyterhub", "prod", "designsafe").deployments[0]
-    return hub_spec(deployment, Layout.of(deployment), StateDir(tmp_path / "state"))[0]
+    kept = {"cookie_secret": "c" * 64, "crypt_key": "k" * 64, "tls/cert.pem": "-----BEGIN CERTIFICATE-----\n", "tls/key.pem": "-----BEGIN PRIVATE KEY-----\n"}
+    return hub_spec(Context.of(deployment), HostFacts(state=kept))[0]
 
 
 def test_the_notebooks_get_the_hubs_tenant_ca_config_by_name(site, tmp_path: Path) -> None:

@@ -1,16 +1,55 @@
-"""Facts in, commands out: the host part of the deploy plan (pyinfra-style fixture tests)."""
+"""Facts in, commands out: every phase's planner, as deploy runs them and plan prints them
+(pyinfra-style fixture tests)."""
 
 from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
 
 from conftest import SCOPE, base_configs
 
 from deployer.config.discovery import discover
 from deployer.config.hubsettings import Layout
 from deployer.config.loader import load
-from deployer.hosts.cluster import HostFacts, plan, static_paths
-from deployer.phases import dockerproxy, netguard
+from deployer.errors import Problem
+from deployer.hosts.commands import Command
+from deployer.phases import nfs, preflight
+from deployer.phases.base import Context, Facts
+from deployer.phases.facts import HostFacts, hub_directories, static_paths
+from deployer.phases.pipeline import DEPLOY, plan_all
+from deployer.phases.tls import self_signed
 
 HUB_IMAGE, USER_IMAGE = "taccsciapps/jupyterhub:0.8.0", "taccsciapps/jupyteruser-ds:1.1.0"
+GUARD_IMAGE = "deployer/netguard:0.1.0"
+CERT, KEY = self_signed("jupyter.example.org")
+
+
+@dataclass
+class Plan:
+    """Every phase's commands and notes per host, and the preflight's problems."""
+
+    commands: dict[str, list[Command]] = field(default_factory=dict)
+    notes: dict[str, list[str]] = field(default_factory=dict)
+    problems: list[Problem] = field(default_factory=list)
+
+
+def plan(d, facts: Facts, layout=None, local_images: dict | None = None) -> Plan:
+    result = Plan(problems=preflight.problems(d, facts))
+    for _, planned in plan_all(Context.of(d, local_images), facts):
+        for host, commands in planned.commands.items():
+            result.commands.setdefault(host, []).extend(commands)
+        for host, notes in planned.notes.items():
+            result.notes.setdefault(host, []).extend(notes)
+    return result
+
+
+def settled(d, facts: Facts, local_images: dict | None = None) -> Facts:
+    """The facts as a deploy would leave them (every phase's expected effect)."""
+    facts = copy.deepcopy(facts)
+    ctx = Context.of(d, local_images)
+    for phase in DEPLOY:
+        phase.expect(ctx, facts, phase.plan(ctx, facts))
+    return facts
 
 
 def deployment_of(site):
@@ -18,41 +57,70 @@ def deployment_of(site):
 
 
 def ready_facts() -> dict[str, HostFacts]:
+    """A deployed swarm: labelled nodes, images, the share seen by every worker, the hub's kept state."""
+    labels = {"n1": {"deployer.hub": "true"}, "n2": {"deployer.worker": "true"}, "n3": {"deployer.worker": "true"}}
+    state = {"cookie_secret": "c" * 64, "crypt_key": "k" * 64, "tls/cert.pem": CERT, "tls/key.pem": KEY}
+    worker = {"images": {USER_IMAGE: "sha256:u", GUARD_IMAGE: "sha256:g"}, "paths": {"/data/shared": True}, "marker": "m", "nfs_client": True}
     return {
         "hub1": HostFacts(docker="24.0", swarm_state="active", node_id="n1", manager=True, managers={"10.10.0.10"}, images={HUB_IMAGE: "sha256:h"}, listening={22, 80, 443},
-                          published={443: {"jupyterhub-prod-designsafe-hub"}, 80: {"jupyterhub-prod-designsafe-hub"}}),
-        "worker1": HostFacts(docker="24.0", swarm_state="active", node_id="n2", managers={"10.10.0.10"}, images={USER_IMAGE: "sha256:u"}, paths={"/data/shared": True}),
-        "worker2": HostFacts(docker="24.0", swarm_state="active", node_id="n3", managers={"10.10.0.10"}, images={USER_IMAGE: "sha256:u"}, paths={"/data/shared": True}),
+                          published={443: {"jupyterhub-prod-designsafe-hub"}, 80: {"jupyterhub-prod-designsafe-hub"}}, node_labels=labels,
+                          join_token="SWMTKN-1-secret", marker="m", state=state,
+                          nfs=nfs.ServerFacts(installed=True, running=True, export=nfs.ganesha_export(Layout("jupyterhub-prod-designsafe"), ["10.10.0.11", "10.10.0.12"]),
+                                              main=nfs.ganesha_main(["jupyterhub-prod-designsafe"]), exported=("jupyterhub-prod-designsafe",))),
+        "worker1": HostFacts(docker="24.0", swarm_state="active", node_id="n2", managers={"10.10.0.10"}, **copy.deepcopy(worker)),
+        "worker2": HostFacts(docker="24.0", swarm_state="active", node_id="n3", managers={"10.10.0.10"}, **copy.deepcopy(worker)),
     }
 
 
 def test_fresh_hosts_get_swarm_and_images(site) -> None:
     d = deployment_of(site())
-    facts = {h: HostFacts(docker="24.0", images={HUB_IMAGE if h == "hub1" else USER_IMAGE: None}, paths={"/data/shared": True} if h != "hub1" else {})
+    facts = {h: HostFacts(docker="24.0", images={HUB_IMAGE if h == "hub1" else USER_IMAGE: None}, paths={"/data/shared": True} if h != "hub1" else {},
+                          missing_dirs={p for p, _, _ in hub_directories(d, Layout.of(d))} if h == "hub1" else set())
              for h in ("hub1", "worker1", "worker2")}
     p = plan(d, facts, Layout.of(d), {USER_IMAGE: "sha256:u", HUB_IMAGE: "sha256:h"})
     assert [str(c) for c in p.commands["hub1"]][0] == "docker swarm init --advertise-addr 10.10.0.10"
-    assert [c.why for c in p.commands["worker1"]] == ["join the swarm as a worker", f"send image {USER_IMAGE} from this machine (docker save | ssh docker load)",
-                                                     "the notebooks' network guard"]
+    assert [c.why for c in p.commands["worker1"]] == ["join the swarm as a worker", "install the NFS client",
+                                                     "mount the share from the hub (10.10.0.10) on this worker",
+                                                     f"send image {USER_IMAGE} from this machine (docker save | ssh docker load)",
+                                                     f"pull image {GUARD_IMAGE} (not on this machine)", "the notebooks' network guard"]
     assert "hub1" not in [h for h, cs in p.commands.items() if any("netguard" in str(c) for c in cs)]  # the hub runs no notebooks
-    assert "10.10.0.10:2377" in p.commands["worker2"][0].argv
+    join = p.commands["worker2"][0]
+    assert "10.10.0.10" in join.argv and str(join) == "docker swarm join --advertise-addr 10.10.0.12 --token <worker token> 10.10.0.10:2377"
+    # the hub: its directories, the share's marker and NFS server, its kept state, the proxy, the service
+    hub = [c.why for c in p.commands["hub1"]]
+    assert "the share" in hub and "install the NFS server" in hub and "export the share to the workers" in hub
+    assert "generate the hub's cookie secret (kept on the hub)" in hub and "the hub service" in hub and "the hub's Docker proxy" in hub
+    # labels go to nodes whose IDs only exist once they have joined: shown as placeholders
+    assert "docker node update --label-add deployer.worker=true '<node ID of worker1>'" in [str(c) for c in p.commands["hub1"]]
     assert not p.problems
-
-
-def guarded(d, facts: dict[str, HostFacts]) -> dict[str, HostFacts]:
-    """The workers' network guards and the hub's Docker proxy run with the specs the plan wants."""
-    for host in d.workers:
-        facts[host.host_id].guard = (netguard.sidecar(d, Layout.of(d), "").spec_hash, True)
-    hub_image_id = facts[d.hub.host_id].images.get(d.config.jupyterhub_image) or ""
-    facts[d.hub.host_id].proxy = (dockerproxy.sidecar(d, Layout.of(d), hub_image_id).spec_hash, True)
-    return facts
 
 
 def test_nothing_to_do_when_everything_is_in_place(site) -> None:
     d = deployment_of(site())
-    p = plan(d, guarded(d, ready_facts()), Layout.of(d))
+    p = plan(d, settled(d, ready_facts()), Layout.of(d))
     assert p.commands == {} and not p.problems
     assert "swarm manager already (n1)" in p.notes["hub1"]
+    assert {"sees the share", "network guard running", f"image {USER_IMAGE} present"} <= set(p.notes["worker1"])
+
+
+def test_every_phase_planned_twice_from_the_facts_it_leaves_plans_nothing(site) -> None:
+    """From bare hosts: once every phase's expected effect is applied, a second plan is empty (the
+    planners agree with what they expect; a no-op redeploy runs nothing)."""
+    d = deployment_of(site())
+    bare = {h: HostFacts(paths={"/data/shared": True} if h != "hub1" else {}) for h in ("hub1", "worker1", "worker2")}
+    local = {USER_IMAGE: "sha256:u", HUB_IMAGE: "sha256:h", GUARD_IMAGE: "sha256:g"}
+    first = plan(d, bare, None, local)
+    assert first.commands["worker1"][0].why.startswith("no Docker engine answers")
+    assert plan(d, settled(d, bare, local), None, local).commands == {}
+
+
+def test_plan_shows_secrets_only_as_hidden_input(site) -> None:
+    d = deployment_of(site())
+    facts = ready_facts()
+    facts["hub1"].state = {}
+    shown = "\n".join(str(c) for cs in plan(d, facts).commands.values() for c in cs)
+    assert "SWMTKN" not in shown and "(hidden input)" in shown
+    assert d.config.jupyterhub_oauth_client_secret.get_secret_value() not in shown
 
 
 def test_missing_static_path_and_taken_port_are_problems_naming_the_host(site) -> None:
@@ -67,7 +135,7 @@ def test_missing_static_path_and_taken_port_are_problems_naming_the_host(site) -
 
 def test_a_port_published_by_another_swarm_service_or_held_by_a_program_is_a_problem_ours_is_not(site) -> None:
     d = deployment_of(site())
-    facts = guarded(d, ready_facts())
+    facts = settled(d, ready_facts())
     facts["hub1"].published = {443: {"jupyterhub-prod-designsafe-hub"}, 80: {"jupyterhub-prod-designsafe-hub"}}
     assert not plan(d, facts, Layout.of(d)).problems  # our own hub holds them
     facts["hub1"].published = {443: {"other-hub"}, 80: {"jupyterhub-prod-designsafe-hub"}}
@@ -109,14 +177,15 @@ def test_swarm_ports_still_held_by_dockerd_after_leaving_are_not_another_program
 
 def test_an_image_rebuilt_under_the_same_tag_is_sent_again_and_a_missing_one_pulled(site) -> None:
     d = deployment_of(site())
-    p = plan(d, guarded(d, ready_facts()), Layout.of(d), {USER_IMAGE: "sha256:NEW"})
+    p = plan(d, settled(d, ready_facts()), Layout.of(d), {USER_IMAGE: "sha256:NEW"})
     assert [c.why for c in p.commands["worker1"]] == [f"send image {USER_IMAGE} from this machine (docker save | ssh docker load)"]
-    facts = guarded(d, ready_facts())
+    facts = settled(d, ready_facts())
     facts["hub1"].images[HUB_IMAGE] = None
     p = plan(d, facts, Layout.of(d), {})
     # The Docker proxy runs from the hub image: a new hub image replaces it too.
     assert [str(c) for c in p.commands["hub1"]][0] == f"docker pull {HUB_IMAGE}"
-    assert [c.why for c in p.commands["hub1"]][1:] == ["replace the hub's Docker proxy", "the hub's Docker proxy: its image or configuration changed"]
+    assert [c.why for c in p.commands["hub1"]][1:] == ["replace the hub's Docker proxy", "the hub's Docker proxy: its image or configuration changed",
+                                                       "the hub's spec changed", "the hub service"]  # and the hub itself
 
 
 def test_the_static_part_of_a_templated_mount_is_checked_on_workers_but_not_below_the_share(site) -> None:

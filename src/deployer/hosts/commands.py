@@ -19,9 +19,19 @@ class Command:
     why: str = ""
     #: What to print instead of argv when an argument must not be shown (a swarm join token).
     shown: str | None = field(default=None, repr=False)
+    #: A command on this machine whose output is piped into this one (``docker save IMAGE``).
+    source: tuple[str, ...] | None = None
+    #: Seconds the command may take (installing packages, loading an image); None: the executor's default.
+    timeout: float | None = None
+    #: Whether a failure stops the run (removing an unused object still held by a notebook does not).
+    check: bool = True
+    #: What a failure means and how to fix it: the error then reads "<host>: <hint>: <the host's last error line>".
+    hint: str = ""
 
     def __str__(self) -> str:
         text = self.shown if self.shown is not None else shlex.join(self.argv)
+        if self.source is not None:
+            text = f"{shlex.join(self.source)} | {text}"
         return f"{text} < (hidden input)" if self.input is not None else text
 
 

@@ -10,7 +10,7 @@ import json
 from dataclasses import dataclass, field
 
 from deployer.config.hubsettings import AUDIT_LOG, Layout
-from deployer.hosts.cluster import Executor
+from deployer.hosts.executor import Executor
 from deployer.hosts.commands import cmd
 
 

@@ -1,1 +1,2 @@
-"""The deploy's phases, each a pure planner: a deployment and the hosts' facts in, commands out."""
+"""The deploy's phases: facts read from the hosts, then one pure planner per phase (deployment and
+facts in, commands with their reasons out), listed in the order deploy runs them (``pipeline``)."""

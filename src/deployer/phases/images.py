@@ -1,4 +1,4 @@
-"""Images on the hosts: pulled from their registry, or, where there is none, sent from this
+"""Phase: images on the hosts. Pulled from their registry, or, where there is none, sent from this
 machine (``docker save | ssh HOST docker load``), and only to a host whose copy differs.
 
 A host "has" an image when its image ID equals the one on this machine: a rebuilt image
@@ -7,9 +7,14 @@ under the same tag is sent again, an unchanged one never is.
 
 from __future__ import annotations
 
+from deployer.config.loader import Deployment
+from deployer.config.model import Host
 from deployer.errors import DeployerError
 from deployer.hosts.commands import Command, cmd
 from deployer.hosts.executor import LocalExecutor, RemoteCommandError
+from deployer.phases.base import Context, Facts, Phase, Planned, placeholder
+
+TRANSFER = 1800  # seconds a pull or a send may take
 
 
 class ImageError(DeployerError):
@@ -29,31 +34,52 @@ def local_id(image: str) -> str | None:
         return None
 
 
+def local_ids(deployment: Deployment) -> dict[str, str | None]:
+    """The IDs on this machine of every image the deployment runs (None: not here, pulled on the hosts)."""
+    config = deployment.config
+    return {image: local_id(image) for image in (config.jupyterhub_image, config.jupyter_user_image, config.network_guard_image)}
+
+
+def wanted_images(deployment: Deployment, host: Host) -> list[str]:
+    """The hub gets the hub image, workers the notebook image and the network guard's (never inspected on the hub)."""
+    wanted = [deployment.config.jupyterhub_image] if host.has("hub") else []
+    return wanted + ([deployment.config.jupyter_user_image, deployment.config.network_guard_image] if host.has("worker") else [])
+
+
 def needs(local: str | None, remote: str | None) -> bool:
     """Whether a host must get the image: it lacks it, or ours (the one to deploy) differs."""
     return remote is None or (local is not None and local != remote)
 
 
-def provide(ex, image: str, local: str | None, timeout: float = 1800) -> str:
-    """Puts ``image`` on the executor's host; returns how ("sent" or "pulled")."""
-    if local is None:
-        result = ex.run(cmd("docker", "pull", image), check=False, timeout=timeout)
-        if result.code != 0:
-            tail = (result.stderr or result.stdout).strip().splitlines()[-1:] or ["no output"]
-            raise ImageError(f"{ex.host}: image {image} is not on this machine and `docker pull {image}` failed there: {tail[0]}; "
-                             "build or load it on this machine (scripts/build-images) so Deployer can send it, or push it to its registry")
-        return "pulled"
-    if isinstance(ex, LocalExecutor):
-        return "present"  # the same engine
-    send(ex, image, timeout)
-    return "sent"
+def pull(image: str) -> Command:
+    return Command(("docker", "pull", image), why=f"pull image {image} (not on this machine)", timeout=TRANSFER,
+                   hint=f"image {image} is not on this machine and `docker pull {image}` failed there; build or load it on this machine "
+                        "(scripts/build-images) so Deployer can send it, or push it to its registry")
 
 
-def send(ex, image: str, timeout: float = 1800) -> None:
-    """``docker save IMAGE | <to the host> docker load``, streamed (nothing written to disk)."""
-    load = Command(("docker", "load", "--quiet"), why=f"load {image}")
-    streamed = ex.stream_from(["docker", "save", image], load, timeout=timeout)
-    if streamed.source_code != 0:
-        raise ImageError(f"docker save {image} failed on this machine: {streamed.source_error.strip()[-500:]}")
-    if streamed.result.code != 0:
-        raise RemoteCommandError(ex.host, Command(("docker", "save", image, "|", "docker", "load")), streamed.result.code, streamed.result.stderr)
+def send(image: str) -> Command:
+    """``docker save IMAGE`` here, piped into ``docker load`` on the host (nothing written to disk)."""
+    return Command(("docker", "load", "--quiet"), source=("docker", "save", image), timeout=TRANSFER,
+                   why=f"send image {image} from this machine (docker save | ssh docker load)")
+
+
+def plan(ctx: Context, facts: Facts) -> Planned:
+    planned = Planned()
+    for host in ctx.deployment.hosts:
+        for image in wanted_images(ctx.deployment, host):
+            local, remote = ctx.local_images.get(image), facts[host.host_id].images.get(image)
+            if not needs(local, remote):
+                planned.ok(host.host_id, f"image {image} present")
+            else:
+                planned.add(host.host_id, pull(image) if local is None else send(image))
+    return planned
+
+
+def expect(ctx: Context, facts: Facts, planned: Planned) -> None:
+    for host_id, commands in planned.commands.items():
+        for command in commands:
+            image = command.source[-1] if command.source else command.argv[-1]
+            facts[host_id].images[image] = ctx.local_images.get(image) or placeholder(f"ID of {image} once pulled")
+
+
+PHASE = Phase("images", plan, expect)

@@ -15,7 +15,8 @@ from deployer_hub.netguard import Policy, Target
 
 from deployer.config.hubsettings import Layout
 from deployer.config.loader import Deployment
-from deployer.phases import sidecars
+from deployer.phases import images, sidecars
+from deployer.phases.base import Context, Facts, Phase, Planned
 
 #: Capabilities the guard needs, nothing more: NET_ADMIN for iptables, SYS_ADMIN to enter a
 #: notebook's network namespace (setns), SYS_PTRACE to open /proc/PID/ns/net of another uid.
@@ -61,3 +62,29 @@ def sidecar(deployment: Deployment, layout: Layout, image_id: str, *, https_port
 
 def remove_command(layout: Layout):
     return sidecars.remove_command(container_name(layout), WHAT)
+
+
+def plan(ctx: Context, facts: Facts) -> Planned:
+    """Start or replace each worker's guard when its spec (image ID, policy) differs from the running one."""
+    planned = Planned()
+    image = ctx.deployment.config.network_guard_image
+    for host in ctx.deployment.workers:
+        f = facts[host.host_id]
+        image_id = f.images.get(image)
+        if not image_id:
+            raise images.ImageError(f"{host.host_id}: the image of {WHAT}, {image}, is not there; build it with scripts/build-images "
+                                    "(or set network_guard_image to an image the host has)")
+        commands = sidecars.commands(sidecar(ctx.deployment, ctx.layout, image_id, https_port=ctx.https_port, http_port=ctx.http_port), f.guard)
+        planned.add(host.host_id, *commands)
+        if not commands:
+            planned.ok(host.host_id, "network guard running")
+    return planned
+
+
+def expect(ctx: Context, facts: Facts, planned: Planned) -> None:
+    for host_id in planned.commands:
+        image_id = facts[host_id].images[ctx.deployment.config.network_guard_image] or ""
+        facts[host_id].guard = (sidecar(ctx.deployment, ctx.layout, image_id, https_port=ctx.https_port, http_port=ctx.http_port).spec_hash, True)
+
+
+PHASE = Phase("the notebooks' network guard on every worker", plan, expect)

@@ -95,6 +95,14 @@ class ServerFacts:
                    exported=tuple(line.split(" ", 1)[1] for line in flags if line.startswith("exported ")))
 
 
+def served(layout: Layout, clients: list[str], facts: ServerFacts, *, kernel: bool) -> ServerFacts:
+    """The server's facts as server_commands leave them."""
+    if kernel:
+        return ServerFacts(True, True, facts.systemd, kernel_exports(layout, clients), facts.main, facts.exported)
+    exported = tuple(sorted({*facts.exported, layout.name}))
+    return ServerFacts(True, True, facts.systemd, ganesha_export(layout, clients), ganesha_main(list(exported)), exported)
+
+
 def _write(path: str, content: str, why: str, mode: str = "0644") -> Command:
     return sh(f'set -e; mkdir -p "$(dirname "$1")"; tmp="$1.deployer-new"; cat >"$tmp"; chmod {mode} "$tmp"; mv "$tmp" "$1"',
               path, input=content.encode(), why=why)
@@ -183,12 +191,6 @@ def unexport_commands(layout: Layout, facts: ServerFacts, *, kernel: bool) -> li
         commands.append(sh(f'if [ -e {GANESHA_MAIN}.deployer-orig ]; then mv {GANESHA_MAIN}.deployer-orig {GANESHA_MAIN}; else rm -f {GANESHA_MAIN}; fi; '
                            f'rmdir {GANESHA_DIR} 2>/dev/null || true', why="restore the packaged ganesha.conf"))
     return commands
-
-
-def marker_command(layout: Layout, value: str) -> Command:
-    """Write the share's marker on the hub once (kept across deploys)."""
-    return sh('[ -s "$1" ] || { cat >"$1"; chmod 0644 "$1"; }; cat "$1"', f"{layout.share_dir}/{MARKER}", input=value.encode(),
-              why="the share's marker, for the workers to prove they see it")
 
 
 def read_marker(layout: Layout) -> Command:

@@ -25,6 +25,8 @@ class Sidecar:
 
     @property
     def spec_hash(self) -> str:
+        if self.image_id.startswith("<"):  # plan: the image is pulled first, its ID unknown yet
+            return "<new spec hash>"
         text = "\n".join([self.name, self.image, self.image_id, *self.options, "--", *self.args])
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 

@@ -1,4 +1,4 @@
-"""A self-signed certificate for the hub when the operator supplies none: made once, then reused."""
+"""A self-signed certificate for the hub when the operator supplies none (kept on the hub, renewed by the hub phase)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,6 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from deployer.config import certs
-from deployer.hosts.state import StateDir
 
 VALIDITY = dt.timedelta(days=825)  # the longest lifetime browsers accept
 
@@ -35,19 +33,3 @@ def self_signed(host: str) -> tuple[str, str]:
     )
     key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     return cert.public_bytes(serialization.Encoding.PEM).decode(), key_pem.decode()
-
-
-def hub_pair(state: StateDir, host: str, supplied: tuple[str, str] | None) -> tuple[str, str, bool]:
-    """(cert, key, self_signed): the operator's pair, else the stored self-signed one, renewed
-    only when missing, expiring within 30 days, or not covering ``host``."""
-    if supplied:
-        return supplied[0], supplied[1], False
-    cert, key = state.read("tls/cert.pem"), state.read("tls/key.pem")
-    if cert and key:
-        check = certs.check(cert.encode(), key.encode(), host, now=dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=30))
-        if not check.cert_errors and not check.key_errors:
-            return cert, key, True
-    cert, key = self_signed(host)
-    state.write("tls/cert.pem", cert)
-    state.write("tls/key.pem", key)
-    return cert, key, True

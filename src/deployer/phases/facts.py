@@ -1,0 +1,201 @@
+"""What is on each host, read before anything is planned (and again after a phase changed it).
+
+Reading changes nothing. Every planner decides from these facts alone, so ``plan`` and
+``deploy`` decide alike. Facts that hold secrets (the hub's kept state, the swarm's join token)
+are never shown: they are excluded from the dataclass's repr.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from deployer.config.hubsettings import Layout
+from deployer.config.loader import Deployment
+from deployer.config.model import Host
+from deployer.hosts.commands import cmd, sh
+from deployer.hosts.executor import Executor
+from deployer.hosts.ssh import ConnectError
+from deployer.phases import dockerproxy, images, netguard, nfs, sidecars
+from deployer.phases.hubservice import SwarmFacts
+
+#: The hub's kept state (below ``<state_root>/<name>/state`` on the hub): generated once, kept across deploys.
+STATE_FILES = ("cookie_secret", "crypt_key", "tls/cert.pem", "tls/key.pem")
+
+
+@dataclass
+class HostFacts:
+    docker: str | None = None  # server version, None when no engine answers
+    swarm_state: str = "inactive"  # LocalNodeState
+    node_id: str = ""
+    manager: bool = False
+    hostname: str = ""
+    managers: set[str] = field(default_factory=set)  # addresses of the swarm managers this node knows
+    images: dict[str, str | None] = field(default_factory=dict)  # image -> its ID here, None if absent
+    paths: dict[str, bool] = field(default_factory=dict)
+    listening: set[int] = field(default_factory=set)
+    holders: dict[int, set[str]] = field(default_factory=dict)  # listening port -> names of the programs holding it
+    guard: tuple[str, bool] | None = None  # the network guard's (spec hash, running), None when absent
+    proxy: tuple[str, bool] | None = None  # the hub's Docker proxy's, likewise
+    published: dict[int, set[str]] = field(default_factory=dict)  # on a manager: port -> the swarm services publishing it
+    # On the hub (a manager): every node's labels, the join token, the deployment's Docker objects.
+    node_labels: dict[str, dict[str, str]] = field(default_factory=dict)
+    join_token: str = field(default="", repr=False)
+    objects: SwarmFacts | None = None
+    # The share: on the hub, the directories deploy makes that are missing, its NFS server, the marker file;
+    # on a worker, the marker it sees (equal to the hub's when it sees the share) and whether it has an NFS client.
+    missing_dirs: set[str] = field(default_factory=set)
+    nfs: nfs.ServerFacts | None = None
+    marker: str = ""
+    nfs_client: bool = False
+    state: dict[str, str | None] = field(default_factory=dict, repr=False)  # the hub's kept state, by STATE_FILES name
+
+    @property
+    def in_swarm(self) -> bool:
+        return self.swarm_state in ("active", "pending")
+
+    @property
+    def leads_swarm(self) -> bool:
+        return self.swarm_state == "active" and self.manager
+
+
+def static_paths(deployment: Deployment) -> list[str]:
+    """Directories every worker must have before any notebook starts: the static part of each host path
+    of volume_mounts (``/srv/data`` of ``/srv/data/{username}``; the path itself without variables),
+    except below the share, which deploy makes and the workers mount."""
+    share = Layout.of(deployment).share_dir
+    return sorted({d for m in deployment.config.volume_mounts if not f"{(d := m.static_host_dir)}/".startswith(f"{share}/")})
+
+
+def hub_directories(deployment: Deployment, layout: Layout) -> list[tuple[str, str, str]]:
+    """(path, mode, why) of every directory deploy makes on the hub: its database, the Docker proxy's
+    socket, the share, the token root, and the static part of each mount below the share (per-user
+    directories are made by the spawner, owned by the user)."""
+    static = sorted({m.static_host_dir for m in deployment.config.volume_mounts if m.static_host_dir.startswith(layout.share_dir)})
+    # The share's top is readable (NFS clients list it); the token root is not.
+    return ([(layout.data_dir, "0700", "the hub's database directory"),
+             (layout.docker_proxy_dir, "0700", "the socket of the hub's Docker proxy"),
+             (layout.share_dir, "0755", "the share"),
+             (layout.token_root, "0711", "the share's token root")]
+            + [(path, "0755", "the static part of the mounts below the share") for path in static])
+
+
+def state_dir(layout: Layout) -> str:
+    return f"{layout.state_root}/{layout.name}/state"
+
+
+READ_STATE = 'cd "$1" 2>/dev/null || exit 0; shift; for f; do printf "%s " "$f"; base64 -w0 "$f" 2>/dev/null || printf -; echo; done'
+
+
+def read_state(ex: Executor, layout: Layout) -> dict[str, str | None]:
+    out = ex.run(sh(READ_STATE, state_dir(layout), *STATE_FILES)).stdout
+    found: dict[str, str | None] = dict.fromkeys(STATE_FILES)
+    for line in out.splitlines():
+        name, _, value = line.partition(" ")
+        if name in found and value and value != "-":
+            found[name] = base64.b64decode(value).decode()
+    return found
+
+
+def read_objects(ex: Executor, layout: Layout) -> SwarmFacts:
+    label = f"label=deployer={layout.name}"
+
+    def lines(*argv: str) -> set[str]:
+        return {line.strip() for line in ex.run(cmd(*argv)).stdout.splitlines() if line.strip()}
+
+    facts = SwarmFacts(
+        networks=lines("docker", "network", "ls", "--filter", label, "--format", "{{.Name}}"),
+        secrets=lines("docker", "secret", "ls", "--filter", label, "--format", "{{.Name}}"),
+        configs=lines("docker", "config", "ls", "--filter", label, "--format", "{{.Name}}"),
+    )
+    inspect = ex.run(cmd("docker", "service", "inspect", layout.hub_service, "--format", '{{index .Spec.Labels "deployer.spec"}}'), check=False)
+    if inspect.code == 0:
+        facts.hub_spec_hash = inspect.stdout.strip()
+    return facts
+
+
+PUBLISHED = sh('ids=$(docker service ls -q); [ -z "$ids" ] || docker service inspect $ids '
+               '--format \'{{.Spec.Name}}{{range .Spec.EndpointSpec.Ports}} {{.PublishedPort}}{{end}}\'')
+
+
+def published_ports(ex: Executor) -> dict[int, set[str]]:
+    """Which swarm services publish which ports (read on a manager)."""
+    ports: dict[int, set[str]] = {}
+    for line in ex.run(PUBLISHED, check=False).stdout.splitlines():
+        name, *numbers = line.split()
+        for number in numbers:
+            if number.isdigit():
+                ports.setdefault(int(number), set()).add(name)
+    return ports
+
+
+NODE_LABELS = sh('ids=$(docker node ls -q); [ -z "$ids" ] || docker node inspect $ids --format \'{{.ID}} {{json .Spec.Labels}}\'')
+
+
+def gather_one(host: Host, ex: Executor, deployment: Deployment) -> HostFacts:
+    layout = Layout.of(deployment)
+    hub = deployment.hub
+    facts = HostFacts()
+    info = ex.run(cmd("docker", "info", "--format", "{{json .}}"), check=False)
+    if info.code == 0:
+        data = json.loads(info.stdout)
+        facts.docker = data.get("ServerVersion")
+        swarm = data.get("Swarm") or {}
+        facts.swarm_state = swarm.get("LocalNodeState", "inactive")
+        facts.node_id = swarm.get("NodeID", "")
+        facts.manager = bool(swarm.get("ControlAvailable"))
+        facts.hostname = data.get("Name", "")
+        facts.managers = {m.get("Addr", "").rsplit(":", 1)[0] for m in swarm.get("RemoteManagers") or []}
+        for image in images.wanted_images(deployment, host):
+            facts.images[image] = images.image_id(ex, image)
+    if host.has("worker"):
+        facts.guard = sidecars.current(ex, netguard.container_name(layout))
+        for path in static_paths(deployment):
+            facts.paths[path] = ex.run(cmd("test", "-d", path), check=False).code == 0
+    others = [w for w in deployment.workers if w.host_id != hub.host_id]
+    if host.host_id == hub.host_id:
+        facts.proxy = sidecars.current(ex, dockerproxy.container_name(layout))
+        if facts.leads_swarm:
+            facts.published = published_ports(ex)
+            for line in ex.run(NODE_LABELS, check=False).stdout.splitlines():
+                node, _, labels = line.partition(" ")
+                facts.node_labels[node] = json.loads(labels or "null") or {}
+            facts.join_token = ex.run(cmd("docker", "swarm", "join-token", "-q", "worker"), check=False).stdout.strip()
+            facts.objects = read_objects(ex, layout)
+        wanted = [path for path, _, _ in hub_directories(deployment, layout)]
+        facts.missing_dirs = set(ex.run(sh('for d; do [ -d "$d" ] || echo "$d"; done', *wanted)).stdout.split())
+        if others:
+            facts.nfs = nfs.ServerFacts.read(ex, layout, deployment.config.use_stock_nfs)
+        facts.state = read_state(ex, layout)
+    if host.host_id == hub.host_id or host in others:
+        facts.marker = ex.run(nfs.read_marker(layout)).stdout.strip()
+    if host in others:
+        facts.nfs_client = ex.run(sh('command -v mount.nfs4 >/dev/null || [ -x /sbin/mount.nfs4 ]'), check=False).code == 0
+    ss = ex.run(cmd("ss", "-Htlnp"), check=False)  # 80/443 on the hub, 2377/7946 on every host, with their programs
+    for line in ss.stdout.splitlines():
+        parts = line.split()
+        if len(parts) >= 4 and parts[3].rsplit(":", 1)[-1].isdigit():
+            port = int(parts[3].rsplit(":", 1)[-1])
+            facts.listening.add(port)
+            facts.holders.setdefault(port, set()).update(re.findall(r'\(\("([^"]+)"', line))
+    return facts
+
+
+def gather(deployment: Deployment, executors: dict[str, Executor], only: list[str] | None = None) -> dict[str, HostFacts]:
+    """Facts of every host (or of ``only`` these), read in parallel. Every host that cannot be reached
+    is named (one ConnectError with a line per host), not only the first one tried."""
+    hosts = [h for h in deployment.hosts if only is None or h.host_id in only]
+    with ThreadPoolExecutor(max(1, len(hosts))) as pool:
+        futures = {h.host_id: pool.submit(gather_one, h, executors[h.host_id], deployment) for h in hosts}
+        facts, unreachable = {}, []
+        for host_id, future in futures.items():
+            try:
+                facts[host_id] = future.result()
+            except ConnectError as exc:
+                unreachable.append(str(exc))
+        if unreachable:
+            raise ConnectError("\n".join(unreachable))
+        return facts
