@@ -85,7 +85,7 @@ def test_fresh_hosts_get_swarm_and_images(site) -> None:
                                                      f"pull image {GUARD_IMAGE} (not on this machine)", "the notebooks' network guard"]
     assert "hub1" not in [h for h, cs in p.commands.items() if any("netguard" in str(c) for c in cs)]  # the hub runs no notebooks
     join = p.commands["worker2"][0]
-    assert "10.10.0.10" in join.argv and str(join) == "docker swarm join --advertise-addr 10.10.0.12 --token <worker token> 10.10.0.10:2377"
+    assert "10.10.0.10" in join.argv and str(join) == "docker swarm join --advertise-addr 10.10.0.12 --token <worker token> 10.10.0.10:2377 < (hidden input)"
     # the hub: its directories, the share's marker and NFS server, its kept state, the proxy, the service
     hub = [c.why for c in p.commands["hub1"]]
     assert "the share" in hub and "install the NFS server" in hub and "export the share to the workers" in hub
@@ -112,6 +112,15 @@ def test_every_phase_planned_twice_from_the_facts_it_leaves_plans_nothing(site) 
     first = plan(d, bare, None, local)
     assert first.commands["worker1"][0].why.startswith("no Docker engine answers")
     assert plan(d, settled(d, bare, local), None, local).commands == {}
+
+
+def test_the_join_token_is_on_no_command_line(site) -> None:
+    d = deployment_of(site())
+    facts = settled(d, ready_facts())
+    facts["worker2"] = HostFacts(docker="24.0", images=dict(facts["worker1"].images), paths={"/data/shared": True})
+    join = plan(d, facts).commands["worker2"][0]
+    assert join.why == "join the swarm as a worker" and join.input == b"SWMTKN-1-secret\n"
+    assert "SWMTKN" not in " ".join(join.argv) + str(join)
 
 
 def test_plan_shows_secrets_only_as_hidden_input(site) -> None:

@@ -9,9 +9,30 @@ from dataclasses import replace
 from deployer.hosts.commands import Command, cmd
 from deployer.phases.base import Context, Facts, Phase, Planned, placeholder
 
-JOIN = ('timeout 5 bash -c "exec 3<>/dev/tcp/$1/2377" 2>/dev/null || { echo "cannot reach the hub'"'"'s swarm port $1:2377 (TCP); '
+#: Joins the worker's engine to the swarm with the token read from standard input: through the
+#: Engine API over the Docker socket (python3), so the token is on no command line anywhere;
+#: only a worker without python3 gets it on `docker swarm join`'s (Docker takes it no other way).
+JOIN_API = """import http.client, json, socket, sys
+hub, advertise, token = sys.argv[1], sys.argv[2], sys.stdin.readline().strip()
+class Engine(http.client.HTTPConnection):
+    def connect(self):
+        self.sock = socket.socket(socket.AF_UNIX)
+        self.sock.settimeout(self.timeout)
+        self.sock.connect("/var/run/docker.sock")
+engine = Engine("localhost", timeout=110)
+remote = (f"[{hub}]" if ":" in hub else hub) + ":2377"
+engine.request("POST", "/swarm/join", json.dumps({"ListenAddr": "0.0.0.0:2377", "AdvertiseAddr": advertise,
+               "RemoteAddrs": [remote], "JoinToken": token}), {"Content-Type": "application/json"})
+answer = engine.getresponse()
+text = answer.read().decode(errors="replace")
+if answer.status != 200:
+    sys.exit("docker swarm join: " + (json.loads(text).get("message", text) if text.startswith("{") else text))
+"""
+JOIN = ('IFS= read -r token\n'
+        'timeout 5 bash -c "exec 3<>/dev/tcp/$1/2377" 2>/dev/null || { echo "cannot reach the hub'"'"'s swarm port $1:2377 (TCP); '
         'open 2377/tcp, 7946/tcp+udp and 4789/udp between the hosts (firewall, security group) and check the hub'"'"'s private_ip" >&2; exit 3; }\n'
-        'exec docker swarm join --advertise-addr "$2" --token "$3" "$1:2377"')
+        'if command -v python3 >/dev/null; then printf "%s\\n" "$token" | python3 -c "$3" "$1" "$2"; exit $?; fi\n'
+        'exec docker swarm join --advertise-addr "$2" --token "$token" "$1:2377"')
 
 
 def plan_init(ctx: Context, facts: Facts) -> Planned:
@@ -33,8 +54,9 @@ def expect_init(ctx: Context, facts: Facts, planned: Planned) -> None:
 
 
 def join_command(worker_address: str, hub_address: str, token: str) -> Command:
-    # The token is only on the worker's command line (docker has no other way to take it), never in our output.
-    return replace(Command(("sh", "-c", JOIN, "sh", hub_address, worker_address, token), why="join the swarm as a worker",
+    """The token goes on standard input (never on the operator's ssh command line nor in our output)."""
+    return replace(Command(("sh", "-c", JOIN, "sh", hub_address, worker_address, JOIN_API), input=f"{token}\n".encode(),
+                           why="join the swarm as a worker",
                            shown=f"docker swarm join --advertise-addr {worker_address} --token <worker token> {hub_address}:2377"),
                    timeout=120)
 
