@@ -109,3 +109,18 @@ def test_the_hub_address_is_parsed_once_for_settings_tls_and_the_callback(site, 
     assert d.config.callback_url == callback
     cert, key = tls.self_signed(d.config.hub_address.host)  # the IP, not "2001" (port) nor "[...]"
     assert not certs.check(cert.encode(), key.encode(), d.config.hub_address.host).cert_errors
+
+
+def test_secret_names_are_keyed_per_deployment_not_a_hash_anyone_can_recompute(site) -> None:
+    """A name must change with the value (secrets are immutable), but `docker secret ls` must not let
+    anyone test guesses of a weak password against a plain hash of it."""
+    import dataclasses
+    import hashlib
+
+    spec = dataclasses.replace(spec_for(site(), secret="hunter2"), name_key="a" * 64)
+    other_key = dataclasses.replace(spec, name_key="b" * 64)
+    name = spec.secret_name("oauth_client_secret")
+    assert hashlib.sha256(b"hunter2").hexdigest()[:12] not in name
+    assert name != other_key.secret_name("oauth_client_secret")  # another deployment's key, another name
+    assert name == dataclasses.replace(spec).secret_name("oauth_client_secret")  # stable for the same key and value
+    assert name != dataclasses.replace(spec_for(site(), secret="hunter3"), name_key="a" * 64).secret_name("oauth_client_secret")

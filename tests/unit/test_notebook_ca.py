@@ -35,7 +35,7 @@ def spec(site, tmp_path: Path, ca: str | None = CA, **keys):
         configs[SCOPE]["tenant_ca_bundle"] = "tenant-ca.pem"
         s.write("site.configs", configs)
     deployment = load(discover(s.path), "jupyterhub", "prod", "designsafe").deployments[0]
-    kept = {"cookie_secret": "c" * 64, "crypt_key": "k" * 64, "tls/cert.pem": "-----BEGIN CERTIFICATE-----\n", "tls/key.pem": "-----BEGIN PRIVATE KEY-----\n"}
+    kept = {"cookie_secret": "c" * 64, "crypt_key": "k" * 64, "name_key": "n" * 64, "tls/cert.pem": "-----BEGIN CERTIFICATE-----\n", "tls/key.pem": "-----BEGIN PRIVATE KEY-----\n"}
     return hub_spec(Context.of(deployment), HostFacts(state=kept))[0]
 
 

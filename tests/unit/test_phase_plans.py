@@ -59,7 +59,7 @@ def deployment_of(site):
 def ready_facts() -> dict[str, HostFacts]:
     """A deployed swarm: labelled nodes, images, the share seen by every worker, the hub's kept state."""
     labels = {"n1": {"deployer.hub": "true"}, "n2": {"deployer.worker": "true"}, "n3": {"deployer.worker": "true"}}
-    state = {"cookie_secret": "c" * 64, "crypt_key": "k" * 64, "tls/cert.pem": CERT, "tls/key.pem": KEY}
+    state = {"cookie_secret": "c" * 64, "crypt_key": "k" * 64, "name_key": "n" * 64, "tls/cert.pem": CERT, "tls/key.pem": KEY}
     worker = {"images": {USER_IMAGE: "sha256:u", GUARD_IMAGE: "sha256:g"}, "paths": {"/data/shared": True}, "marker": "m", "nfs_client": True}
     return {
         "hub1": HostFacts(docker="24.0", swarm_state="active", node_id="n1", manager=True, managers={"10.10.0.10"}, images={HUB_IMAGE: "sha256:h"}, listening={22, 80, 443},

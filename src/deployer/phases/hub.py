@@ -48,9 +48,9 @@ def certificate_is_good(ctx: Context, state: dict[str, str | None]) -> bool:
 def plan_state(ctx: Context, facts: Facts) -> Planned:
     planned, hub = Planned(), ctx.deployment.hub
     state = facts[hub.host_id].state
-    for name in ("cookie_secret", "crypt_key"):
+    for name, what in (("cookie_secret", "cookie secret"), ("crypt_key", "auth-state key"), ("name_key", "key naming its Docker secrets")):
         if not state.get(name):
-            planned.add(hub.host_id, write_state(ctx, name, secrets.token_hex(32), f"generate the hub's {name.replace('_', ' ')} (kept on the hub)"))
+            planned.add(hub.host_id, write_state(ctx, name, secrets.token_hex(32), f"generate the hub's {what} (kept on the hub)"))
     if supplied_pair(ctx) is None and not certificate_is_good(ctx, state):
         cert, key = tls.self_signed(ctx.deployment.config.hub_address.host)
         planned.add(hub.host_id, write_state(ctx, "tls/cert.pem", cert, "a self-signed certificate for the hub (kept on the hub)"),
@@ -89,7 +89,8 @@ def hub_spec(ctx: Context, hub: HostFacts) -> tuple[HubSpec, bool]:
         # to each notebook service by this name): content-addressed, removed with the others.
         settings["notebooks"]["ca_config"] = config_name(layout, TENANT_CA, config.tenant_ca_bundle)
     image_id = hub.images.get(config.jupyterhub_image) or ""
-    return HubSpec(layout, config.jupyterhub_image, settings, hub_secrets, files, ctx.https_port, ctx.http_port, image_id), supplied is None
+    return HubSpec(layout, config.jupyterhub_image, settings, hub_secrets, files, ctx.https_port, ctx.http_port, image_id,
+                   name_key=(hub.state.get("name_key") or "").strip()), supplied is None
 
 
 def _hub_image_id(ctx: Context, facts: Facts, what: str) -> str:

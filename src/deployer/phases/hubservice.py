@@ -9,6 +9,7 @@ a changed secret gets a new name, the service is updated to it, the old one remo
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 from dataclasses import dataclass, field
 
@@ -68,9 +69,17 @@ class HubSpec:
     http_port: int = 80
     #: The image's ID on the hub node: a rebuilt image under the same tag replaces the hub.
     image_id: str = ""
+    #: The deployment's key for naming secrets (kept on the hub): a name must change with its value,
+    #: but a plain hash of the value would let anyone who lists secrets test guesses of a weak password.
+    name_key: str = field(default="", repr=False)
 
     def secret_name(self, key: str) -> str:
-        return names.fit(f"{self.layout.name}-{key.replace('_', '-')}-{_content_digest(self.secrets[key])}", names.OBJECT_NAME_MAX)
+        value = self.secrets[key]
+        if _content_digest(value) == "<new>" or _content_digest(self.name_key) == "<new>":
+            digest = "<new>"
+        else:
+            digest = hmac.new(self.name_key.encode(), value.encode(), hashlib.sha256).hexdigest()[:12]
+        return names.fit(f"{self.layout.name}-{key.replace('_', '-')}-{digest}", names.OBJECT_NAME_MAX)
 
     def config_files(self) -> dict[str, str]:
         files = {f"{HUB_ROOT}/hub.json": json.dumps(self.settings, indent=2, sort_keys=True), CONFIG_PY_PATH: CONFIG_PY}
