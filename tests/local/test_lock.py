@@ -12,6 +12,7 @@ import uuid
 
 import pytest
 
+from deployer.errors import DeployerError
 from deployer.hosts.executor import LocalExecutor
 from deployer.hosts.lock import HubLock, LockedError
 
@@ -52,3 +53,29 @@ def test_a_killed_holder_leaves_no_stale_lock() -> None:
         except LockedError:
             assert time.monotonic() < deadline, "the lock outlived its killed holder"
             time.sleep(0.2)
+
+
+def test_a_lock_directory_another_user_made_is_refused_and_its_symlink_never_written(tmp_path) -> None:
+    """/run/lock is world-writable: a directory planted there by another user (here: nobody, 0777),
+    with the holder file symlinked to a victim, must not be used; the victim stays as it was."""
+    planted, victim = tmp_path / "deployer", tmp_path / "victim"
+    victim.write_text("precious\n")
+    planted.mkdir(mode=0o777)
+    os.chmod(planted, 0o777)
+    (planted / "demo.holder").symlink_to(victim)
+    (planted / "demo.lock").symlink_to(victim)
+    os.chown(planted, 65534, 65534)
+    with pytest.raises(DeployerError, match=rf"could not take the deploy lock {planted}/demo.lock: refusing the lock directory {planted}: "
+                                            "it is not a directory owned by"):
+        with HubLock(LocalExecutor(), "demo", "deploy", directory=str(planted)):
+            pass
+    assert victim.read_text() == "precious\n"
+    link = tmp_path / "link"
+    link.symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+    (tmp_path / "elsewhere").mkdir()
+    with pytest.raises(DeployerError, match="refusing the lock directory"):
+        with HubLock(LocalExecutor(), "demo", "deploy", directory=str(link)):
+            pass
+    fresh = tmp_path / "fresh"
+    with HubLock(LocalExecutor(), "demo", "deploy", directory=str(fresh)):
+        assert (os.stat(fresh).st_mode & 0o777) == 0o700

@@ -22,13 +22,19 @@ from deployer.hosts.executor import Result
 LOCK_DIR = "/run/lock/deployer"
 BUSY = 75  # flock -E: the lock is held by someone else
 
-_SCRIPT = f"""mkdir -p {LOCK_DIR} && cd {LOCK_DIR} || exit 1
+# The directory must be ours alone (it lies in a world-writable place): one planted by another
+# user, or a symlink, could point the lock or holder file at any file we would then write.
+_SCRIPT = """umask 077; mkdir -p "$3" 2>/dev/null
+if [ -L "$3" ] || [ ! -d "$3" ] || [ "$(stat -c %u "$3")" != "$(id -u)" ]; then
+  echo "refusing the lock directory $3: it is not a directory owned by $(id -un); remove it (another user or a symlink made it)" >&2; exit 1
+fi
+chmod 0700 "$3" && cd "$3" || exit 1
 exec 9>>"$1.lock"
 if ! flock -n 9; then cat "$1.holder" 2>/dev/null; exit {BUSY}; fi
 printf '%s\\n' "$2" >"$1.holder"
 echo locked
 exec cat >/dev/null
-"""
+""".replace("{BUSY}", str(BUSY))
 
 
 class LockedError(DeployerError):
@@ -45,13 +51,13 @@ def operator() -> str:
 
 
 class HubLock:
-    def __init__(self, ex, name: str, action: str, timeout: float = 60):
-        self.ex, self.name, self.action, self.timeout = ex, name, action, timeout
+    def __init__(self, ex, name: str, action: str, timeout: float = 60, directory: str = LOCK_DIR):
+        self.ex, self.name, self.action, self.timeout, self.directory = ex, name, action, timeout, directory
         self._proc: subprocess.Popen | None = None
 
     def __enter__(self) -> "HubLock":
         who = f"{self.action} by {operator()} (pid {os.getpid()}) since {datetime.now(timezone.utc):%Y-%m-%d %H:%M:%S} UTC"
-        command = sh(_SCRIPT, self.name, who, why="hold the deploy lock")
+        command = sh(_SCRIPT, self.name, who, self.directory, why="hold the deploy lock")
         proc = self.ex.hold(command)
         first = _first_line(proc, self.timeout)  # "locked", or the holder followed by exit 75
         if first.strip() == b"locked":
@@ -67,7 +73,7 @@ class HubLock:
             raise LockedError(f"{self.ex.host}: another run holds the lock of {self.name}: {holder or 'unknown holder'}; "
                               "wait for it to finish (the lock goes away by itself when that process ends)")
         self.ex.check_connect(Result(proc.returncode, holder, errors.decode(errors="replace")))
-        raise DeployerError(f"{self.ex.host}: could not take the deploy lock {LOCK_DIR}/{self.name}.lock: "
+        raise DeployerError(f"{self.ex.host}: could not take the deploy lock {self.directory}/{self.name}.lock: "
                             f"{errors.decode(errors='replace').strip()[-300:] or holder or 'no answer'}")
 
     def __exit__(self, *exc) -> None:

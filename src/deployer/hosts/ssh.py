@@ -9,9 +9,10 @@ agent and known_hosts exactly as their own ``ssh`` does, and its connection shar
 from __future__ import annotations
 
 import hashlib
+import os
 import shlex
+import stat
 import subprocess
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -35,6 +36,29 @@ class ConnectError(DeployerError):
         self.host = host
 
 
+def control_root() -> Path:
+    """Where this user's SSH control sockets live: the per-user runtime directory when there is one."""
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    return Path(runtime) if runtime and os.path.isdir(runtime) else Path.home() / ".cache"
+
+
+def private_dir(path: Path) -> Path:
+    """``path`` as a directory only this user can use (0700, ours, not a symlink), made if missing.
+    Another user's directory there could receive our ControlMaster socket, or plant one of theirs."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        path.mkdir(mode=0o700, exist_ok=True)
+        info = os.lstat(path)
+    except OSError as error:
+        raise DeployerError(f"cannot make the private directory {path}: {error.strerror}") from None
+    if stat.S_ISLNK(info.st_mode) or not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
+        raise DeployerError(f"refusing {path} for SSH control sockets: it is not a directory owned by you "
+                            "(another user or a symlink made it); remove it and run again")
+    if info.st_mode & 0o077:
+        os.chmod(path, 0o700)
+    return path
+
+
 class SSHExecutor(Gateway):
     def __init__(self, host_id: str, address: str, *, user: str = "root", port: int = 22, key: Path | None = None,
                  known_hosts: Path | None = None, connect_timeout: int = 10):
@@ -46,8 +70,7 @@ class SSHExecutor(Gateway):
         self.known_hosts = known_hosts
         self.connect_timeout = connect_timeout
         self.count = 0
-        control_dir = Path(tempfile.gettempdir()) / "deployer-ssh"
-        control_dir.mkdir(mode=0o700, exist_ok=True)
+        control_dir = private_dir(control_root() / "deployer-ssh")
         tag = hashlib.sha256(f"{user}@{address}:{port}".encode()).hexdigest()[:16]
         self._control = control_dir / tag
 

@@ -10,8 +10,8 @@ import json
 from dataclasses import dataclass, field
 
 from deployer.config.hubsettings import AUDIT_LOG, Layout
-from deployer.hosts.executor import Executor
 from deployer.hosts.commands import cmd
+from deployer.hosts.executor import Executor
 
 
 @dataclass
