@@ -390,3 +390,29 @@ def test_a_value_every_host_inherits_is_reported_once_where_it_is_written(site, 
     assert result.exit_code == 2
     assert result.stderr.count(expected) == 1, result.stderr
     assert "/hosts/" not in result.stderr, result.stderr  # not once per host, at a path that is not in the file
+
+
+@pytest.mark.parametrize("where", ["configs", "override", "passwords"])
+def test_a_secrets_value_under_any_other_key_is_never_shown(site, where: str) -> None:
+    """The client secret's value put (by mistake) under other keys: refused by a validator that quotes
+    the value it refuses (notebook_memory_limit), or accepted and shown by config (tas_role_account)."""
+    secret = base_passwords()[SCOPE]["jupyterhub_oauth_client_secret"]
+    configs, passwords, args = base_configs(), base_passwords(), []
+    misplaced = {"notebook_memory_limit": secret, "tas_role_account": secret}
+    if where == "configs":
+        configs[SCOPE].update(misplaced)
+    elif where == "passwords":
+        passwords[SCOPE].update(misplaced)
+    else:
+        args = ["-o", "&".join(f"{k}={v}" for k, v in misplaced.items())]
+    s = site(configs=configs, passwords=passwords)
+    refused = run_cli(["-i", "prod", "-t", "designsafe", *args, "validate"], s.path)
+    assert refused.exit_code == 2 and "notebook_memory_limit: must be a size such as 3G or 512M, got '***'" in refused.stderr, refused.output
+    assert secret not in refused.output
+    for mapping in (configs, passwords):
+        mapping[SCOPE].pop("notebook_memory_limit", None)
+    args = ["-o", f"tas_role_account={secret}"] if where == "override" else []
+    shown = run_cli(["-i", "prod", "-t", "designsafe", *args, "config"], site(configs=configs, passwords=passwords).path)
+    assert shown.exit_code == 0, shown.output
+    assert secret not in shown.output
+    assert any(line.strip().startswith("tas_role_account:") and "***" in line for line in shown.stdout.splitlines()), shown.stdout

@@ -43,6 +43,8 @@ class Deployment:
     files: DeploymentFiles
     origins: dict[str, Origin] = field(default_factory=dict)
     host_origins: dict[str, Origin] = field(default_factory=dict)
+    #: Every secret value of the files (under whatever key it was put): never shown, wherever it appears.
+    secrets: frozenset[str] = field(default=frozenset(), repr=False)
 
     @property
     def hub(self) -> Host:
@@ -277,6 +279,7 @@ def load(files: DeploymentFiles, project: str, instance: str | None = None, tena
 
     problems: list[Problem] = []
     warnings: list[Problem] = list(src.warnings)
+    secrets = secret_values(src, override_pairs)
     deployments = []
     selected = targets_of(src, project, instance, tenant)
     problems += _name_collisions(src, project, selected)
@@ -292,10 +295,46 @@ def load(files: DeploymentFiles, project: str, instance: str | None = None, tena
                 problems.append(Problem(origin.source, origin.path("login"), f"local-dev is for a hub on this machine only, but {', '.join(remote)} "
                                         "is remote: use login: tenant, or ssh_host: localhost"))
         if config is not None:
-            deployments.append(Deployment(target, config, hosts, files, origins, host_origins))
+            deployments.append(Deployment(target, config, hosts, files, origins, host_origins, secrets))
     if problems:
-        raise ConfigError(_unique(problems), warnings=_unique(warnings))
-    return Loaded(deployments, _unique(warnings))
+        raise ConfigError(scrub(_unique(problems), secrets), warnings=scrub(_unique(warnings), secrets))
+    return Loaded(deployments, scrub(_unique(warnings), secrets))
+
+
+def secret_values(src: Sources, override_pairs: list[tuple[str, Any]]) -> frozenset[str]:
+    """Every value of the passwords file (whatever its key) and of a secret key anywhere. A value shorter
+    than 4 characters is not a secret worth the name and would mask ordinary words."""
+    found: set[str] = set()
+
+    def collect(value: Any) -> None:
+        if isinstance(value, dict):
+            for v in value.values():
+                collect(v)
+        elif isinstance(value, list):
+            for v in value:
+                collect(v)
+        elif isinstance(value, str) and len(value.strip()) >= 4:
+            found.add(value.strip())
+
+    if src.passwords:
+        collect(src.passwords.stanzas)
+    for scoped in [f for f in (src.configs,) if f is not None]:
+        for stanza in scoped.stanzas.values():
+            collect({k: v for k, v in stanza.items() if k in SECRET_KEYS})
+    collect({k: v for k, v in override_pairs if k in SECRET_KEYS})
+    return frozenset(found)
+
+
+def scrub(problems: list[Problem], secrets: frozenset[str]) -> list[Problem]:
+    """The problems with every secret value replaced by ***, longest first (a secret may contain another)."""
+    ordered = sorted(secrets, key=len, reverse=True)
+
+    def clean(text: str) -> str:
+        for secret in ordered:
+            text = text.replace(secret, "***")
+        return text
+
+    return [Problem(p.source, clean(p.path), clean(p.message)) for p in problems]
 
 
 def _name_collisions(src: Sources, project: str, selected: list[Target]) -> list[Problem]:

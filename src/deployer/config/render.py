@@ -24,7 +24,8 @@ def format_size(size: int) -> str:
 
 
 def _plain(key: str, value: Any, from_passwords: bool = False) -> Any:
-    # A value from the passwords file is a secret whatever its key (put there by mistake or not).
+    # A value from the passwords file is a secret whatever its key (put there by mistake or not), and so
+    # is a secret's value under any other key.
     if key in SECRET_KEYS or isinstance(value, SecretStr) or (from_passwords and value is not None):
         return None if value is None else REDACTED
     if isinstance(value, VolumeMount):
@@ -51,7 +52,18 @@ def config_data(deployment: Deployment) -> dict[str, Any]:
     hosts = [
         {k: v for k, v in host.model_dump().items() if v is not None} for host in deployment.hosts
     ]
-    return {"deployment": str(deployment.target), "config": values, "hosts": hosts}
+    return _redact({"deployment": str(deployment.target), "config": values, "hosts": hosts}, deployment.secrets)
+
+
+def _redact(data: Any, secrets: frozenset[str]) -> Any:
+    """A secret's value under any other key (a label, a mistaken key) is shown as *** too."""
+    if isinstance(data, dict):
+        return {k: _redact(v, secrets) for k, v in data.items()}
+    if isinstance(data, list):
+        return [_redact(v, secrets) for v in data]
+    if isinstance(data, str) and any(secret in data for secret in secrets):
+        return REDACTED
+    return data
 
 
 def _origin_file(deployment: Deployment, key: str) -> str | None:
