@@ -212,3 +212,25 @@ def test_destroy_on_remote_hosts_and_without_confirmation(site) -> None:
     assert asked.returncode == 2 and "not on a terminal: pass -y to confirm" in asked.stderr
     wrong = run_deployer(["-i", "prod", "-t", "designsafe", "-a", "deploy", "-y"], s.path)
     assert wrong.returncode == 2 and "-y and --purge-data belong to -a destroy, not -a deploy" in wrong.stderr
+
+
+def test_config_prints_yaml_that_reads_back_with_the_tenant_type_in_force(site) -> None:
+    """A custom tenant's type is the default in force (agave), not null; an explicit enum prints; a PEM
+    bundle prints as a block that reads back to the same text."""
+    import yaml as pyyaml
+
+    from conftest import make_cert
+
+    ca = make_cert("Custom tenant CA")[0]
+    configs = base_configs()
+    configs[SCOPE].update({"tenant": "mytenant", "jupyterhub_tenant_base_url": "https://auth.example.org", "tenant_ca_bundle": "ca.pem"})
+    s = site(configs=configs)
+    s.write("extras/ca.pem", ca)
+    shown = run_cli(["-i", "prod", "-t", "designsafe", "config"], s.path)
+    assert shown.exit_code == 0, shown.output
+    data = pyyaml.safe_load(shown.stdout)[SCOPE]
+    assert data["tenant_type"] == "agave" and data["tenant_ca_bundle"] == ca
+    assert "tenant_type: agave  # default (the tenant is not in the registry)" in shown.stdout
+    configs[SCOPE]["tenant_type"] = "agave"
+    explicit = run_cli(["-i", "prod", "-t", "designsafe", "config"], site(configs=configs).path)
+    assert explicit.exit_code == 0 and "tenant_type: agave  # site.configs" in explicit.stdout, explicit.output

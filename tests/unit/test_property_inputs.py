@@ -11,14 +11,17 @@ from conftest import SECRET_VALUES, base_configs, base_hosts, base_passwords, ru
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from deployer.config.model import SECRET_KEYS
+from deployer.config.model import SECRET_KEYS, JupyterHubConfig
 
 LEAVES = (st.none() | st.booleans() | st.integers(-(2**40), 2**40) | st.floats(allow_nan=True, allow_infinity=True)
-          | st.text(max_size=24) | st.sampled_from(["", "/", "//", "/{username}", "0", "true", "*", "!x", "a:b:c", "ｊｄｏｅ", "10.0.0.1"]))
+          | st.text(max_size=24) | st.sampled_from(["", "/", "//", "/{username}", "0", "true", "*", "!x", "a:b:c", "ｊｄｏｅ", "10.0.0.1",
+                                                    "agave", "tapis", "oidc", "local-dev", "fd00::1", "3G",
+                                                    "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"]))
 VALUES = st.recursive(LEAVES, lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=12), children, max_size=3),
                       max_leaves=8)
 MUTATION = st.tuples(st.sampled_from(["configs", "passwords", "hosts"]), st.integers(0, 10_000),
-                     st.sampled_from(["replace", "delete", "add"]), VALUES, st.text(min_size=1, max_size=20))
+                     st.sampled_from(["replace", "delete", "add"]), VALUES,
+                     st.text(min_size=1, max_size=20) | st.sampled_from(sorted(JupyterHubConfig.model_fields)))
 
 
 def _slots(data: Any) -> list[tuple[Any, Any]]:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+from enum import Enum
 from typing import Any
 
 import yaml
+from deployer_hub import tenants
 from deployer_hub.mounts import VolumeMount
 from pydantic import SecretStr
 
@@ -32,7 +34,7 @@ def _plain(key: str, value: Any, from_passwords: bool = False) -> Any:
         return str(value)
     if isinstance(value, list):
         return [_plain(key, v) for v in value]
-    if hasattr(value, "value") and not isinstance(value, (str, int)):  # enums
+    if isinstance(value, Enum):  # (a str enum such as Flavour is a str too: checked first)
         return value.value
     if key == "notebook_memory_limit" and isinstance(value, int):
         return format_size(value)
@@ -46,9 +48,11 @@ def config_data(deployment: Deployment) -> dict[str, Any]:
     config = deployment.config
     passwords = deployment.files.name(deployment.files.passwords) if deployment.files.passwords else None
     values = {key: _plain(key, getattr(config, key), _origin_file(deployment, key) == passwords) for key in type(config).model_fields}
-    if values["jupyterhub_tenant_base_url"] is None and config.login != "local-dev":
-        values["jupyterhub_tenant_base_url"] = config.tenant_info.base_url
-        values["tenant_type"] = config.flavour.value
+    if config.login != "local-dev":  # what the hub will use, also where the files leave it to a default
+        if values["jupyterhub_tenant_base_url"] is None:
+            values["jupyterhub_tenant_base_url"] = config.tenant_info.base_url
+        if values["tenant_type"] is None:
+            values["tenant_type"] = config.flavour.value
     hosts = [
         {k: v for k, v in host.model_dump().items() if v is not None} for host in deployment.hosts
     ]
@@ -80,8 +84,16 @@ def _origin_comment(deployment: Deployment, key: str) -> str:
     return f"{origin.source}: {origin.scope}"
 
 
+class _Dumper(yaml.SafeDumper):
+    """Multi-line text (a PEM bundle) as a literal block, so the output stays YAML that reads back."""
+
+
+_Dumper.add_representer(str, lambda dumper, text: dumper.represent_scalar(
+    "tag:yaml.org,2002:str", text, style="|" if "\n" in text else None))
+
+
 def _dump(key: str, value: Any) -> list[str]:
-    text = yaml.safe_dump({key: value}, default_flow_style=False, sort_keys=False, width=1000)
+    text = yaml.dump({key: value}, Dumper=_Dumper, default_flow_style=False, sort_keys=False, width=1000)
     return text.rstrip("\n").splitlines()
 
 
@@ -90,12 +102,16 @@ def to_yaml(deployment: Deployment) -> str:
     lines = [f"# merged configuration of {data['deployment']}; secrets shown as {REDACTED}", f"{data['deployment']}:"]
     for key, value in data["config"].items():
         if key == "tenant_type" and deployment.config.tenant_type is None:
-            comment = "derived from the tenant registry"
+            registered = tenants.default_flavour(deployment.config.tenant) is not None
+            comment = "derived from the tenant registry" if registered else "default (the tenant is not in the registry)"
         else:
             comment = _origin_comment(deployment, key)
         dumped = _dump(key, value)
+        if len(dumped) > 1:  # a block: the comment goes above it, not into its text
+            lines.append(f"  # {key}: {comment}")
+            lines += [f"  {line}" for line in dumped]
+            continue
         lines.append(f"  {dumped[0]}  # {comment}")
-        lines += [f"  {line}" for line in dumped[1:]]
     lines.append("hosts:")
     for host in data["hosts"]:
         origin = deployment.host_origins.get(host["host_id"])
