@@ -18,6 +18,7 @@ import shlex
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -274,6 +275,37 @@ def running_notebook(hub: str, user: str) -> httpx.Client:
             assert time.monotonic() < deadline, f"the notebook of {user} did not start"
             time.sleep(2)
     return browser
+
+
+def test_logs_of_the_hub_and_of_a_users_notebook_come_from_wherever_they_run(deployed, lab: Lab, site: Path) -> None:
+    hub = lab.hosts["hub"]
+    running_notebook(hub, "jdoe")
+    worker, _ = notebook_container(lab, "jdoe")
+    shown = deployer(site, "logs", "--hub", "-n", "100")
+    assert shown.returncode == 0, shown.stderr
+    assert "JupyterHub" in shown.stdout and len(shown.stdout.splitlines()) <= 100
+    notebook = deployer(site, "logs", "--user", "jdoe")  # not a terminal: prints and ends
+    assert notebook.returncode == 0, notebook.stderr
+    assert "jupyterhub-singleuser" in notebook.stdout or "ServerApp" in notebook.stdout, notebook.stdout[-2000:]
+    missing = deployer(site, "logs", "--user", "nobody")
+    assert missing.returncode == 1 and "nobody has no notebook server in jupyterhub-lab-sim" in missing.stderr
+    assert deployer(site, "logs").returncode == 2  # whose log: --hub or --user
+    # follow mode: lines that arrive after it started
+    follower = subprocess.Popen([DEPLOYER, "-i", "lab", "-t", "sim", "logs", "--hub", "--follow", "-n", "0"], cwd=site,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines: list[str] = []
+    threading.Thread(target=lambda: lines.extend(iter(follower.stdout.readline, "")), daemon=True).start()
+    try:
+        time.sleep(3)
+        marker = f"/hub/logs-follow-{time.time_ns()}"
+        httpx.get(f"https://{hub}{marker}", verify=False, timeout=30)
+        deadline = time.monotonic() + 60
+        while not any(marker in line for line in lines) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert any(marker in line for line in lines), "".join(lines)
+    finally:
+        follower.terminate()
+        follower.wait(timeout=30)
 
 
 @pytest.fixture

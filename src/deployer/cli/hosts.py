@@ -22,6 +22,7 @@ from deployer.config.hubsettings import Layout
 from deployer.config.loader import Deployment
 from deployer.config.model import LOCAL_HOSTS
 from deployer.errors import PreflightError, UsageError
+from deployer.hosts import logs as hub_logs
 from deployer.hosts.ssh import SSHExecutor, executor_for
 from deployer.hosts.status import last_run
 from deployer.hosts.status import read as status_of
@@ -181,3 +182,35 @@ def destroy(yes: bool, purge_data: bool) -> None:
     what += "; the share's NFS export and mounts; the guards; and the swarm (unless other services run in it)"
     _rollout(deployment, "destroy", purge_data)
     out.print(f"removed {what}", markup=False)
+
+
+@main.command()
+@click.option("--hub", "hub_log", is_flag=True, help="The hub's log.")
+@click.option("--user", metavar="NAME", help="The log of NAME's notebook server, wherever it runs.")
+@click.option("-n", "--tail", default=200, show_default=True, type=click.IntRange(0), help="Lines of the past to show.")
+@click.option("-f/-F", "--follow/--no-follow", default=None, help="Keep printing new lines (default: on a terminal).")
+@deployment_options
+@reported
+def logs(hub_log: bool, user: str | None, tail: int, follow: bool | None) -> None:
+    """The hub's log (--hub) or a user's notebook log (--user NAME), from whichever host runs it."""
+    if hub_log == bool(user):
+        raise UsageError("say whose log: --hub, or --user NAME")
+    deployment = one_deployment(load_files(click.get_current_context().obj))
+    layout = Layout.of(deployment)
+    ex = executor_for(deployment.hub, deployment)
+    service = hub_logs.hub_service(ex, layout) if hub_log else hub_logs.notebook_service(ex, layout, user)
+    follow = sys.stdout.isatty() if follow is None else follow
+    command = hub_logs.logs_command(service, tail, follow)
+    if not follow:
+        sys.stdout.write(ex.run(command, timeout=120).stdout)
+        return
+    proc = ex.hold(command)
+    try:
+        for line in iter(proc.stdout.readline, b""):
+            sys.stdout.write(line.decode(errors="replace"))
+            sys.stdout.flush()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
