@@ -238,6 +238,8 @@ CASES = [
     Case("cull-bool", [f"{P}/cull_idle_notebook_timeout: must be a valid integer, got True"], configs=conf(cull_idle_notebook_timeout=True)),
     Case("cull-float", [f"{P}/cull_idle_notebook_timeout: must be a valid integer, got 1.5"], configs=conf(cull_idle_notebook_timeout=1.5)),
     Case("start-timeout-bool", [f"{P}/notebook_start_timeout: must be a valid integer, got True"], configs=conf(notebook_start_timeout=True)),
+    Case("node-down-timeout-long", [f"{P}/notebook_node_down_timeout: must be less than or equal to 30, got 300"],
+         configs=conf(notebook_node_down_timeout=300)),
     Case("start-timeout-short", [f"{P}/notebook_start_timeout: must be greater than or equal to 60, got 5"], configs=conf(notebook_start_timeout=5)),
     Case("cull-negative", [f"{P}/cull_idle_notebook_timeout: must be greater than or equal to 0, got -1"], configs=conf(cull_idle_notebook_timeout=-1)),
     Case("memory-garbage", [f"{P}/notebook_memory_limit: must be a size such as 3G or 512M, got 'lots'"], configs=conf(notebook_memory_limit="lots")),

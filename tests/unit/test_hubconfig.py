@@ -125,7 +125,7 @@ def test_the_proxy_reaches_the_hub_over_loopback_the_notebooks_by_service_name(s
 def test_the_spawners_settings_reach_its_traits(site, tmp_path: Path) -> None:
     """Every notebook key: configs file → hub.json → TenantSwarmSpawner's traits (defaults and set values)."""
     s = applied(tmp_path, hub_json(site)).TenantSwarmSpawner
-    assert (s.start_timeout, s.task_timeout, s.pids_limit) == (180, 150, 4096)
+    assert (s.start_timeout, s.task_timeout, s.pids_limit, s.node_down_timeout) == (180, 150, 4096, 15)
     assert s.client_kwargs == {"base_url": "unix:///run/deployer-proxy/docker.sock"}  # the Docker proxy, never the engine's socket
     assert (s.guard_label, s.guarded_port) == ("jupyterhub-prod-designsafe", 8889)
     s = applied(tmp_path, hub_json(site, notebook_start_timeout=600, notebook_pids_limit=512, notebook_memory_limit="2G")).TenantSwarmSpawner
@@ -166,7 +166,7 @@ def test_every_setting_round_trips_through_hub_json_and_reaches_the_hub(tmp_path
                         http_port=8080, ssl_cert="/c.pem", ssl_key="/run/secrets/ssl_key"),
         tas=TasSettings(use_uid=True, use_gid=True, url="https://tas.example.org/api", role_account="role", min_id=2000),
         notebooks=NotebookSettings(image="img:1", network="x-net", service_prefix="x-nb", volume_mounts=["/d/{username}:/home/jupyter/d:rw"],
-                                   uid=5000, gid=6000, memory_limit=2**31, pids_limit=999, start_timeout=600, offer_lab=False,
+                                   uid=5000, gid=6000, memory_limit=2**31, pids_limit=999, start_timeout=600, node_down_timeout=25, offer_lab=False,
                                    cull_idle_timeout=7200, token_root="/share/tokens", managed_root="/share", constraints=["node.labels.a==b"],
                                    docker_host="unix:///run/p.sock", guard=GuardSettings(label="x", port=9999), ca_config="x-ca"),
     )
@@ -194,6 +194,7 @@ def test_every_setting_round_trips_through_hub_json_and_reaches_the_hub(tmp_path
         "notebooks.uid": s.notebook_uid == a.notebook_uid == 5000, "notebooks.gid": s.notebook_gid == a.notebook_gid == 6000,
         "notebooks.memory_limit": s.mem_limit == 2**31, "notebooks.pids_limit": s.pids_limit == 999,
         "notebooks.start_timeout": (s.start_timeout, s.task_timeout) == (600, 570), "notebooks.offer_lab": s.offer_lab is False,
+        "notebooks.node_down_timeout": s.node_down_timeout == 25,
         "notebooks.cull_idle_timeout": "--timeout=7200" in c.JupyterHub.services[0]["command"],
         "notebooks.token_root": s.token_root == a.token_root == "/share/tokens", "notebooks.managed_root": s.managed_root == "/share",
         "notebooks.constraints": s.worker_constraints == ["node.labels.a==b"], "notebooks.docker_host": s.client_kwargs == {"base_url": "unix:///run/p.sock"},

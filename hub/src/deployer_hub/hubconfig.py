@@ -39,6 +39,8 @@ def apply(c: Any, settings_path: str, secrets_dir: str = "/run/secrets") -> Sett
     tenant, hub, nb = settings.tenant, settings.hub, settings.notebooks
 
     # --- the hub process
+    # Our pages first (each extends the stock one of the same name): why a server stopped by itself.
+    c.JupyterHub.template_paths = [str(Path(__file__).with_name("templates"))]
     c.JupyterHub.bind_url = f"https://0.0.0.0:{hub.https_port}" if hub.ssl_cert else f"http://0.0.0.0:{hub.https_port}"
     if hub.ssl_cert:
         c.JupyterHub.ssl_cert = hub.ssl_cert
@@ -94,6 +96,7 @@ def apply(c: Any, settings_path: str, secrets_dir: str = "/run/secrets") -> Sett
     if nb.guard:
         s.guard_label, s.guarded_port = nb.guard.label, nb.guard.port
     s.start_timeout = nb.start_timeout
+    s.node_down_timeout = nb.node_down_timeout
     s.http_timeout = 120
     # The spawner's own wait for the task ends first, so its message (which node, why) is what users read.
     s.task_timeout = max(30, nb.start_timeout - 30)

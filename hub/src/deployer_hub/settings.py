@@ -69,6 +69,7 @@ class NotebookSettings:
     memory_limit: int | None = None
     pids_limit: int = 4096
     start_timeout: int = 180
+    node_down_timeout: int = 15  # seconds a notebook's node may be down before its server counts as stopped
     offer_lab: bool = True
     cull_idle_timeout: int = 86400
     token_root: str = ""

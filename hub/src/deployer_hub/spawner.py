@@ -102,6 +102,13 @@ class TenantSwarmSpawner(SwarmSpawner):
         "owned by the notebook's uid/gid. Sources elsewhere must already exist on the workers.",
     )
 
+    node_down_timeout = Float(
+        15.0, config=True,
+        help="Seconds the node running a notebook may be down or unreachable before the server counts as stopped "
+        "(Swarm keeps reporting its task as running): the user is told and can start it again on a healthy worker.",
+    )
+    stopped_reason = Unicode("", help="Why the server stopped without the user stopping it (shown on the hub's 'not running' page).")
+
     docker_calls = Instance(
         "deployer_hub.spawner.DockerCalls", allow_none=True, config=True,
         help="The thread pool for Docker API calls and the cache of node names. The hub's configuration gives every "
@@ -373,6 +380,41 @@ class TenantSwarmSpawner(SwarmSpawner):
             path = error.rsplit(":", 1)[-1].strip()
             return f"A storage directory for your server is missing{where}: {path}. Please contact support."
         return f"Your server could not start{where}: {error}"
+
+    @default("poll_interval")
+    def _poll_interval_default(self) -> int:
+        return 15  # with node_down_timeout: a dead worker's servers count as stopped within a minute
+
+    _node_down_since: float | None = None
+
+    async def poll(self) -> int | str | None:
+        """The stock poll, and a server whose node is down (or whose task Swarm is shutting down) as stopped."""
+        task = await self.get_task()
+        if task and task.get("DesiredState") in ("shutdown", "remove") and task.get("Status", {}).get("State") == "running":
+            return "its task is being shut down"
+        node_id = (task or {}).get("NodeID")
+        if node_id:
+            try:
+                node = await self.docker("inspect_node", node_id)
+            except Exception:  # the engine cannot say: judge by the task alone
+                node = None
+            state = ((node or {}).get("Status") or {}).get("State", "ready")
+            if state != "ready":
+                now = time.monotonic()
+                self._node_down_since = self._node_down_since or now
+                if now - self._node_down_since >= self.node_down_timeout:
+                    where = (node or {}).get("Description", {}).get("Hostname") or node_id[:12]
+                    self.stopped_reason = (f"The machine running your server ({where}) went down, so your server stopped. "
+                                           "Start it again: it will run on a machine that is up, with your files.")
+                    self.log.warning("%s: the server's node %s is %s: counted as stopped", self.user.name, where, state)
+                    return f"node {where} is {state}"
+                return None
+        self._node_down_since = None
+        return await super().poll()
+
+    async def start(self):
+        self.stopped_reason, self._node_down_since = "", None
+        return await super().start()
 
     async def _node_name(self, node_id: str | None) -> str:
         if not node_id:

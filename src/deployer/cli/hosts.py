@@ -157,6 +157,11 @@ def status() -> None:
         table.add_row(node.hostname, node.state, node.availability, ",".join(node.roles) or "-", "yes" if node.manager else "no",
                       f"{len(users)}" + (f" ({', '.join(sorted(users))})" if users else ""))
     out.print(table)
+    for node in current.nodes:
+        stranded = current.notebooks.get(node.hostname, [])
+        if node.state.lower() != "ready" and stranded:
+            out.print(f"node {node.hostname} is {node.state}: the servers of {', '.join(sorted(stranded))} run nowhere; the hub counts them "
+                      "as stopped and their users can start them again on a worker that is up", markup=False)
     out.print(f"hub service: {current.hub_state}", markup=False)
     last = last_run(executor_for(hub, deployment), str(deployment.target))
     if last:

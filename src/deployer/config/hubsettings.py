@@ -104,7 +104,7 @@ def settings(deployment: Deployment, layout: Layout, *, ssl: bool = True, https_
             volume_mounts=[str(m) for m in config.volume_mounts],
             uid=config.jupyteruser_uid, gid=config.jupyteruser_gid,
             memory_limit=config.notebook_memory_limit, pids_limit=config.notebook_pids_limit,
-            start_timeout=config.notebook_start_timeout, offer_lab=config.notebook_offer_lab,
+            start_timeout=config.notebook_start_timeout, node_down_timeout=config.notebook_node_down_timeout, offer_lab=config.notebook_offer_lab,
             cull_idle_timeout=config.cull_idle_notebook_timeout,
             token_root="" if local_dev else layout.token_root,  # no tenant tokens to deliver
             managed_root=layout.share_dir,

@@ -97,6 +97,7 @@ class JupyterHubConfig(BaseModel):
     notebook_memory_limit: MemorySize = None
     #: Seconds a notebook may take to start (its task scheduled and running, then answering) before the spawn fails.
     notebook_start_timeout: int = Field(default=DEFAULT_START_TIMEOUT, ge=60, le=3600, strict=True)
+    notebook_node_down_timeout: int = Field(default=15, ge=5, le=30, strict=True)
     #: Most processes and threads in one notebook container (0: no limit).
     notebook_pids_limit: Annotated[int, PlainValidator(_pids_limit)] = DEFAULT_PIDS_LIMIT
     notebook_offer_lab: bool = True

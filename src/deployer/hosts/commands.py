@@ -25,6 +25,9 @@ class Command:
     timeout: float | None = None
     #: Whether a failure stops the run (removing an unused object still held by a notebook does not).
     check: bool = True
+    #: Only plan sets it: the run decides, from what an earlier phase makes, whether this command is needed
+    #: at all (a worker mounts the share unless it sees the marker the hub writes first).
+    unless: str = ""
     #: What a failure means and how to fix it: the error then reads "<host>: <hint>: <the host's last error line>".
     hint: str = ""
 

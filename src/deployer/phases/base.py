@@ -75,7 +75,8 @@ class Phase:
 
 def shown(host: str, command: Command) -> str:
     """A command as plan prints it and deploy reports it: the host, the argv (secrets masked), the reason."""
-    return f"  {host}: $ {command}" + (f"    # {command.why}" if command.why else "")
+    line = f"  {host}: $ {command}" + (f"    # {command.why}" if command.why else "")
+    return line + (f" (unless {command.unless})" if command.unless else "")
 
 
 def sequence(*planned: Planned) -> Planned:

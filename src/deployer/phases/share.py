@@ -9,7 +9,7 @@ from dataclasses import replace
 
 from deployer.hosts.commands import Command, cmd, sh
 from deployer.phases import nfs
-from deployer.phases.base import Context, Facts, Phase, Planned, placeholder
+from deployer.phases.base import Context, Facts, Phase, Planned, is_placeholder, placeholder
 from deployer.phases.facts import hub_directories
 
 SLOW = 1200  # installing packages
@@ -62,8 +62,11 @@ def plan_workers(ctx: Context, facts: Facts) -> Planned:
         if marker and f.marker == marker:
             planned.ok(host.host_id, "sees the share")
         else:
+            # Before the hub has written its marker (plan on fresh hosts), whether a worker already sees the
+            # share (a site file system mounted there) is known only when deploy gets here.
+            unless = "it already sees the share once the hub has written its marker" if is_placeholder(marker) else ""
             commands = nfs.mount_commands(ctx.layout, hub.address, has_client=f.nfs_client)
-            planned.add(host.host_id, *(replace(c, timeout=SLOW) for c in commands))
+            planned.add(host.host_id, *(replace(c, timeout=SLOW, unless=unless) for c in commands))
     return planned
 
 
