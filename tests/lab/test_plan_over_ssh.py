@@ -44,7 +44,8 @@ def test_plan_reads_every_host_over_ssh(lab: Lab, tmp_path: Path) -> None:
     lab.ssh("worker2", "docker image rm -f deployer/jupyteruser:0.1.0 >/dev/null 2>&1; true")
     result = plan(site)
     assert result.returncode == 0, result.stderr + result.stdout
-    rows = {m.group(1): m.group(0) for m in re.finditer(r"^(hub|worker1|worker2)\s{2,}.*$", result.stdout, re.M)}
+    # each host's row of the table, its wrapped continuation lines joined
+    rows = {m.group(1): " ".join(m.group(0).split()) for m in re.finditer(r"^(hub|worker1|worker2)\s{2,}.*$(\n {10,}\S.*$)*", result.stdout, re.M)}
     assert "initialise the swarm on the hub" in rows["hub"]
     for worker in ("worker1", "worker2"):
         assert "join the swarm as a worker" in rows[worker], rows[worker]

@@ -75,7 +75,8 @@ class Phase:
 
 def shown(host: str, command: Command) -> str:
     """A command as plan prints it and deploy reports it: the host, the argv (secrets masked), the reason."""
-    line = f"  {host}: $ {command}" + (f"    # {command.why}" if command.why else "")
+    # One line per command (a script's line breaks as \n), so that plan's output reads and compares line by line.
+    line = f"  {host}: $ {str(command).replace(chr(10), chr(92) + 'n')}" + (f"    # {command.why}" if command.why else "")
     return line + (f" (unless {command.unless})" if command.unless else "")
 
 
