@@ -21,6 +21,7 @@ from deployer import __version__
 from deployer.config.hubsettings import AUDIT_LOG, Layout
 from deployer.config.loader import Deployment
 from deployer.errors import DeployerError, PreflightError
+from deployer.hosts import backup as backups
 from deployer.hosts.commands import Command, cmd, sh
 from deployer.hosts.executor import Executor, RemoteCommandError
 from deployer.hosts.lock import HubLock, LockedError, operator
@@ -233,6 +234,16 @@ class Rollout:
 
     def update(self) -> Report:
         return self.locked(lambda: self._deploy(pipeline.UPDATE), 2 + len(pipeline.UPDATE))
+
+    def restore(self, backup: backups.Backup) -> Report:
+        """The backup's files on the hub first (the hub stopped), then a deploy that starts it on them."""
+        return self.locked(lambda: self._restore(backup), 3 + len(pipeline.DEPLOY))
+
+    def _restore(self, backup: backups.Backup) -> None:
+        self.phase("the hub's database and state from the backup")
+        for command in backups.restore_commands(backup, self.layout):
+            self.run(self.hub.host_id, command)
+        self._deploy(pipeline.DEPLOY)
 
     def _deploy(self, phases: tuple[Phase, ...]) -> None:
         self.phase("reading every host")

@@ -542,6 +542,31 @@ def test_a_missing_image_is_named_with_its_host_and_the_fix(deployed, lab: Lab, 
     assert "Traceback" not in result.stderr and hub_container(lab) == before  # the hub was not touched
 
 
+def test_a_backup_restored_onto_a_wiped_hub_brings_users_back_still_logged_in(deployed, lab: Lab, site: Path, tmp_path: Path) -> None:
+    hub = lab.hosts["hub"]
+    browser = http_login(hub, "bob")
+    xsrf = {"X-XSRFToken": browser.cookies.get("_xsrf", "")}
+    assert browser.get("/hub/api/user", headers=xsrf).json()["name"] == "bob"
+    env = {**os.environ, "DEPLOYER_BACKUP_PASSPHRASE": "lab passphrase"}
+    run = lambda *args, **kw: subprocess.run([DEPLOYER, "-i", "lab", "-t", "sim", *args], cwd=site, capture_output=True, text=True,  # noqa: E731
+                                             timeout=900, **kw)
+    archive = tmp_path / "lab.backup"
+    made = run("backup", "--encrypt", "--file", str(archive), env=env)
+    assert made.returncode == 0, made.stderr + made.stdout
+    assert "data/jupyterhub.sqlite" in made.stdout and "state/cookie_secret" in made.stdout and "encrypted" in made.stdout
+    assert (archive.stat().st_mode & 0o777) == 0o600 and CLIENT[1].encode() not in archive.read_bytes()
+    wiped = deployer(site, "destroy", "-y", "--purge-data")
+    assert wiped.returncode == 0, wiped.stderr + wiped.stdout
+    assert lab.ssh("hub", f"test -e /srv/deployer/{NAME}", check=False).returncode != 0  # nothing of the hub is left
+    wrong = run("restore", "-y", str(archive), env={**env, "DEPLOYER_BACKUP_PASSPHRASE": "not it"})
+    assert wrong.returncode == 1 and f"{archive}: wrong passphrase, or the file is damaged" in wrong.stderr and "Traceback" not in wrong.stderr
+    restored = run("restore", "-y", str(archive), env=env)
+    assert restored.returncode == 0, restored.stderr + restored.stdout
+    assert "restore jupyterhub.lab.sim" in restored.stderr or "restore of jupyterhub.lab.sim done" in restored.stdout
+    answer = browser.get("/hub/api/user", headers=xsrf)  # the cookie from before the wipe
+    assert answer.status_code == 200 and answer.json()["name"] == "bob", answer.text
+
+
 def clean(lab: Lab) -> dict[str, str]:
     """What Deployer could have left on each host."""
     script = (f"docker info --format '{{{{.Swarm.LocalNodeState}}}}'; docker ps -aq | wc -l; docker network ls -q --filter name={NAME} | wc -l; "

@@ -3,6 +3,7 @@ planners and Rollout, whether the hosts are this machine or reached over SSH."""
 
 from __future__ import annotations
 
+import os
 import sys
 
 import click
@@ -22,6 +23,7 @@ from deployer.config.hubsettings import Layout
 from deployer.config.loader import Deployment
 from deployer.config.model import LOCAL_HOSTS
 from deployer.errors import PreflightError, UsageError
+from deployer.hosts import backup as backups
 from deployer.hosts import logs as hub_logs
 from deployer.hosts.ssh import SSHExecutor, executor_for
 from deployer.hosts.status import last_run
@@ -57,7 +59,7 @@ def _check_local(deployment: Deployment) -> None:
                          "give every host the address the others reach it at (a hub on this machine alone needs all hosts local)")
 
 
-def _rollout(deployment: Deployment, action: str, purge_data: bool = False) -> None:
+def _rollout(deployment: Deployment, action: str, purge_data: bool = False, restored: backups.Backup | None = None) -> None:
     """Every deployment, on this machine or over SSH, goes through the one Rollout."""
     _check_local(deployment)
     executors = {h.host_id: executor_for(h, deployment) for h in deployment.hosts}
@@ -69,6 +71,8 @@ def _rollout(deployment: Deployment, action: str, purge_data: bool = False) -> N
             report = roll.destroy(purge_data)
         elif action == "update":
             report = roll.update()
+        elif restored is not None:
+            report = roll.restore(restored)
         else:
             report = roll.deploy()
     finally:
@@ -219,3 +223,57 @@ def logs(hub_log: bool, user: str | None, tail: int, follow: bool | None) -> Non
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def _passphrase(confirm: bool) -> str:
+    given = os.environ.get("DEPLOYER_BACKUP_PASSPHRASE")
+    if given:
+        return given
+    if not sys.stdin.isatty():
+        raise UsageError("not on a terminal: give the backup's passphrase in DEPLOYER_BACKUP_PASSPHRASE")
+    return click.prompt("Backup passphrase", hide_input=True, confirmation_prompt=confirm)
+
+
+@main.command()
+@click.option("--file", "path", metavar="FILE", help="Where to write it (default: <deployment>-<time>.backup here).")
+@click.option("--encrypt", is_flag=True, help="Encrypt with a passphrase (DEPLOYER_BACKUP_PASSPHRASE, else asked twice).")
+@click.option("--force", is_flag=True, help="Replace FILE if it exists.")
+@deployment_options
+@reported
+def backup(path: str | None, encrypt: bool, force: bool) -> None:
+    """The hub's databases, its kept state and the deployment's secrets, in one archive (0600)."""
+    deployment = one_deployment(load_files(click.get_current_context().obj))
+    layout = Layout.of(deployment)
+    passphrase = _passphrase(confirm=True) if encrypt else None
+    collected = backups.collect(executor_for(deployment.hub, deployment), deployment, layout)
+    path = path or f"{layout.name}-{collected.made.replace(':', '')}.backup"
+    data = backups.pack(collected, passphrase)
+    backups.write_private(path, data, force)
+    kept = ", ".join(sorted(collected.files))
+    how = "encrypted" if encrypt else "NOT encrypted: it holds the deployment's secrets; keep it like the passwords file"
+    out.print(f"backed up {deployment.target} to {path} ({len(data) // 1024 + 1} KiB, 0600, {how}): {kept}, and the deployment's secrets",
+              markup=False)
+
+
+@main.command()
+@click.argument("path", metavar="FILE")
+@click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
+@deployment_options
+@reported
+def restore(path: str, yes: bool) -> None:
+    """Put a backup's databases and state on the hub, then deploy: users come back still logged in."""
+    deployment = one_deployment(load_files(click.get_current_context().obj))
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read()
+    except OSError as error:
+        raise UsageError(f"cannot read {path}: {error.strerror}") from None
+    restored = backups.unpack(data, _passphrase(confirm=False) if data.startswith(backups.MAGIC) else None, path)
+    if restored.deployment != str(deployment.target):
+        raise UsageError(f"{path} is a backup of {restored.deployment}, not of {deployment.target}; choose the deployment with -i/-t")
+    what = f"the hub's database and state of {deployment.target} on {deployment.hub.host_id} with the backup made {restored.made}"
+    if not yes:
+        if not sys.stdin.isatty():
+            raise UsageError(f"this replaces {what}; not on a terminal: pass -y to confirm")
+        click.confirm(f"Replace {what}? The hub restarts.", abort=True)
+    _rollout(deployment, "restore", restored=restored)

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from deployer.config.hubsettings import Layout
 from deployer.config.loader import Deployment
 from deployer.hosts.commands import Command
+
 if TYPE_CHECKING:
     from deployer.phases.facts import HostFacts
 

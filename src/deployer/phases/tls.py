@@ -10,7 +10,6 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-
 VALIDITY = dt.timedelta(days=825)  # the longest lifetime browsers accept
 
 
