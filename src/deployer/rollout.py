@@ -20,15 +20,17 @@ from pathlib import Path
 from deployer import __version__
 from deployer.config.hubsettings import AUDIT_LOG, Layout
 from deployer.config.loader import Deployment
+from deployer.config.model import Host
 from deployer.errors import DeployerError, PreflightError
 from deployer.hosts import backup as backups
+from deployer.hosts import ssh
 from deployer.hosts.commands import Command, cmd, sh
 from deployer.hosts.executor import Executor, RemoteCommandError
 from deployer.hosts.lock import HubLock, LockedError, operator
 from deployer.hosts.ssh import ConnectError
 from deployer.phases import facts as host_facts
 from deployer.phases import hub as hub_phases
-from deployer.phases import images, netguard, nfs, pipeline, preflight, teardown
+from deployer.phases import images, members, netguard, nfs, pipeline, preflight, teardown
 from deployer.phases.base import Context, Facts, Phase, Planned, shown
 from deployer.phases.facts import HostFacts
 
@@ -90,8 +92,9 @@ class Report:
 class Rollout:
     def __init__(self, deployment: Deployment, executors: dict[str, Executor], action: str,
                  progress: Callable[[str], None] = lambda text: None, *, https_port: int = 443, http_port: int = 80,
-                 keep_dir: Path | None = None):
+                 keep_dir: Path | None = None, executor_for: Callable[[Host, Deployment], Executor] = ssh.executor_for):
         self.d = deployment
+        self.executor_for = executor_for  # for a worker removed from the servers file, reached as the last deploy did
         self.keep_dir = keep_dir  # -k: a copy of the hub's generated files (never a secret) for debugging
         self.https_port, self.http_port = https_port, http_port  # where the hub is published on its host
         self.ex = executors
@@ -144,16 +147,23 @@ class Rollout:
         if code == 0:
             result.changes.append(command.why or str(command))
 
-    def execute(self, planned: Planned) -> None:
-        """A phase's commands: in order on each host, the hosts in parallel."""
+    def execute(self, planned: Planned, best_effort: bool = False) -> None:
+        """A phase's commands: in order on each host, the hosts in parallel. In a best-effort phase a host's
+        failure is noted on its row and the run goes on."""
         for host_id, notes in planned.notes.items():
             for note in notes:
                 if note not in self.report.results[host_id].notes:
                     self.report.results[host_id].notes.append(note)
 
         def on(host_id: str) -> None:
-            for command in planned.commands[host_id]:
-                self.run(host_id, command)
+            try:
+                for command in planned.commands[host_id]:
+                    self.run(host_id, command)
+            except DeployerError as error:
+                if not best_effort:
+                    raise
+                self.report.results[host_id].notes.append(f"not done ({error}); went on without it")
+                self.progress(f"  {host_id}: not done, going on: {error}")
 
         self.each(list(planned.commands), on)
 
@@ -258,6 +268,10 @@ class Rollout:
             problems = preflight.problems(self.d, facts, (self.https_port, self.http_port))
             if problems:
                 raise PreflightError(problems)
+        for host in members.removed(ctx, facts):  # reached as the last deploy reached them
+            self.hosts[host.host_id], self.ex[host.host_id] = host, self.executor_for(host, self.d)
+            self.report.results[host.host_id] = HostResult(host.host_id, "removed")
+            self.progress(f"{host.host_id} is no longer in the servers file: taking it out of the swarm (its notebooks stop)")
         for phase in phases:
             self.phase(phase.title)
             planned = phase.plan(ctx, facts)
@@ -265,7 +279,7 @@ class Rollout:
                 spec, self.report.self_signed = hub_phases.hub_spec(ctx, facts[self.hub.host_id])
                 if self.keep_dir:
                     self.keep(spec.config_files())
-            self.execute(planned)
+            self.execute(planned, phase.best_effort)
             if planned.commands:
                 facts = self.read_facts()
                 failed = phase.check(ctx, facts)

@@ -510,6 +510,50 @@ def test_a_dead_worker_stops_its_servers_and_the_user_starts_again_on_a_live_one
             time.sleep(2)
 
 
+def test_a_worker_removed_from_the_servers_file_is_taken_out_cleanly_and_joins_again_when_added(deployed, lab: Lab, site: Path) -> None:
+    hub = lab.hosts["hub"]
+    browser = running_notebook(hub, "jdoe")
+    xsrf = {"X-XSRFToken": browser.cookies.get("_xsrf", "")}
+    leaving, _ = notebook_container(lab, "jdoe")
+    staying = "worker2" if leaving == "worker1" else "worker1"
+    notebooks = f"docker ps -q --filter label=deployer.notebook={NAME} | sort"
+    servers = (site / "site.hosts").read_text()
+    smaller = yaml.safe_load(servers)
+    smaller[SCOPE]["hosts"] = [h for h in smaller[SCOPE]["hosts"] if h["host_id"] != leaving]
+    hub_before, staying_before = hub_container(lab), text(lab.ssh(staying, notebooks))
+    try:
+        (site / "site.hosts").write_text(yaml.safe_dump(smaller))
+        planned = deployer(site, "plan")
+        removed = deployer(site, "deploy")
+        ran = assert_ran_as_planned(planned, removed)
+        assert ran["hub"][0].endswith(f"# take out {leaving} (removed from the servers file): drain it, stopping its notebooks, and remove its worker label")
+        assert f"{leaving} is no longer in the servers file: taking it out of the swarm" in removed.stderr
+        assert "leave the swarm" in row(removed.stdout, leaving) and re.search(rf"^{leaving}\s+removed\s+changed", removed.stdout, re.M)
+        assert text(lab.ssh(leaving, "docker info --format '{{.Swarm.LocalNodeState}}'")) == "inactive"
+        assert leaving not in text(lab.ssh("hub", "docker node ls --format '{{.Hostname}}'")).split()
+        assert not text(lab.ssh(leaving, f"docker ps -aq --filter label=deployer={NAME}"))  # its guard is gone
+        export = text(lab.ssh("hub", f"cat /etc/ganesha/deployer/{NAME}.conf"))
+        assert lab.hosts[leaving] not in export and lab.hosts[staying] in export  # the share no longer exported to it
+        assert hub_container(lab) == hub_before and text(lab.ssh(staying, notebooks)) == staying_before  # nothing else touched
+        deadline = time.monotonic() + 60
+        while browser.get("/hub/api/user", headers=xsrf).json().get("servers"):
+            assert time.monotonic() < deadline, "the hub still counts jdoe's server as running"
+            time.sleep(1)
+        page = browser.get("/hub/user/jdoe/lab")
+        assert page.status_code == 424 and f"The machine running your server ({leaving}) was taken out of service" in page.text, page.text[-2000:]
+
+        (site / "site.hosts").write_text(servers)
+        planned = deployer(site, "plan")
+        added = deployer(site, "deploy")
+        ran = assert_ran_as_planned(planned, added)
+        assert "join the swarm as a worker" in row(added.stdout, leaving) and "the notebooks' network guard" in row(added.stdout, leaving)
+        labels = text(lab.ssh("hub", f"docker node inspect {leaving} --format '{{{{json .Spec.Labels}}}}'"))
+        assert labels == '{"deployer.worker":"true"}'
+        assert hub_container(lab) == hub_before and text(lab.ssh(staying, notebooks)) == staying_before
+    finally:
+        (site / "site.hosts").write_text(servers)
+
+
 def test_a_second_run_waits_for_the_lock(deployed, lab: Lab, site: Path) -> None:
     ex = SSHExecutor("hub", lab.hosts["hub"], key=lab.key_path, known_hosts=site / "known_hosts")
     with HubLock(ex, NAME, "deploy"):

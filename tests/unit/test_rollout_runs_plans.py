@@ -9,6 +9,7 @@ tier compares ``plan`` with what a real deploy ran on three real hosts.)
 from __future__ import annotations
 
 import copy
+import json
 
 import pytest
 from unit.test_phase_plans import GUARD_IMAGE, HUB_IMAGE, USER_IMAGE, deployment_of, ready_facts, settled
@@ -50,7 +51,8 @@ class Recorded(Rollout):
     """A Rollout whose hosts change as its phases expect them to."""
 
     def __init__(self, d, world: dict[str, HostFacts], fail: dict[str, str] | None = None) -> None:
-        super().__init__(d, {h.host_id: Recorder(h.host_id, (fail or {}).get(h.host_id, "")) for h in d.hosts}, "deploy")
+        super().__init__(d, {h.host_id: Recorder(h.host_id, (fail or {}).get(h.host_id, "")) for h in d.hosts}, "deploy",
+                         executor_for=lambda host, _: Recorder(host.host_id, (fail or {}).get(host.host_id, "")))
         self.world = copy.deepcopy(world)
         self.ctx = Context.of(d, LOCAL)
 
@@ -62,8 +64,8 @@ class Recorded(Rollout):
             host.contacted = True
         return copy.deepcopy(self.world)
 
-    def execute(self, planned) -> None:
-        super().execute(planned)
+    def execute(self, planned, best_effort: bool = False) -> None:
+        super().execute(planned, best_effort)
         phase = next(p for p in pipeline.DEPLOY if p.title == self._current[0])
         phase.expect(self.ctx, self.world, planned)
 
@@ -121,3 +123,22 @@ def test_a_failed_pull_says_what_to_do(site) -> None:
     assert str(raised.value) == (f"worker1: image {USER_IMAGE} is not on this machine and `docker pull {USER_IMAGE}` failed there; build or "
                                  "load it on this machine (scripts/build-images) so Deployer can send it, or push it to its registry: "
                                  "no space left on device")
+
+
+def test_a_worker_removed_from_the_servers_file_is_taken_out_and_one_gone_for_good_does_not_stop_the_run(site) -> None:
+    d = deployment_of(site())
+    world = settled(d, ready_facts(), LOCAL)
+    gone = {"host_id": "worker3", "ssh_host": "worker3.example.org", "private_ip": "10.10.0.13", "ssh_user": "root", "ssh_key": None,
+            "ssh_port": 22, "ssh_known_hosts": None}
+    recorded = json.loads(world["hub1"].state["workers.json"])
+    world["hub1"].state["workers.json"] = json.dumps(recorded + [gone], sort_keys=True)
+    roll = Recorded(d, world, fail={"worker3": "umount"})  # its machine no longer answers
+    roll._deploy(pipeline.DEPLOY)
+    ran = [(h, c.why) for h, c in roll.report.executed]
+    assert ran[0] == ("hub1", "take out worker3 (removed from the servers file): drain it, stopping its notebooks, and remove its worker label")
+    assert ("hub1", "remove the node of worker3 from the swarm") in ran
+    assert ran[-1] == ("hub1", "record the workers deployed (so that one removed from the servers file is taken out next time)")
+    assert "10.10.0.13" in roll.report.executed[0][1].argv
+    row = roll.report.results["worker3"]
+    assert row.roles == "removed" and any(n.startswith("not done (worker3: `") for n in row.notes)
+    assert json.loads(roll.world["hub1"].state["workers.json"]) == recorded  # the record no longer names it

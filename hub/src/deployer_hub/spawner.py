@@ -390,20 +390,30 @@ class TenantSwarmSpawner(SwarmSpawner):
     async def poll(self) -> int | str | None:
         """The stock poll, and a server whose node is down (or whose task Swarm is shutting down) as stopped."""
         task = await self.get_task()
-        if task and task.get("DesiredState") in ("shutdown", "remove") and task.get("Status", {}).get("State") == "running":
-            return "its task is being shut down"
         node_id = (task or {}).get("NodeID")
+        node, gone = None, False
         if node_id:
             try:
                 node = await self.docker("inspect_node", node_id)
+            except docker.errors.NotFound:  # removed from the swarm (taken out of the cluster)
+                gone = True
             except Exception:  # the engine cannot say: judge by the task alone
                 node = None
+        if node and node.get("Description", {}).get("Hostname"):
+            self.calls.node_names[node_id] = node["Description"]["Hostname"]  # named even once the node is gone
+        where = self.calls.node_names.get(node_id or "") or (node_id or "")[:12]
+        if gone or ((node or {}).get("Spec") or {}).get("Availability") == "drain":
+            self.stopped_reason = (f"The machine running your server ({where}) was taken out of service, so your server stopped. "
+                                   "Start it again: it will run on another machine, with your files.")
+            return f"node {where} is {'gone' if gone else 'drained'}"
+        if task and task.get("DesiredState") in ("shutdown", "remove") and task.get("Status", {}).get("State") == "running":
+            return "its task is being shut down"
+        if node_id:
             state = ((node or {}).get("Status") or {}).get("State", "ready")
             if state != "ready":
                 now = time.monotonic()
                 self._node_down_since = self._node_down_since or now
                 if now - self._node_down_since >= self.node_down_timeout:
-                    where = (node or {}).get("Description", {}).get("Hostname") or node_id[:12]
                     self.stopped_reason = (f"The machine running your server ({where}) went down, so your server stopped. "
                                            "Start it again: it will run on a machine that is up, with your files.")
                     self.log.warning("%s: the server's node %s is %s: counted as stopped", self.user.name, where, state)

@@ -79,7 +79,7 @@ def _rollout(deployment: Deployment, action: str, purge_data: bool = False, rest
         _results_table(roll.report)
         if roll.report.phases:
             err.print("time per phase: " + "; ".join(f"{name} {seconds:.1f} s" for name, seconds in roll.report.phases), markup=False)
-        for ex in executors.values():
+        for ex in roll.ex.values():  # (with those of removed workers the run reached)
             if isinstance(ex, SSHExecutor):
                 ex.close()
     if action == "destroy":
@@ -133,9 +133,9 @@ def plan() -> None:
     table.add_column("would change")
     table.add_column("already right")
     merged = sequence(*(planned for _, planned in plans))
-    for host in deployment.hosts:
-        changes = "; ".join(c.why for c in merged.commands.get(host.host_id, [])) or "nothing"
-        table.add_row(host.host_id, changes, "; ".join(merged.notes.get(host.host_id, [])))
+    for host_id in [h.host_id for h in deployment.hosts] + [h for h in merged.commands if h not in {x.host_id for x in deployment.hosts}]:
+        changes = "; ".join(c.why for c in merged.commands.get(host_id, [])) or "nothing"
+        table.add_row(host_id, changes, "; ".join(merged.notes.get(host_id, [])))
     out.print(table)
     problems = preflight.problems(deployment, facts)
     if problems:

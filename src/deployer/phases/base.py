@@ -72,6 +72,8 @@ class Phase:
     expect: Callable[[Context, Facts, Planned], None] = lambda ctx, facts, planned: None
     #: With the facts read again after the phase ran: what did not take (a worker that does not see the share).
     check: Callable[[Context, Facts], list[str]] = lambda ctx, facts: []
+    #: A host's failure here is reported on its row and the run goes on (a removed worker that is gone for good).
+    best_effort: bool = False
 
 
 def shown(host: str, command: Command) -> str:

@@ -23,7 +23,7 @@ from deployer.phases import dockerproxy, images, netguard, nfs, sidecars
 from deployer.phases.hubservice import SwarmFacts
 
 #: The hub's kept state (below ``<state_root>/<name>/state`` on the hub): generated once, kept across deploys.
-STATE_FILES = ("cookie_secret", "crypt_key", "name_key", "tls/cert.pem", "tls/key.pem")
+STATE_FILES = ("cookie_secret", "crypt_key", "name_key", "tls/cert.pem", "tls/key.pem", "workers.json")
 
 
 @dataclass
