@@ -16,6 +16,7 @@ import os
 import re
 import shlex
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -43,6 +44,7 @@ SCOPE = "jupyterhub.lab.sim"
 NAME = "jupyterhub-lab-sim"
 CLIENT = ("lab-hub", "S3CR3T-client-xyzzy")
 TAS_ROLE = ("jhub-role", "S3CR3T-tas-plugh")
+METRICS_TOKEN = "S3CR3T-metrics-scraper-token-0123456789"
 USERS = {"jdoe": ("pw-jdoe", 5001, 6001), "bob": ("pw-bob", 5002, 6002)}
 SUBSTITUTION = ("LAB SUBSTITUTION: the workers do not mount the hub's NFS export (this kernel has no NFS client); "
                 f"{LAB_SHARE} is one Docker volume mounted into all three lab hosts. The NFS server side is real "
@@ -84,7 +86,8 @@ def site(lab: Lab, tenant: TenantSimulator, tmp_path_factory) -> Path:
         "notebook_offer_lab": True, "notebook_memory_limit": "1G", "notebook_node_down_timeout": 20,
     }}))
     passwords = path / "site.passwords"
-    passwords.write_text(yaml.safe_dump({SCOPE: {"jupyterhub_oauth_client_secret": CLIENT[1], "tas_role_pass": TAS_ROLE[1]}}))
+    passwords.write_text(yaml.safe_dump({SCOPE: {"jupyterhub_oauth_client_secret": CLIENT[1], "tas_role_pass": TAS_ROLE[1],
+                                                 "jupyterhub_metrics_token": METRICS_TOKEN}}))
     os.chmod(passwords, 0o600)
     return path
 
@@ -322,6 +325,71 @@ def test_logs_of_the_hub_and_of_a_users_notebook_come_from_wherever_they_run(dep
     finally:
         follower.terminate()
         follower.wait(timeout=30)
+
+
+@pytest.fixture
+def prometheus(lab: Lab, tmp_path: Path):
+    """A real Prometheus (Debian's) on this machine, scraping the lab hub's /hub/metrics with the token every 2 s."""
+    token = tmp_path / "metrics-token"
+    token.write_text(METRICS_TOKEN)
+    os.chmod(token, 0o600)
+    config = tmp_path / "prometheus.yml"
+    config.write_text(yaml.safe_dump({"global": {"scrape_interval": "2s"}, "scrape_configs": [{
+        "job_name": "lab-hub", "scheme": "https", "metrics_path": "/hub/metrics", "tls_config": {"insecure_skip_verify": True},
+        "authorization": {"type": "Bearer", "credentials_file": str(token)}, "static_configs": [{"targets": [f"{lab.hosts['hub']}:443"]}]}]}))
+    with socket.socket() as probe_socket:
+        probe_socket.bind(("127.0.0.1", 0))
+        port = probe_socket.getsockname()[1]
+    log = open(tmp_path / "prometheus.log", "wb")
+    proc = subprocess.Popen(["prometheus", f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+                             f"--web.listen-address=127.0.0.1:{port}"], stdout=log, stderr=log)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if httpx.get(f"{url}/-/ready", timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "prometheus.log").read_text()[-2000:]
+        time.sleep(0.5)
+    yield url
+    proc.terminate()
+    proc.wait(timeout=30)
+    log.close()
+
+
+def prometheus_value(url: str, query: str) -> float:
+    result = httpx.get(f"{url}/api/v1/query", params={"query": query}, timeout=10).json()["data"]["result"]
+    return float(result[0]["value"][1]) if result else 0.0
+
+
+def test_a_scraper_with_the_metrics_token_reads_spawn_durations_and_status_shows_the_last_hour(deployed, lab: Lab, site: Path, prometheus: str) -> None:
+    hub = lab.hosts["hub"]
+    assert httpx.get(f"https://{hub}/hub/metrics", verify=False, timeout=30).status_code == 403  # not without the token
+    scraped = httpx.get(f"https://{hub}/hub/metrics", verify=False, timeout=30, headers={"Authorization": f"token {METRICS_TOKEN}"})
+    assert scraped.status_code == 200 and "jupyterhub_server_spawn_duration_seconds_bucket" in scraped.text
+    deadline = time.monotonic() + 60
+    while prometheus_value(prometheus, 'count_over_time(up{job="lab-hub"}[1m])') < 3 or prometheus_value(prometheus, 'up{job="lab-hub"}') != 1:
+        assert time.monotonic() < deadline, "Prometheus does not scrape the hub"
+        time.sleep(1)
+    browser = running_notebook(hub, "jdoe")  # then a spawn Prometheus sees: stop the server, start it again
+    xsrf = {"X-XSRFToken": browser.cookies.get("_xsrf", "")}
+    browser.delete("/hub/api/users/jdoe/server", headers=xsrf)
+    while browser.get("/hub/api/user", headers=xsrf).json().get("servers"):
+        assert time.monotonic() < deadline + 120, "jdoe's server did not stop"
+        time.sleep(1)
+    running_notebook(hub, "jdoe")
+    spawned = 'sum(increase(jupyterhub_server_spawn_duration_seconds_count{status="success"}[1h]))'
+    deadline = time.monotonic() + 60
+    while prometheus_value(prometheus, spawned) < 0.5:
+        assert time.monotonic() < deadline, "Prometheus never saw the spawn"
+        time.sleep(2)
+    status = deployer(site, "status", "-o", f"metrics_prometheus_url={prometheus}")
+    assert status.returncode == 0, status.stderr
+    shown = re.search(r"^spawns in the last hour: (\d+) succeeded \(p50 ([\d.]+) s, p95 ([\d.]+) s\), (\d+) failed$", status.stdout, re.M)
+    assert shown and int(shown.group(1)) >= 1 and 0 < float(shown.group(2)) <= float(shown.group(3)), status.stdout
+    assert METRICS_TOKEN not in status.stdout + status.stderr
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from deployer.config.hubsettings import Layout
 from deployer.phases.hubservice import HubSpec
 
 #: Every secret a hub can have (hub_spec's keys).
-SECRET_FILES = ("oauth_client_secret", "tas_role_pass", "cookie_secret", "crypt_key", "ssl_key", "local_dev_password")
+SECRET_FILES = ("oauth_client_secret", "tas_role_pass", "cookie_secret", "crypt_key", "ssl_key", "local_dev_password", "metrics_token")
 
 
 def test_short_names_are_unchanged_and_long_ones_fit_uniquely() -> None:

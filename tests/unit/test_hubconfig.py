@@ -32,7 +32,7 @@ def applied(tmp_path: Path, hub: dict) -> Config:
     secrets = tmp_path / "secrets"
     secrets.mkdir(exist_ok=True)
     for name, value in (("oauth_client_secret", CLIENT_SECRET), ("tas_role_pass", TAS_PASSWORD),
-                        ("cookie_secret", "c" * 64), ("crypt_key", "0" * 64)):
+                        ("cookie_secret", "c" * 64), ("crypt_key", "0" * 64), ("metrics_token", "secret-metrics_token")):
         (secrets / name).write_text(value)
     path = tmp_path / "hub.json"
     path.write_text(json.dumps(hub))
@@ -163,7 +163,7 @@ def test_every_setting_round_trips_through_hub_json_and_reaches_the_hub(tmp_path
                               case_insensitive=True, username_claim="email"),
         oauth=OAuthSettings(client_id="cid", callback_url="https://h.example.org/hub/oauth_callback"),
         hub=HubSettings(host="h.example.org:8443", service_name="x-hub", data_dir="/data", https_port=4443, public_https_port=8443,
-                        http_port=8080, ssl_cert="/c.pem", ssl_key="/run/secrets/ssl_key"),
+                        http_port=8080, ssl_cert="/c.pem", ssl_key="/run/secrets/ssl_key", metrics_scraper=True),
         tas=TasSettings(use_uid=True, use_gid=True, url="https://tas.example.org/api", role_account="role", min_id=2000),
         notebooks=NotebookSettings(image="img:1", network="x-net", service_prefix="x-nb", volume_mounts=["/d/{username}:/home/jupyter/d:rw"],
                                    uid=5000, gid=6000, memory_limit=2**31, pids_limit=999, start_timeout=600, node_down_timeout=25, offer_lab=False,
@@ -187,6 +187,8 @@ def test_every_setting_round_trips_through_hub_json_and_reaches_the_hub(tmp_path
         "hub.public_https_port": "--redirect-to=8443" in c.ConfigurableHTTPProxy.command,
         "hub.http_port": "--redirect-port=8080" in c.ConfigurableHTTPProxy.command,
         "hub.ssl_cert": c.JupyterHub.ssl_cert == "/c.pem", "hub.ssl_key": c.JupyterHub.ssl_key == "/run/secrets/ssl_key",
+        "hub.metrics_scraper": {"name": "metrics-scraper", "api_token": "secret-metrics_token"} in c.JupyterHub.services
+                               and {"name": "metrics-scraper", "scopes": ["read:metrics"], "services": ["metrics-scraper"]} in c.JupyterHub.load_roles,
         "tas.use_uid": a.use_tas_uid is True, "tas.use_gid": a.use_tas_gid is True, "tas.url": a.tas_url == "https://tas.example.org/api",
         "tas.role_account": a.tas_role_account == "role", "tas.min_id": a.tas_min_id == 2000,
         "notebooks.image": s.image == "img:1", "notebooks.network": s.network_name == "x-net", "notebooks.service_prefix": s.prefix == "x-nb",

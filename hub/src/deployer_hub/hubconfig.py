@@ -107,13 +107,20 @@ def apply(c: Any, settings_path: str, secrets_dir: str = "/run/secrets") -> Sett
         s.ca_bundle_path = NOTEBOOK_CA_BUNDLE
         c.TenantOAuthenticator.notebook_ca_bundle = NOTEBOOK_CA_BUNDLE
 
-    # --- idle culling
+    # --- services: idle culling; a metrics scraper that may read /hub/metrics and nothing else
+    roles, services = [], []
     if nb.cull_idle_timeout:
-        c.JupyterHub.load_roles = [{"name": "idle-culler", "scopes": ["list:users", "read:users:activity", "read:servers", "delete:servers"], "services": ["idle-culler"]}]
-        c.JupyterHub.services = [{
+        roles.append({"name": "idle-culler", "scopes": ["list:users", "read:users:activity", "read:servers", "delete:servers"], "services": ["idle-culler"]})
+        services.append({
             "name": "idle-culler",
             "command": [sys.executable, "-m", "jupyterhub_idle_culler", f"--timeout={nb.cull_idle_timeout}", f"--cull-every={max(10, min(300, nb.cull_idle_timeout // 2))}"],
-        }]
+        })
+    if hub.metrics_scraper:
+        c.JupyterHub.authenticate_prometheus = True  # (the default) without the token, /hub/metrics answers 403
+        roles.append({"name": "metrics-scraper", "scopes": ["read:metrics"], "services": ["metrics-scraper"]})
+        services.append({"name": "metrics-scraper", "api_token": secret("metrics_token")})
+    if services:
+        c.JupyterHub.load_roles, c.JupyterHub.services = roles, services
     return settings
 
 

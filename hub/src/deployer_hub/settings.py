@@ -41,6 +41,7 @@ class HubSettings:
     http_port: int = 80
     ssl_cert: str | None = None
     ssl_key: str | None = None
+    metrics_scraper: bool = False  # a service whose token (secret metrics_token) may read /hub/metrics
 
 
 @dataclass(frozen=True)

@@ -22,9 +22,10 @@ from deployer.cli.app import (
 from deployer.config.hubsettings import Layout
 from deployer.config.loader import Deployment
 from deployer.config.model import LOCAL_HOSTS
-from deployer.errors import PreflightError, UsageError
+from deployer.errors import DeployerError, PreflightError, UsageError
 from deployer.hosts import backup as backups
 from deployer.hosts import logs as hub_logs
+from deployer.hosts import metrics
 from deployer.hosts.ssh import SSHExecutor, executor_for
 from deployer.hosts.status import last_run
 from deployer.hosts.status import read as status_of
@@ -167,6 +168,11 @@ def status() -> None:
             out.print(f"node {node.hostname} is {node.state}: the servers of {', '.join(sorted(stranded))} run nowhere; the hub counts them "
                       "as stopped and their users can start them again on a worker that is up", markup=False)
     out.print(f"hub service: {current.hub_state}", markup=False)
+    if deployment.config.metrics_prometheus_url:
+        try:
+            out.print(str(metrics.last_hour(deployment.config.metrics_prometheus_url)), markup=False)
+        except DeployerError as error:  # the rest of the status stands
+            out.print(f"spawn metrics: {error}", markup=False)
     last = last_run(executor_for(hub, deployment), str(deployment.target))
     if last:
         out.print(f"last run: {last.get('action')} by {last.get('operator')} at {last.get('time')}: {last.get('result')}", markup=False)

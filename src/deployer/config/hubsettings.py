@@ -96,6 +96,7 @@ def settings(deployment: Deployment, layout: Layout, *, ssl: bool = True, https_
             host=config.jupyterhub_host, service_name=layout.hub_service, data_dir=f"{HUB_ROOT}/data",
             https_port=443, public_https_port=config.hub_address.port or https_port, http_port=80,
             ssl_cert=f"{HUB_ROOT}/ssl/cert.pem" if ssl else None, ssl_key="/run/secrets/ssl_key" if ssl else None,
+            metrics_scraper=config.jupyterhub_metrics_token is not None,
         ),
         tas=TasSettings(use_uid=config.use_tas_uid, use_gid=config.use_tas_gid, url=config.tas_base_url,
                         role_account=config.tas_role_account, min_id=config.tas_min_id),

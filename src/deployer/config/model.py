@@ -33,6 +33,7 @@ from deployer.config.values import (
     _identifier,
     _pids_limit,
     _private_ip,
+    _query_url,
     _ssh_host,
     _tas_min_id,
     _tenant_id,
@@ -47,7 +48,7 @@ DEFAULT_CULL_TIMEOUT = 86400
 DEFAULT_START_TIMEOUT = 180
 
 #: Keys whose values are secrets: kept in the passwords file, never printed.
-SECRET_KEYS = frozenset({"jupyterhub_oauth_client_secret", "tas_role_pass", "jupyterhub_key", "local_dev_password"})
+SECRET_KEYS = frozenset({"jupyterhub_oauth_client_secret", "tas_role_pass", "jupyterhub_key", "local_dev_password", "jupyterhub_metrics_token"})
 #: ssh_host values that mean "this machine": the only hosts the local-dev login may run on.
 LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 #: Per-user template variables that need TAS.
@@ -108,6 +109,10 @@ class JupyterHubConfig(BaseModel):
     notebook_egress_deny: Annotated[tuple[str, ...], PlainValidator(_egress_targets)] = ()
     #: The per-host firewall of the notebook containers.
     network_guard_image: Image = DEFAULT_NETGUARD_IMAGE
+    #: A token (passwords file) that lets a scraper read /hub/metrics (scope read:metrics, nothing else).
+    jupyterhub_metrics_token: OptionalSecret = None
+    #: A Prometheus that scrapes this hub: `deployer status` shows the last hour's spawns from it.
+    metrics_prometheus_url: Annotated[str | None, PlainValidator(_query_url)] = None
 
     @field_validator("volume_mounts", mode="before")
     @classmethod

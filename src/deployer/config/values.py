@@ -103,6 +103,15 @@ def _base_url(value: Any) -> str:
     return value.rstrip("/")
 
 
+def _query_url(value: Any) -> str | None:
+    """An http(s) URL that carries no secret (a Prometheus to query): plain http is fine anywhere."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or urlsplit(value).scheme not in ("http", "https") or not urlsplit(value).hostname:
+        fail(f"must be an http(s) URL such as http://prometheus.example.org:9090, got {value!r}")
+    return value.rstrip("/")
+
+
 def _secret(value: Any) -> Any:
     if value is not None and not isinstance(value, (str, SecretStr)):
         # Never echo the value: YAML may have turned a password into a number or a date.

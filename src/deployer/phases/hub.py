@@ -80,6 +80,8 @@ def hub_spec(ctx: Context, hub: HostFacts) -> tuple[HubSpec, bool]:
         hub_secrets["oauth_client_secret"] = config.jupyterhub_oauth_client_secret.get_secret_value()
     if config.tas_role_pass is not None and config.uses_tas:
         hub_secrets["tas_role_pass"] = config.tas_role_pass.get_secret_value()
+    if config.jupyterhub_metrics_token is not None:
+        hub_secrets["metrics_token"] = config.jupyterhub_metrics_token.get_secret_value()
     files = {f"{HUB_ROOT}/ssl/cert.pem": cert}
     if config.tenant_ca_bundle:
         files[TENANT_CA] = config.tenant_ca_bundle
