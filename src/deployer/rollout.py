@@ -137,6 +137,9 @@ class Rollout:
                 code = streamed.result.code
                 if code != 0:
                     raise RemoteCommandError(ex.host, command, code, streamed.result.stderr)
+                for line in streamed.source_error.strip().splitlines()[-1:]:  # how much went over the wire
+                    self.progress(f"  {host_id}: {line}")
+                    result.notes.append(line)
             else:
                 code = ex.run(command, check=command.check, timeout=command.timeout or 600).code
         except RemoteCommandError as error:
@@ -259,7 +262,7 @@ class Rollout:
         self.phase("reading every host")
         facts = self.read_facts()
         self.phase("checking ports, paths and swarm membership")
-        ctx = Context.of(self.d, self.local_images(), https_port=self.https_port, http_port=self.http_port)
+        ctx = Context.of(self.d, self.local_images(), https_port=self.https_port, http_port=self.http_port, local_layers=self.local_layers())
         if phases is pipeline.UPDATE:
             if not facts[self.hub.host_id].leads_swarm:
                 raise DeployerError(f"{self.hub.host_id}: no swarm on the hub yet: run `deployer deploy` first "
@@ -293,6 +296,10 @@ class Rollout:
     def local_images(self) -> dict[str, str | None]:
         """The images on this machine, which deploy sends to hosts whose copy differs."""
         return images.local_ids(self.d)
+
+    def local_layers(self) -> dict[str, list[str]]:
+        """Their layers: a host is sent only those it lacks."""
+        return images.local_diff_ids(self.d)
 
     def read_facts(self) -> Facts:
         """Every host's facts, read in parallel; a host that cannot be reached is recorded as such."""

@@ -508,10 +508,17 @@ def test_a_rebuilt_image_is_planned_then_sent_and_its_containers_replaced_as_dep
         subprocess.run(["docker", "build", "-q", "-t", image, "-"], input=f"FROM {image}\nLABEL deployer.test=rebuilt-{time.time_ns()}\n",
                        capture_output=True, text=True, check=True)
         planned = deployer(site, "plan")
-        ran = assert_ran_as_planned(planned, deployer(site, "deploy"))
+        deployed_again = deployer(site, "deploy")
+        ran = assert_ran_as_planned(planned, deployed_again)
         assert set(ran) == {"worker1", "worker2"}, ran
+        layers = len(json.loads(subprocess.run(["docker", "image", "inspect", "--format", "{{json .RootFS.Layers}}", image],
+                                               capture_output=True, text=True, check=True).stdout))
         for worker in ("worker1", "worker2"):
-            assert ran[worker][0] == f"docker save {image} | docker load --quiet    # send image {image} from this machine (docker save | ssh docker load)"
+            # only a label changed: every layer is on the workers already, so only the image's configuration travels
+            assert re.fullmatch(rf"\S+ -m deployer\.hosts\.layers {re.escape(image)} {layers} \| docker load --quiet    "
+                                rf"# send image {re.escape(image)} from this machine \(docker save \| ssh docker load\)", ran[worker][0]), ran[worker][0]
+            sent = re.search(rf"^  {worker}: sent ([\d.]+) MB of {re.escape(image)} \({layers} of its layers", deployed_again.stderr, re.M)
+            assert sent and float(sent.group(1)) < 1.0, deployed_again.stderr
             assert ran[worker][1].startswith("docker rm --force") and ran[worker][2].startswith("docker run --detach")
         assert hub_container(lab) == hub_before
     finally:

@@ -203,3 +203,30 @@ def test_the_static_part_of_a_templated_mount_is_checked_on_workers_but_not_belo
     configs[SCOPE]["volume_mounts"] = ["/srv/data/{tenant_id}/{username}:/home/jupyter/permanent:rw", "/data/shared:/home/jupyter/shared:ro",
                                        f"{share}/projects/{{username}}:/home/jupyter/projects:rw"]
     assert static_paths(deployment_of(site(configs=configs))) == ["/data/shared", "/srv/data"]
+
+
+def test_a_host_is_sent_only_the_layers_it_lacks(site) -> None:
+    """Layers are matched by chain ID (a layer with all below it): a host with the image's first two layers
+    (from another image, or the previous build) is sent the rest only."""
+    from deployer.hosts.layers import chain_ids
+
+    d = deployment_of(site())
+    new = ["sha256:" + c * 64 for c in "abcd"]
+    facts = settled(d, ready_facts())
+    facts["worker1"].layers = set(chain_ids(new[:2])) | {"sha256:" + "f" * 64}
+    facts["worker2"].layers = set(chain_ids(["sha256:" + "e" * 64] + new[1:]))  # the same layers over another base: none match
+    p = plan_all(Context.of(d, {USER_IMAGE: "sha256:NEW"}, local_layers={USER_IMAGE: new}), facts)
+    sends = {host: commands[0] for phase, planned in p for host, commands in planned.commands.items() if phase.title == "images"}
+    assert sends["worker1"].source[-2:] == (USER_IMAGE, "2") and sends["worker2"].source[-2:] == (USER_IMAGE, "0")
+    assert str(sends["worker1"]).endswith(f"-m deployer.hosts.layers {USER_IMAGE} 2 | docker load --quiet")
+
+
+def test_a_second_image_sent_to_a_host_skips_the_base_layers_the_first_one_brought(site) -> None:
+    d = deployment_of(site())
+    base = ["sha256:" + c * 64 for c in "ab"]
+    facts = settled(d, ready_facts())
+    facts["worker1"].images, facts["worker1"].layers = {}, set()
+    local = {USER_IMAGE: "sha256:u2", GUARD_IMAGE: "sha256:g2", HUB_IMAGE: "sha256:h"}
+    context = Context.of(d, local, local_layers={USER_IMAGE: base + ["sha256:" + "c" * 64], GUARD_IMAGE: base + ["sha256:" + "d" * 64]})
+    sends = [c for phase, planned in plan_all(context, facts) if phase.title == "images" for c in planned.commands.get("worker1", [])]
+    assert [c.source[-2:] for c in sends] == [(USER_IMAGE, "0"), (GUARD_IMAGE, "2")]

@@ -59,6 +59,9 @@ class Recorded(Rollout):
     def local_images(self) -> dict[str, str | None]:
         return LOCAL
 
+    def local_layers(self) -> dict[str, list[str]]:
+        return {}
+
     def read_facts(self):
         for host in self.report.results.values():
             host.contacted = True
@@ -105,7 +108,7 @@ def test_a_deployed_swarm_gets_no_command(site) -> None:
 def test_a_failed_command_stops_the_run_in_its_phase_and_names_the_host(site) -> None:
     d = deployment_of(site())
     roll = Recorded(d, bare(), fail={"worker2": "docker load"})
-    with pytest.raises(RolloutError, match=r"worker2: `docker save .* \| docker load --quiet` failed with exit code 1: no space left on device"):
+    with pytest.raises(RolloutError, match=r"worker2: `.* -m deployer.hosts.layers .* \| docker load --quiet` failed with exit code 1: no space left on device"):
         roll._deploy(pipeline.DEPLOY)
     outcomes = {h: r.outcome for h, r in roll.report.results.items()}
     assert outcomes == {"hub1": "changed", "worker1": "changed", "worker2": "failed at images"}

@@ -120,7 +120,7 @@ def plan() -> None:
     executors = {h.host_id: executor_for(h, deployment) for h in deployment.hosts}
     err.print(f"reading the state of {len(executors)} host{'s' if len(executors) != 1 else ''}", markup=False)
     facts = gather(deployment, executors)
-    ctx = Context.of(deployment, images.local_ids(deployment))
+    ctx = Context.of(deployment, images.local_ids(deployment), local_layers=images.local_diff_ids(deployment))
     plans = plan_all(ctx, facts)
     out.print("deploy would run, phase by phase (a <placeholder> is a value an earlier phase makes):", markup=False)
     for phase, planned in plans:

@@ -40,13 +40,14 @@ class Context:
     deployment: Deployment
     layout: Layout
     local_images: dict[str, str | None] = field(default_factory=dict)  # image -> its ID on this machine
+    local_layers: dict[str, list[str]] = field(default_factory=dict)  # image -> its layers' diff IDs on this machine
     https_port: int = 443  # where the hub is published on its host
     http_port: int = 80
 
     @classmethod
     def of(cls, deployment: Deployment, local_images: dict[str, str | None] | None = None, *, https_port: int = 443,
-           http_port: int = 80) -> Context:
-        return cls(deployment, Layout.of(deployment), local_images or {}, https_port, http_port)
+           http_port: int = 80, local_layers: dict[str, list[str]] | None = None) -> Context:
+        return cls(deployment, Layout.of(deployment), local_images or {}, local_layers or {}, https_port, http_port)
 
 
 @dataclass

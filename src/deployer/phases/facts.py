@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from deployer.config.hubsettings import Layout
 from deployer.config.loader import Deployment
 from deployer.config.model import Host
+from deployer.hosts import layers
 from deployer.hosts.commands import cmd, sh
 from deployer.hosts.executor import Executor
 from deployer.hosts.ssh import ConnectError
@@ -35,6 +36,7 @@ class HostFacts:
     hostname: str = ""
     managers: set[str] = field(default_factory=set)  # addresses of the swarm managers this node knows
     images: dict[str, str | None] = field(default_factory=dict)  # image -> its ID here, None if absent
+    layers: set[str] = field(default_factory=set)  # chain IDs of every layer of every image here (what a send can skip)
     paths: dict[str, bool] = field(default_factory=dict)
     listening: set[int] = field(default_factory=set)
     holders: dict[int, set[str]] = field(default_factory=dict)  # listening port -> names of the programs holding it
@@ -132,6 +134,7 @@ def published_ports(ex: Executor) -> dict[int, set[str]]:
     return ports
 
 
+LAYERS = sh('ids=$(docker image ls -q); [ -z "$ids" ] || docker image inspect --format "{{json .RootFS.Layers}}" $ids')
 NODE_LABELS = sh('ids=$(docker node ls -q); [ -z "$ids" ] || docker node inspect $ids --format \'{{.ID}} {{json .Spec.Labels}}\'')
 
 
@@ -151,6 +154,8 @@ def gather_one(host: Host, ex: Executor, deployment: Deployment) -> HostFacts:
         facts.managers = {m.get("Addr", "").rsplit(":", 1)[0] for m in swarm.get("RemoteManagers") or []}
         for image in images.wanted_images(deployment, host):
             facts.images[image] = images.image_id(ex, image)
+        for line in ex.run(LAYERS, check=False).stdout.splitlines():
+            facts.layers.update(layers.chain_ids(json.loads(line) or []))
     if host.has("worker"):
         facts.guard = sidecars.current(ex, netguard.container_name(layout))
         for path in static_paths(deployment):

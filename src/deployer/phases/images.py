@@ -7,9 +7,13 @@ under the same tag is sent again, an unchanged one never is.
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 from deployer.config.loader import Deployment
 from deployer.config.model import Host
 from deployer.errors import DeployerError
+from deployer.hosts import layers
 from deployer.hosts.commands import Command, cmd
 from deployer.hosts.executor import LocalExecutor, RemoteCommandError
 from deployer.phases.base import Context, Facts, Phase, Planned, placeholder
@@ -57,29 +61,48 @@ def pull(image: str) -> Command:
                         "(scripts/build-images) so Deployer can send it, or push it to its registry")
 
 
-def send(image: str) -> Command:
-    """``docker save IMAGE`` here, piped into ``docker load`` on the host (nothing written to disk)."""
-    return Command(("docker", "load", "--quiet"), source=("docker", "save", image), timeout=TRANSFER,
+def send(image: str, skip: int = 0) -> Command:
+    """``docker save IMAGE`` here without the blobs of its first ``skip`` layers (the host has them), piped
+    into ``docker load`` on the host (nothing written to disk)."""
+    return Command(("docker", "load", "--quiet"), source=(sys.executable, "-m", "deployer.hosts.layers", image, str(skip)), timeout=TRANSFER,
                    why=f"send image {image} from this machine (docker save | ssh docker load)")
+
+
+def local_diff_ids(deployment: Deployment) -> dict[str, list[str]]:
+    """The layers (diff IDs) of the deployment's images on this machine."""
+    found = {}
+    config = deployment.config
+    for image in (config.jupyterhub_image, config.jupyter_user_image, config.network_guard_image):
+        try:
+            found[image] = layers.diff_ids(image)
+        except (OSError, subprocess.CalledProcessError, ValueError):  # not here: pulled on the hosts
+            continue
+    return found
 
 
 def plan(ctx: Context, facts: Facts) -> Planned:
     planned = Planned()
     for host in ctx.deployment.hosts:
+        there = set(facts[host.host_id].layers)  # and, in order, what the sends before this one leave there
         for image in wanted_images(ctx.deployment, host):
             local, remote = ctx.local_images.get(image), facts[host.host_id].images.get(image)
             if not needs(local, remote):
                 planned.ok(host.host_id, f"image {image} present")
+            elif local is None:
+                planned.add(host.host_id, pull(image))
             else:
-                planned.add(host.host_id, pull(image) if local is None else send(image))
+                mine = ctx.local_layers.get(image, [])
+                planned.add(host.host_id, send(image, layers.present_prefix(mine, there)))
+                there.update(layers.chain_ids(mine))
     return planned
 
 
 def expect(ctx: Context, facts: Facts, planned: Planned) -> None:
     for host_id, commands in planned.commands.items():
         for command in commands:
-            image = command.source[-1] if command.source else command.argv[-1]
+            image = command.source[-2] if command.source else command.argv[-1]
             facts[host_id].images[image] = ctx.local_images.get(image) or placeholder(f"ID of {image} once pulled")
+            facts[host_id].layers.update(layers.chain_ids(ctx.local_layers.get(image, [])))
 
 
 PHASE = Phase("images", plan, expect)
