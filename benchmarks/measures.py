@@ -560,3 +560,30 @@ def lab_deploy(ctx: Context) -> Section:
     section.targets.append(Target("no-op redeploy on the lab (new SSH connections): median ÷ 15 s", noop / 15 if noop is not None else None, 1.0))
     section.notes.append("No-op redeploys changed nothing and restarted nothing (same hub container; checked on every repetition).")
     return section
+
+
+# --- 6. image transfer on the lab -------------------------------------------------------------------------------------
+
+
+@measurement("images")
+def image_transfer(ctx: Context) -> Section:
+    """Whole images vs only the layers a host lacks: a fresh deploy, and a one-layer change (see benchmarks/lab.py)."""
+    from . import lab
+
+    runs = lab.measure_images(ctx.reps(1), ctx.rig.workdir)
+    section = Section(
+        "6. Image transfer on the lab: whole images vs only the layers a host lacks",
+        ["", "deploy time (median)", "min–max", "user image sent per worker (MB, median)"],
+        how=(f"{ctx.reps(1)} repetition(s), each way on three new lab hosts: a fresh deploy, then a deploy after the user image "
+             f"was rebuilt with one new {lab.CHANGE // 2**20} MiB layer (random bytes). 'Whole images' is the same stream with "
+             "nothing skipped (what deploy sent before); the raw floor is `docker save | ssh docker load` of the rebuilt image "
+             "onto a worker, with no Deployer in between. MB are what went over SSH, as deploy reports each send."),
+    )
+    for case, results in runs.items():
+        seconds = [r.seconds for r in results]
+        sent = [mb for r in results for mb in r.user_image_mb.values()]
+        section.rows.append([case, secs(median(seconds)), spread(seconds), f"{median(sent):.1f}" if sent else "—"])
+    ours = [mb for r in runs.get("one-layer change, only the layers a host lacks (ours)", []) for mb in r.user_image_mb.values()]
+    layer_mb = lab.CHANGE / 1e6
+    section.targets.append(Target("one-layer change: MB sent per worker ÷ (1.2 × the layer)", median(ours) / (1.2 * layer_mb) if ours else None, 1.0))
+    return section
