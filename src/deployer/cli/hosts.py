@@ -7,6 +7,7 @@ import os
 import sys
 
 import click
+from rich.console import Console
 from rich.table import Table
 
 from deployer import rollout
@@ -137,7 +138,8 @@ def plan() -> None:
     for host_id in [h.host_id for h in deployment.hosts] + [h for h in merged.commands if h not in {x.host_id for x in deployment.hosts}]:
         changes = "; ".join(c.why for c in merged.commands.get(host_id, [])) or "nothing"
         table.add_row(host_id, changes, "; ".join(merged.notes.get(host_id, [])))
-    out.print(table)
+    # Off a terminal (a pipe, a log, a script reading it) each host's row stays on one line, however long.
+    (out if sys.stdout.isatty() else Console(highlight=False, soft_wrap=True, width=100_000)).print(table)
     problems = preflight.problems(deployment, facts)
     if problems:
         raise PreflightError(problems)
