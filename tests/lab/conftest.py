@@ -24,6 +24,11 @@ def lab():
     )
     if prepare.returncode != 0:
         pytest.fail(f"the Docker engine or the base image is not available:\n{prepare.stderr[-3000:]}")
+    # The images deploy sends to the lab's hosts, as this checkout builds them (cached by content hash):
+    # an image left by another checkout would run a hub that cannot read this one's hub.json.
+    built = subprocess.run(["bash", str(ROOT / "scripts" / "build-images")], capture_output=True, text=True, timeout=1800, check=False)
+    if built.returncode != 0:
+        pytest.fail(f"scripts/build-images failed:\n{built.stdout[-3000:]}\n{built.stderr[-3000:]}")
     lab = Lab(shared=(LAB_SHARE,)).start()
     try:
         yield lab

@@ -169,7 +169,9 @@ def deployed(lab: Lab, site: Path):
     NOTICES.append(SUBSTITUTION)  # printed in the run's summary too
     planned = deployer(site, "plan")
     result = deployer(site, "deploy")
-    assert result.returncode == 0, result.stderr + result.stdout
+    if result.returncode != 0:  # leave the hosts clean for the lab tier's other tests, then say why
+        deployer(site, "destroy", "-y", "--purge-data")
+        pytest.fail(f"the lab deploy failed:\n{result.stderr[-6000:]}\n{result.stdout[-3000:]}")
     result.planned = planned
     yield result
     if os.environ.get("DEPLOYER_KEEP_LAB") != "1":
