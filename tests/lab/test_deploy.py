@@ -576,9 +576,9 @@ def test_a_dead_worker_stops_its_servers_and_the_user_starts_again_on_a_live_one
         while not notebook_answers(browser, "jdoe"):
             assert time.monotonic() < deadline, "jdoe's new server did not start"
             time.sleep(2)
-        worker, container = notebook_container(lab, "jdoe")
-        assert worker == alive
-        assert text(lab.ssh(worker, f"docker exec {container} cat /home/jupyter/permanent/before-the-crash.txt")) == note
+        container = text(lab.ssh(alive, f"docker ps -q --filter label=com.docker.swarm.service.name={NAME}-nb-jdoe"))  # (the dead one cannot be asked)
+        assert container, f"jdoe's new server does not run on {alive}"
+        assert text(lab.ssh(alive, f"docker exec {container} cat /home/jupyter/permanent/before-the-crash.txt")) == note
     finally:
         subprocess.run(["docker", "start", lab.container(dead)], check=True, capture_output=True)
         deadline = time.monotonic() + 180
@@ -678,7 +678,8 @@ def test_a_backup_restored_onto_a_wiped_hub_brings_users_back_still_logged_in(de
     assert (archive.stat().st_mode & 0o777) == 0o600 and CLIENT[1].encode() not in archive.read_bytes()
     wiped = deployer(site, "destroy", "-y", "--purge-data")
     assert wiped.returncode == 0, wiped.stderr + wiped.stdout
-    assert lab.ssh("hub", f"test -e /srv/deployer/{NAME}", check=False).returncode != 0  # nothing of the hub is left
+    # nothing of the hub is left (only the lab's share volume is mounted there)
+    assert lab.ssh("hub", f"test -e /srv/deployer/{NAME}/state || test -e /srv/deployer/{NAME}/hub-data", check=False).returncode != 0
     wrong = run("restore", "-y", str(archive), env={**env, "DEPLOYER_BACKUP_PASSPHRASE": "not it"})
     assert wrong.returncode == 1 and f"{archive}: wrong passphrase, or the file is damaged" in wrong.stderr and "Traceback" not in wrong.stderr
     restored = run("restore", "-y", str(archive), env=env)
