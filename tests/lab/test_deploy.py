@@ -285,12 +285,33 @@ def test_browser_login_reaches_jupyterlab_on_a_worker_with_the_hubs_token_file(d
     print(f"notebook of jdoe on {worker}; token file written by the hub on the share, read inside the container")
 
 
-def running_notebook(hub: str, user: str) -> httpx.Client:
-    """The user's logged-in client, with their server started (as the home page's button does) if it was not."""
+def hub_xsrf(browser: httpx.Client) -> dict[str, str]:
+    """The hub's XSRF header (a notebook sets an _xsrf cookie of its own, under /user/<name>/)."""
+    for cookie in browser.cookies.jar:
+        if cookie.name == "_xsrf" and not cookie.path.startswith("/user/"):
+            return {"X-XSRFToken": cookie.value}
+    return {"X-XSRFToken": ""}
+
+
+def fresh_notebook(hub: str, user: str) -> httpx.Client:
+    """The user's client with a server started just now: one started before the hub was replaced may look for
+    the old hub's address for a while (Docker's DNS answers are cached), so a new login could not reach it."""
     browser = http_login(hub, user)
+    browser.get("/hub/home")
+    browser.delete(f"/hub/api/users/{user}/server", headers=hub_xsrf(browser))
+    deadline = time.monotonic() + 120
+    while browser.get("/hub/api/user", headers=hub_xsrf(browser)).json().get("servers"):
+        assert time.monotonic() < deadline, f"the server of {user} did not stop"
+        time.sleep(1)
+    return running_notebook(hub, user, browser)
+
+
+def running_notebook(hub: str, user: str, browser: httpx.Client | None = None) -> httpx.Client:
+    """The user's logged-in client, with their server started (as the home page's button does) if it was not."""
+    browser = browser or http_login(hub, user)
     if not notebook_answers(browser, user):
         browser.get("/hub/home")
-        browser.post(f"/hub/api/users/{user}/server", headers={"X-XSRFToken": browser.cookies.get("_xsrf", "")})
+        browser.post(f"/hub/api/users/{user}/server", headers=hub_xsrf(browser))
         deadline = time.monotonic() + 240
         while not notebook_answers(browser, user):
             assert time.monotonic() < deadline, f"the notebook of {user} did not start"
@@ -376,7 +397,7 @@ def test_a_scraper_with_the_metrics_token_reads_spawn_durations_and_status_shows
         assert time.monotonic() < deadline, "Prometheus does not scrape the hub"
         time.sleep(1)
     browser = running_notebook(hub, "jdoe")  # then a spawn Prometheus sees: stop the server, start it again
-    xsrf = {"X-XSRFToken": browser.cookies.get("_xsrf", "")}
+    xsrf = hub_xsrf(browser)
     browser.delete("/hub/api/users/jdoe/server", headers=xsrf)
     while browser.get("/hub/api/user", headers=xsrf).json().get("servers"):
         assert time.monotonic() < deadline + 120, "jdoe's server did not stop"
@@ -552,12 +573,12 @@ def test_a_dead_worker_stops_its_servers_and_the_user_starts_again_on_a_live_one
     running; the hub counts the server as stopped within a minute, tells the user why, and a new start
     runs on the other worker with the user's files. Meanwhile `deployer status` names the stranded user."""
     hub = lab.hosts["hub"]
-    browser = running_notebook(hub, "jdoe")
+    browser = fresh_notebook(hub, "jdoe")
     dead, _ = notebook_container(lab, "jdoe")
     alive = "worker2" if dead == "worker1" else "worker1"
     note = f"written before {dead} died {time.time_ns()}"
     lab.ssh(alive, f"printf %s {shlex.quote(note)} > {LAB_SHARE}/data/jdoe/before-the-crash.txt && chown 5001:6001 {LAB_SHARE}/data/jdoe/before-the-crash.txt")
-    xsrf = {"X-XSRFToken": browser.cookies.get("_xsrf", "")}
+    xsrf = hub_xsrf(browser)
     subprocess.run(["docker", "stop", "-t", "1", lab.container(dead)], check=True, capture_output=True)
     died = time.monotonic()
     try:
@@ -589,8 +610,8 @@ def test_a_dead_worker_stops_its_servers_and_the_user_starts_again_on_a_live_one
 
 def test_a_worker_removed_from_the_servers_file_is_taken_out_cleanly_and_joins_again_when_added(deployed, lab: Lab, site: Path) -> None:
     hub = lab.hosts["hub"]
-    browser = running_notebook(hub, "jdoe")
-    xsrf = {"X-XSRFToken": browser.cookies.get("_xsrf", "")}
+    browser = fresh_notebook(hub, "jdoe")
+    xsrf = hub_xsrf(browser)
     leaving, _ = notebook_container(lab, "jdoe")
     staying = "worker2" if leaving == "worker1" else "worker1"
     notebooks = f"docker ps -q --filter label=deployer.notebook={NAME} | sort"
@@ -666,7 +687,7 @@ def test_a_missing_image_is_named_with_its_host_and_the_fix(deployed, lab: Lab, 
 def test_a_backup_restored_onto_a_wiped_hub_brings_users_back_still_logged_in(deployed, lab: Lab, site: Path, tmp_path: Path) -> None:
     hub = lab.hosts["hub"]
     browser = http_login(hub, "bob")
-    xsrf = {"X-XSRFToken": browser.cookies.get("_xsrf", "")}
+    xsrf = hub_xsrf(browser)
     assert browser.get("/hub/api/user", headers=xsrf).json()["name"] == "bob"
     env = {**os.environ, "DEPLOYER_BACKUP_PASSPHRASE": "lab passphrase"}
     run = lambda *args, **kw: subprocess.run([DEPLOYER, "-i", "lab", "-t", "sim", *args], cwd=site, capture_output=True, text=True,  # noqa: E731
