@@ -406,20 +406,19 @@ class TenantSwarmSpawner(SwarmSpawner):
             self.stopped_reason = (f"The machine running your server ({where}) was taken out of service, so your server stopped. "
                                    "Start it again: it will run on another machine, with your files.")
             return f"node {where} is {'gone' if gone else 'drained'}"
+        state = ((node or {}).get("Status") or {}).get("State", "ready")
+        if node_id and state != "ready":  # (Swarm may mark its task for shutdown too: the node is why)
+            now = time.monotonic()
+            self._node_down_since = self._node_down_since or now
+            if now - self._node_down_since >= self.node_down_timeout:
+                self.stopped_reason = (f"The machine running your server ({where}) went down, so your server stopped. "
+                                       "Start it again: it will run on a machine that is up, with your files.")
+                self.log.warning("%s: the server's node %s is %s: counted as stopped", self.user.name, where, state)
+                return f"node {where} is {state}"
+            return None
+        self._node_down_since = None
         if task and task.get("DesiredState") in ("shutdown", "remove") and task.get("Status", {}).get("State") == "running":
             return "its task is being shut down"
-        if node_id:
-            state = ((node or {}).get("Status") or {}).get("State", "ready")
-            if state != "ready":
-                now = time.monotonic()
-                self._node_down_since = self._node_down_since or now
-                if now - self._node_down_since >= self.node_down_timeout:
-                    self.stopped_reason = (f"The machine running your server ({where}) went down, so your server stopped. "
-                                           "Start it again: it will run on a machine that is up, with your files.")
-                    self.log.warning("%s: the server's node %s is %s: counted as stopped", self.user.name, where, state)
-                    return f"node {where} is {state}"
-                return None
-        self._node_down_since = None
         return await super().poll()
 
     async def start(self):

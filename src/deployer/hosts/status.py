@@ -60,8 +60,12 @@ def read(ex: Executor, layout: Layout) -> Status:
         status.hub_state = hub.stdout.strip().splitlines()[0]
     services = ex.run(cmd("docker", "service", "ls", "--filter", f"name={layout.notebook_prefix}-", "--format", "{{.Name}}")).stdout.split()
     if services:
-        tasks = ex.run(cmd("docker", "service", "ps", *services, "--filter", "desired-state=running", "--format", "{{json .}}")).stdout
+        # Running tasks, also those Swarm marked for shutdown when their node went down (they run nowhere, but
+        # their users should be named).
+        tasks = ex.run(cmd("docker", "service", "ps", *services, "--format", "{{json .}}")).stdout
         for task in _json_lines(tasks):
+            if not task.get("CurrentState", "").startswith("Running"):
+                continue
             user = task["Name"].split(".", 1)[0].removeprefix(f"{layout.notebook_prefix}-")
             status.notebooks.setdefault(task["Node"], []).append(user)
     return status
