@@ -83,7 +83,7 @@ def site(lab: Lab, tenant: TenantSimulator, tmp_path_factory) -> Path:
         "jupyterhub_host": lab.hosts["hub"], "jupyterhub_oauth_client_id": CLIENT[0],
         "jupyterhub_image": "deployer/jupyterhub:0.1.0", "jupyter_user_image": "deployer/jupyteruser:0.1.0",
         "volume_mounts": [f"{LAB_SHARE}/data/{{username}}:/home/jupyter/permanent:rw"],
-        "notebook_offer_lab": True, "notebook_memory_limit": "1G", "notebook_node_down_timeout": 20,
+        "notebook_offer_lab": True, "notebook_memory_limit": "1G", "notebook_node_down_timeout": 15,
     }}))
     passwords = path / "site.passwords"
     passwords.write_text(yaml.safe_dump({SCOPE: {"jupyterhub_oauth_client_secret": CLIENT[1], "tas_role_pass": TAS_ROLE[1],

@@ -33,3 +33,17 @@ def test_the_pool_and_node_names_belong_to_the_hubs_configuration_not_the_class(
 def apply_shared(config: Config) -> None:
     """What hubconfig.apply gives the spawners of one hub."""
     config.TenantSwarmSpawner.docker_calls = DockerCalls()
+
+
+def test_why_a_server_stopped_outlives_the_spawner_jupyterhub_drops() -> None:
+    """JupyterHub discards a stopped server's spawner; the reason the page shows is kept hub-wide per user."""
+
+    class User:
+        name = "jdoe"
+
+    config = Config()
+    apply_shared(config)
+    TenantSwarmSpawner(config=config, user=User()).stopped_reason = "The machine running your server (worker1) went down"
+    assert TenantSwarmSpawner(config=config, user=User()).stopped_reason.startswith("The machine running your server (worker1)")
+    TenantSwarmSpawner(config=config, user=User()).stopped_reason = ""  # a new start clears it
+    assert TenantSwarmSpawner(config=config, user=User()).stopped_reason == ""

@@ -56,6 +56,8 @@ class DockerCalls:
     def __init__(self, threads: int = 16) -> None:
         self.pool = ThreadPoolExecutor(threads, thread_name_prefix="docker")
         self.node_names: dict[str, str] = {}
+        #: user name -> why their server stopped by itself: kept here, since JupyterHub drops a stopped spawner.
+        self.stopped_reasons: dict[str, str] = {}
 
     def __deepcopy__(self, memo: dict) -> DockerCalls:
         return self  # traitlets copies configuration values; this one is shared by design
@@ -107,7 +109,6 @@ class TenantSwarmSpawner(SwarmSpawner):
         help="Seconds the node running a notebook may be down or unreachable before the server counts as stopped "
         "(Swarm keeps reporting its task as running): the user is told and can start it again on a healthy worker.",
     )
-    stopped_reason = Unicode("", help="Why the server stopped without the user stopping it (shown on the hub's 'not running' page).")
 
     docker_calls = Instance(
         "deployer_hub.spawner.DockerCalls", allow_none=True, config=True,
@@ -383,7 +384,19 @@ class TenantSwarmSpawner(SwarmSpawner):
 
     @default("poll_interval")
     def _poll_interval_default(self) -> int:
-        return 15  # with node_down_timeout: a dead worker's servers count as stopped within a minute
+        return 10  # with node_down_timeout: a dead worker's servers count as stopped within a minute
+
+    @property
+    def stopped_reason(self) -> str:
+        """Why the server stopped without the user stopping it (the hub's 'not running' page shows it)."""
+        return self.calls.stopped_reasons.get(self.user.name, "")
+
+    @stopped_reason.setter
+    def stopped_reason(self, reason: str) -> None:
+        if reason:
+            self.calls.stopped_reasons[self.user.name] = reason
+        else:
+            self.calls.stopped_reasons.pop(self.user.name, None)
 
     _node_down_since: float | None = None
 
