@@ -48,6 +48,10 @@ NOTEBOOK_TENANT_CA = "/etc/deployer/tenant-ca.pem"
 NOTEBOOK_CA_BUNDLE = "/etc/deployer/ca-bundle.pem"
 
 
+#: Set by deploy on a notebook service whose worker it takes out of the cluster: that worker's name.
+TAKEN_OUT = "deployer.taken-out"
+
+
 class DockerCalls:
     """What the spawners of one hub share: the pool their Docker calls run in (the stock spawner
     has one thread: one slow call holds every user's spawn), and node names by ID (an ID never
@@ -402,6 +406,12 @@ class TenantSwarmSpawner(SwarmSpawner):
 
     async def poll(self) -> int | str | None:
         """The stock poll, and a server whose node is down (or whose task Swarm is shutting down) as stopped."""
+        service = await self.get_object()
+        taken_out = (((service or {}).get("Spec") or {}).get("Labels") or {}).get(TAKEN_OUT)
+        if taken_out:  # deploy took its worker out of the cluster (removed from the servers file)
+            self.stopped_reason = (f"The machine running your server ({taken_out}) was taken out of service, so your server stopped. "
+                                   "Start it again: it will run on another machine, with your files.")
+            return f"its worker {taken_out} was taken out of service"
         task = await self.get_task()
         node_id = (task or {}).get("NodeID")
         node, gone = None, False

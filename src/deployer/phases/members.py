@@ -20,12 +20,13 @@ RECORD = "workers.json"
 KEYS = ("host_id", "ssh_host", "private_ip", "ssh_user", "ssh_key", "ssh_port", "ssh_known_hosts")
 
 # The node of the worker at address $1: the deployment's notebook services running there (prefix $2) scaled
-# to none (drained, Swarm would start them again elsewhere as new servers, unknown to their users), the node
+# to none (drained, Swarm would start them again elsewhere as new servers, unknown to their users) and labelled
+# with the worker's name $3 (the spawner tells their users, even once the node and its tasks are gone), the node
 # drained, then waited on until none of its tasks runs (60 s).
 DRAIN = ('node=$(docker node ls -q | xargs -r docker node inspect --format "{{.ID}} {{.Status.Addr}}" | awk -v a="$1" \'$2 == a {print $1}\')\n'
          '[ -n "$node" ] || exit 0\n'
          'for svc in $(docker node ps "$node" --filter desired-state=running --format "{{.Name}}" | sed "s/\\.[0-9]*$//" | sort -u); do\n'
-         '  case "$svc" in "$2"*) docker service update --detach --replicas 0 "$svc" >/dev/null ;; esac\n'
+         '  case "$svc" in "$2"*) docker service update --detach --replicas 0 --label-add "deployer.taken-out=$3" "$svc" >/dev/null ;; esac\n'
          'done\n'
          'docker node update --availability drain --label-rm deployer.worker "$node" >/dev/null 2>&1 || docker node update --availability drain "$node" >/dev/null\n'
          'for i in $(seq 120); do [ -z "$(docker node ps -q --filter desired-state=running "$node")" ] && exit 0; sleep 0.5; done\n'
@@ -53,7 +54,7 @@ def removed(ctx: Context, facts: Facts) -> list[Host]:
 def plan_drain(ctx: Context, facts: Facts) -> Planned:
     planned, hub = Planned(), ctx.deployment.hub
     for host in removed(ctx, facts):
-        planned.add(hub.host_id, replace(sh(DRAIN, host.address, f"{ctx.layout.notebook_prefix}-", why=f"take out {host.host_id} (removed from the servers file): drain it, "
+        planned.add(hub.host_id, replace(sh(DRAIN, host.address, f"{ctx.layout.notebook_prefix}-", host.host_id, why=f"take out {host.host_id} (removed from the servers file): drain it, "
                                              "stopping its notebooks, and remove its worker label"), timeout=90))
     return planned
 
