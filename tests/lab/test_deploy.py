@@ -610,6 +610,8 @@ def test_a_dead_worker_stops_its_servers_and_the_user_starts_again_on_a_live_one
 
 def test_a_worker_removed_from_the_servers_file_is_taken_out_cleanly_and_joins_again_when_added(deployed, lab: Lab, site: Path) -> None:
     hub = lab.hosts["hub"]
+    settled = deployer(site, "deploy")  # the files' configuration (an earlier test updated the hub with -o): then only the removal changes
+    assert settled.returncode == 0, settled.stderr + settled.stdout
     browser = fresh_notebook(hub, "jdoe")
     xsrf = hub_xsrf(browser)
     leaving, _ = notebook_container(lab, "jdoe")
