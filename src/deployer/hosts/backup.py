@@ -17,7 +17,7 @@ import json
 import os
 import tarfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from cryptography.fernet import Fernet, InvalidToken
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
@@ -28,6 +28,7 @@ from deployer.config.loader import Deployment
 from deployer.errors import DeployerError
 from deployer.hosts.commands import Command, sh
 from deployer.phases.facts import STATE_FILES, read_state, state_dir
+from deployer.phases.hub import remove_and_wait
 
 DATABASES = ("jupyterhub.sqlite", "identities.sqlite")
 MAGIC = b"DEPLOYER-BACKUP-ENCRYPTED-1\n"
@@ -138,9 +139,7 @@ def write_private(path: str, data: bytes, force: bool = False) -> None:
 def restore_commands(backup: Backup, layout: Layout) -> list[Command]:
     """Put the backup's files in place on the hub (before the hub starts): the state 0600 in its 0700
     directory, the databases in the hub's data directory."""
-    commands = [sh('docker service rm "$1" >/dev/null 2>&1; for i in $(seq 120); do '
-                   '[ -z "$(docker ps -q --filter "label=com.docker.swarm.service.name=$1" 2>/dev/null)" ] && exit 0; sleep 0.5; done; exit 1',
-                   layout.hub_service, why="stop the hub (its database is replaced)")]
+    commands = [replace(remove_and_wait(layout), why="stop the hub (its database is replaced)")]
     for name, data in sorted(backup.files.items()):
         kind, _, file = name.partition("/")
         directory = state_dir(layout) if kind == "state" else layout.data_dir
