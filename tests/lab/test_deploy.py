@@ -154,11 +154,15 @@ def hub_container(lab: Lab) -> str:
 
 
 def notebook_container(lab: Lab, user: str) -> tuple[str, str]:
-    """(worker, container id) of the user's notebook, wherever the swarm put it."""
-    for worker in ("worker1", "worker2"):
-        found = text(lab.ssh(worker, f"docker ps -q --filter label=com.docker.swarm.service.name={NAME}-nb-{user}"))
+    """(worker, container id) of the user's notebook, wherever the swarm put it. Asked of the swarm (the task
+    it runs for the user's service), not of the workers' engines: a worker back from the dead may still hold
+    a container of an earlier service of the same name until its engine cleans it up."""
+    task = text(lab.ssh("hub", f"docker service ps {NAME}-nb-{user} --no-trunc --filter desired-state=running --format '{{{{.ID}}}} {{{{.Node}}}}'",
+                        check=False)).split()
+    if len(task) == 2 and task[1] in ("worker1", "worker2"):
+        found = text(lab.ssh(task[1], f"docker ps -q --filter label=com.docker.swarm.task.id={task[0]}"))
         if found:
-            return worker, found
+            return task[1], found
     raise AssertionError(f"no running notebook container of {user} on any worker")
 
 
