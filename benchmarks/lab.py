@@ -47,11 +47,11 @@ class Run:
     hub_container: str
 
 
-def _site(lab: Lab, directory: Path, user_image: str = "deployer/jupyteruser:0.1.0") -> Path:
+def _site(lab: Lab, directory: Path, user_image: str = "deployer/jupyteruser:0.2.0") -> Path:
     lab.write_servers(directory, SCOPE)
     (directory / "site.configs").write_text(yaml.safe_dump({SCOPE: {
         "tenant": "designsafe", "jupyterhub_host": lab.hosts["hub"], "jupyterhub_oauth_client_id": "bench-client",
-        "jupyterhub_image": "deployer/jupyterhub:0.1.0", "jupyter_user_image": user_image,
+        "jupyterhub_image": "deployer/jupyterhub:0.2.0", "jupyter_user_image": user_image,
         "volume_mounts": [f"{SHARE}/data/{{username}}:/home/jupyter/permanent:rw"],
     }}))
     passwords = directory / "site.passwords"
@@ -124,7 +124,7 @@ def _docker_local(*args: str, **kwargs) -> subprocess.CompletedProcess:
 def _rebuild_with_one_layer(workdir: Path) -> None:
     context = Path(tempfile.mkdtemp(prefix="layer-", dir=workdir))
     (context / "blob").write_bytes(os.urandom(CHANGE))
-    (context / "Dockerfile").write_text("FROM deployer/jupyteruser:0.1.0\nCOPY blob /blob\n")
+    (context / "Dockerfile").write_text("FROM deployer/jupyteruser:0.2.0\nCOPY blob /blob\n")
     _docker_local("build", "-q", "-t", BENCH_IMAGE, str(context))
 
 
@@ -159,7 +159,7 @@ def measure_images(reps: int, workdir: Path) -> dict[str, list[Transfer]]:
     a fresh deploy, then a deploy after the user image was rebuilt with one new 20 MB layer; and the raw floor."""
     runs: dict[str, list[Transfer]] = {}
     lab = Lab(prefix="bench-lab", subnet="10.98.0.0/24", shared=(SHARE,))
-    _docker_local("tag", "deployer/jupyteruser:0.1.0", BENCH_IMAGE)
+    _docker_local("tag", "deployer/jupyteruser:0.2.0", BENCH_IMAGE)
     try:
         for _ in range(reps):
             for name, rollout in (("whole images (before)", WholeImages), ("only the layers a host lacks (ours)", Rollout)):

@@ -107,7 +107,7 @@ def machine(root: Path) -> list[tuple[str, str]]:
     dirty = _run("git", "-C", str(root), "status", "--porcelain", "--untracked-files=no")
     running = _run("docker", "ps", "--format", "{{.Names}}").split()
     others = ", ".join(sorted(running)) if len(running) <= 6 else f"{len(running)} ({', '.join(sorted(running)[:5])}, …)"
-    versions = _run("docker", "run", "--rm", "--entrypoint", "python3", "deployer/jupyterhub:0.1.0", "-c",
+    versions = _run("docker", "run", "--rm", "--entrypoint", "python3", "deployer/jupyterhub:0.2.0", "-c",
                     "import jupyterhub, dockerspawner; print(jupyterhub.__version__, dockerspawner.__version__)").split()
     return [
         ("date", dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")),

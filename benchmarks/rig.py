@@ -43,8 +43,8 @@ sys.path.insert(0, str(ROOT / "tests"))
 from sim.tenant import complete_login
 from sim.tls import server_tls
 
-HUB_IMAGE = "deployer/jupyterhub:0.1.0"
-USER_IMAGE = "deployer/jupyteruser:0.1.0"
+HUB_IMAGE = "deployer/jupyterhub:0.2.0"
+USER_IMAGE = "deployer/jupyteruser:0.2.0"
 NOTEBOOK_PORT = 8888
 MEMORY_LIMIT = "1G"
 WORKER_CONSTRAINT = "node.labels.deployer.worker==true"

@@ -4,7 +4,7 @@ addresses. Deployer reaches them over real SSH, exactly as it reaches real machi
 
     with Lab() as lab:
         lab.ssh("hub", "docker info")
-        lab.load_image("worker1", "deployer/jupyteruser:0.1.0")
+        lab.load_image("worker1", "deployer/jupyteruser:0.2.0")
 
 The flags come from /work/shared/reference/lab.md (``--privileged`` is refused on these machines;
 each inner engine needs its own ``--cgroup-parent`` and a volume for /var/lib/docker). Every

@@ -23,7 +23,7 @@ def write_site(path: Path, lab: Lab) -> Path:
     lab.write_servers(path, SCOPE)
     (path / "site.configs").write_text(yaml.safe_dump({SCOPE: {
         "tenant": "designsafe", "jupyterhub_host": "jupyter.example.org", "jupyterhub_oauth_client_id": "lab-client",
-        "jupyterhub_image": "deployer/jupyterhub:0.1.0", "jupyter_user_image": "deployer/jupyteruser:0.1.0",
+        "jupyterhub_image": "deployer/jupyterhub:0.2.0", "jupyter_user_image": "deployer/jupyteruser:0.2.0",
         "volume_mounts": ["/srv/share/{username}:/home/jupyter/permanent:rw", "/srv/published:/home/jupyter/published:ro"],
     }}))
     (path / "site.passwords").write_text(yaml.safe_dump({SCOPE: {"jupyterhub_oauth_client_secret": "S3CR3T-client-xyzzy"}}))
@@ -40,8 +40,8 @@ def test_plan_reads_every_host_over_ssh(lab: Lab, tmp_path: Path) -> None:
     for name in ("worker1", "worker2"):
         lab.ssh(name, "mkdir -p /srv/published /srv/share")  # the static parts of both mounts
     # A known state, whatever ran before: worker1 has the notebook image, worker2 has not.
-    lab.load_image("worker1", "deployer/jupyteruser:0.1.0")
-    lab.ssh("worker2", "docker image rm -f deployer/jupyteruser:0.1.0 >/dev/null 2>&1; true")
+    lab.load_image("worker1", "deployer/jupyteruser:0.2.0")
+    lab.ssh("worker2", "docker image rm -f deployer/jupyteruser:0.2.0 >/dev/null 2>&1; true")
     result = plan(site)
     assert result.returncode == 0, result.stderr + result.stdout
     # each host's row of the table, its wrapped continuation lines joined
@@ -49,8 +49,8 @@ def test_plan_reads_every_host_over_ssh(lab: Lab, tmp_path: Path) -> None:
     assert "initialise the swarm on the hub" in rows["hub"]
     for worker in ("worker1", "worker2"):
         assert "join the swarm as a worker" in rows[worker], rows[worker]
-    assert "image deployer/jupyteruser:0.1.0 present" in rows["worker1"] and "send image deployer/jupyteruser" not in rows["worker1"]
-    assert "send image deployer/jupyteruser:0.1.0" in rows["worker2"], rows["worker2"]
+    assert "image deployer/jupyteruser:0.2.0 present" in rows["worker1"] and "send image deployer/jupyteruser" not in rows["worker1"]
+    assert "send image deployer/jupyteruser:0.2.0" in rows["worker2"], rows["worker2"]
     assert "S3CR3T" not in result.stdout + result.stderr
     # plan changed nothing: still no swarm anywhere
     for name in lab.hosts:

@@ -43,7 +43,7 @@ OTHER_NETWORK = "pxtest-other-net"
 CA_CONFIG = "pxtest-ca"
 OTHER_CONFIG = "pxtest-xcfg"  # not below the policy's config_prefix
 OUTSIDER = "pxtest-outsider"  # a service of someone else on the same swarm
-IMAGE = "deployer/jupyteruser:0.1.0"
+IMAGE = "deployer/jupyteruser:0.2.0"
 WORKER = "node.labels.deployer.worker==true"
 
 

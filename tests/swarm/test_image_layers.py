@@ -14,7 +14,7 @@ from swarm.conftest import docker
 
 pytestmark = pytest.mark.swarm
 
-BASE = "deployer/netguard:0.1.0"
+BASE = "deployer/netguard:0.2.0"
 TAG = "deployer-layertest:1"
 LAYER = 5 * 1024 * 1024
 

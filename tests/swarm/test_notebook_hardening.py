@@ -80,7 +80,7 @@ def test_a_user_cannot_choose_the_image_or_the_container_spec(hub) -> None:
         if not model.get("pending") and not model.get("servers"):
             break
         time.sleep(0.5)
-    for options in ({"image": "deployer/jupyterhub:0.1.0"}, {"image": "alpine"}):
+    for options in ({"image": "deployer/jupyterhub:0.2.0"}, {"image": "alpine"}):
         answer = browser.post("/hub/api/users/alice/server", json=options, headers=headers)
         assert answer.status_code == 400 and "not allowed" in answer.text, answer.text
     answer = browser.post("/hub/api/users/alice/server", headers=headers,
@@ -89,7 +89,7 @@ def test_a_user_cannot_choose_the_image_or_the_container_spec(hub) -> None:
     if answer.status_code in (201, 202):  # unknown options are ignored: the operator's spec is what runs
         container = notebook_container("alice")
         spec = json.loads(docker("service", "inspect", f"{NAME}-nb-alice", "--format", "{{json .Spec.TaskTemplate}}"))
-        assert spec["ContainerSpec"]["Image"].startswith("deployer/jupyteruser:0.1.0")
+        assert spec["ContainerSpec"]["Image"].startswith("deployer/jupyteruser:0.2.0")
         assert spec["ContainerSpec"]["User"] == "5003:6003" and spec["ContainerSpec"]["CapabilityDrop"] == ["ALL"]
         assert spec["Resources"]["Limits"]["MemoryBytes"] == 1024**3
         assert "jupyterhub-singleuser" in " ".join(spec["ContainerSpec"].get("Args", []) + spec["ContainerSpec"].get("Command", []))
@@ -111,11 +111,11 @@ api = docker.APIClient(base_url="unix:///run/deployer-proxy/docker.sock", versio
 out = {"version": bool(api.version().get("ApiVersion"))}
 for name, call in {
     "containers": lambda: api.containers(),
-    "privileged": lambda: api.create_container("deployer/jupyteruser:0.1.0", host_config=api.create_host_config(privileged=True)),
+    "privileged": lambda: api.create_container("deployer/jupyteruser:0.2.0", host_config=api.create_host_config(privileged=True)),
     "host root": lambda: api.create_service(docker.types.TaskTemplate(docker.types.ContainerSpec(
-        "deployer/jupyteruser:0.1.0", ["sleep", "1"], mounts=[docker.types.Mount("/host", "/", type="bind")])), name="%s-nb-evil"),
+        "deployer/jupyteruser:0.2.0", ["sleep", "1"], mounts=[docker.types.Mount("/host", "/", type="bind")])), name="%s-nb-evil"),
     "other image": lambda: api.create_service(docker.types.TaskTemplate(docker.types.ContainerSpec(
-        "deployer/jupyterhub:0.1.0", ["sleep", "1"])), name="%s-nb-evil"),
+        "deployer/jupyterhub:0.2.0", ["sleep", "1"])), name="%s-nb-evil"),
 }.items():
     try:
         call()

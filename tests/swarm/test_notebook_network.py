@@ -90,7 +90,7 @@ def test_a_notebook_reaches_the_hub_api_dns_and_the_tenant_and_nothing_else(hub,
     ]
     seen = probe(["docker", "exec", "-i", jdoe], targets)
     # The control: the same probe from a container on the same network that is not a notebook.
-    control = probe(["docker", "run", "--rm", "-i", "--network", NETWORK, "--entrypoint", "", "deployer/jupyteruser:0.1.0"],
+    control = probe(["docker", "run", "--rm", "-i", "--network", NETWORK, "--entrypoint", "", "deployer/jupyteruser:0.2.0"],
                     [t for t in targets if t.name.startswith(("host", "hub container"))])
     print(f"\nFrom jdoe's notebook (uid 5001) on this machine's hub:\n{table(targets, seen, control, 'an unguarded container')}")
     assert not wrong(targets, seen)

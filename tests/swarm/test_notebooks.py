@@ -253,7 +253,7 @@ def test_failures_reach_the_spawn_page(hub, site: Site, overrides: str, expected
     _stop("alice")
     try:
         if "not-loaded" in overrides:  # on the worker at deploy (deploy refuses a missing image), gone by the spawn
-            docker("tag", "deployer/jupyteruser:0.1.0", "deployer/not-loaded:1")
+            docker("tag", "deployer/jupyteruser:0.2.0", "deployer/not-loaded:1")
         else:
             os.makedirs("/srv/deployer-nowhere", exist_ok=True)  # the static part exists; alice's directory does not
         _redeploy(site, overrides)

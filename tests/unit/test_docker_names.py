@@ -34,7 +34,7 @@ def test_a_long_username_gets_a_service_name_docker_accepts() -> None:
 
 
 def test_config_and_secret_names_of_a_long_deployment_fit() -> None:
-    spec = HubSpec(Layout("jupyterhub-production-designsafe"), "deployer/jupyterhub:0.1.0", {"x": 1},
+    spec = HubSpec(Layout("jupyterhub-production-designsafe"), "deployer/jupyterhub:0.2.0", {"x": 1},
                    {key: "value" for key in SECRET_FILES}, {"/srv/jupyterhub/tenant-ca.pem": "pem"})
     objects = [spec.config_name(p) for p in spec.config_files()] + [spec.secret_name(k) for k in SECRET_FILES]
     assert all(len(n) <= names.OBJECT_NAME_MAX for n in objects), [n for n in objects if len(n) > 64]

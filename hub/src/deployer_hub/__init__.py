@@ -5,4 +5,4 @@ only JupyterHub's own dependencies installed; :mod:`deployer_hub.tenants` uses
 the standard library alone so the operator's CLI can share it.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

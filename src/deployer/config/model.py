@@ -15,6 +15,7 @@ from deployer_hub import mounts, netguard, tenants
 from deployer_hub.tenants import Flavour
 from pydantic import BaseModel, ConfigDict, Field, PlainValidator, field_validator
 
+from deployer import __version__
 from deployer.config.address import HubAddress
 from deployer.config.values import (
     DEFAULT_PIDS_LIMIT,
@@ -41,9 +42,9 @@ from deployer.config.values import (
     fail,
 )
 
-DEFAULT_HUB_IMAGE = "deployer/jupyterhub:0.1.0"
+DEFAULT_HUB_IMAGE = f"deployer/jupyterhub:{__version__}"  # as scripts/build-images tags them
 DEFAULT_USER_IMAGE = "taccsciapps/jupyteruser-base:latest"
-DEFAULT_NETGUARD_IMAGE = "deployer/netguard:0.1.0"
+DEFAULT_NETGUARD_IMAGE = f"deployer/netguard:{__version__}"
 DEFAULT_CULL_TIMEOUT = 86400
 DEFAULT_START_TIMEOUT = 180
 
