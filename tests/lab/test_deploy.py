@@ -18,7 +18,6 @@ import shlex
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -29,141 +28,39 @@ import pytest
 import yaml
 from conftest import NOTICES
 from netprobe import Target, probe, table, tcp, wrong
-from sim.tenant import TenantSimulator, complete_login
-from sim.tls import server_tls
 
 from deployer.hosts.lock import HubLock
 from deployer.hosts.ssh import SSHExecutor
 from lab.conftest import LAB_SHARE
+from lab.deployment import (
+    CLIENT,
+    DEPLOYER,
+    METRICS_TOKEN,
+    NAME,
+    SCOPE,
+    USERS,
+    assert_ran_as_planned,
+    deployer,
+    fresh_notebook,
+    http_login,
+    hub_container,
+    hub_xsrf,
+    notebook_answers,
+    notebook_container,
+    row,
+    running_notebook,
+    text,
+)
 from lab.harness import Lab
 
 pytestmark = pytest.mark.lab
 
-DEPLOYER = str(Path(sys.executable).with_name("deployer"))
-SCOPE = "jupyterhub.lab.sim"
-NAME = "jupyterhub-lab-sim"
-CLIENT = ("lab-hub", "S3CR3T-client-xyzzy")
-TAS_ROLE = ("jhub-role", "S3CR3T-tas-plugh")
-METRICS_TOKEN = "S3CR3T-metrics-scraper-token-0123456789"
-USERS = {"jdoe": ("pw-jdoe", 5001, 6001), "bob": ("pw-bob", 5002, 6002)}
 SUBSTITUTION = ("LAB SUBSTITUTION: the workers do not mount the hub's NFS export (this kernel has no NFS client); "
                 f"{LAB_SHARE} is one Docker volume mounted into all three lab hosts. The NFS server side is real "
                 "(nfs-ganesha on the hub, read from a worker with nfs-cat).")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--disable-quic"]
 
-
-def text(result: subprocess.CompletedProcess) -> str:
-    return result.stdout.decode(errors="replace").strip()
-
-
-@pytest.fixture(scope="module")
-def tenant(lab: Lab, tmp_path_factory):
-    gateway = subprocess.run(["docker", "network", "inspect", lab.network, "--format", "{{(index .IPAM.Config 0).Gateway}}"],
-                             capture_output=True, text=True, check=True).stdout.strip() or str(lab.subnet.network_address + 1)
-    ca, context, _ = server_tls(gateway, tmp_path_factory.mktemp("tenant-tls"))
-    with TenantSimulator(tenant_id="sim", host=gateway, ssl_context=context).start() as sim:
-        for name, (password, uid, gid) in USERS.items():
-            sim.add_user(name, password, uid=uid, gid=gid, home_directory=f"05/{uid}/{name}")
-        sim.add_tas_role_account(*TAS_ROLE)
-        sim.add_client(*CLIENT, f"https://{lab.hosts['hub']}/hub/oauth_callback")
-        sim.ca_pem = ca
-        yield sim
-
-
-@pytest.fixture(scope="module")
-def site(lab: Lab, tenant: TenantSimulator, tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("lab-site")
-    (path / "extras").mkdir()
-    (path / "extras" / "tenant-ca.pem").write_text(tenant.ca_pem)
-    lab.write_servers(path, SCOPE)
-    (path / "site.configs").write_text(yaml.safe_dump({SCOPE: {
-        "tenant": "sim", "tenant_type": "agave", "jupyterhub_tenant_base_url": tenant.agave_base_url, "tenant_ca_bundle": "tenant-ca.pem",
-        "tas_base_url": tenant.tas_base_url, "use_tas_uid": True, "use_tas_gid": True, "tas_role_account": TAS_ROLE[0],
-        "jupyterhub_host": lab.hosts["hub"], "jupyterhub_oauth_client_id": CLIENT[0],
-        "jupyterhub_image": "deployer/jupyterhub:0.1.0", "jupyter_user_image": "deployer/jupyteruser:0.1.0",
-        "volume_mounts": [f"{LAB_SHARE}/data/{{username}}:/home/jupyter/permanent:rw"],
-        "notebook_offer_lab": True, "notebook_memory_limit": "1G", "notebook_node_down_timeout": 15,
-    }}))
-    passwords = path / "site.passwords"
-    passwords.write_text(yaml.safe_dump({SCOPE: {"jupyterhub_oauth_client_secret": CLIENT[1], "tas_role_pass": TAS_ROLE[1],
-                                                 "jupyterhub_metrics_token": METRICS_TOKEN}}))
-    os.chmod(passwords, 0o600)
-    return path
-
-
-def deployer(site: Path, *args: str, timeout: float = 900) -> subprocess.CompletedProcess:
-    return subprocess.run([DEPLOYER, "-i", "lab", "-t", "sim", *args], cwd=site, capture_output=True, text=True, timeout=timeout)
-
-
-def row(output: str, host: str) -> str:
-    """The host's row of the result table, its wrapped continuation lines joined."""
-    outcomes = r"changed|unchanged|failed at [a-z' ,:]+?|failed|unreachable|not contacted|refused \(lock\)"
-    match = re.search(rf"^{host}\s+\S+\s+({outcomes})\s+\d*\s+.*$(\n {{20,}}\S.*$)*", output, re.M)
-    assert match, f"no result row for {host} in:\n{output}"
-    return " ".join(match.group(0).split())
-
-
-COMMAND = re.compile(r"^  (\S+): \$ (.*)$", re.M)
-
-
-def commands_by_host(output: str) -> dict[str, list[str]]:
-    """The command lines plan prints (stdout) and deploy reports as it runs them (stderr), per host."""
-    found: dict[str, list[str]] = {}
-    for host, line in COMMAND.findall(output):
-        found.setdefault(host, []).append(line)
-    return found
-
-
-def same_command(wanted: str, done: str) -> bool:
-    """A planned line and a run one are the same command: a <placeholder> in the plan (a node ID, a secret's
-    digest: made by an earlier phase) stands for one word; shell quoting aside."""
-    if wanted == done:  # (the masked join token reads the same in both)
-        return True
-    pattern = re.sub(r"<[^>]*>", r"\\S+", re.escape(wanted.replace("'", "")).replace("\\ ", " "))
-    return re.fullmatch(pattern, done.replace("'", "")) is not None
-
-
-UNLESS = re.compile(r" \(unless [^()]*\)$")
-
-
-def assert_ran_as_planned(planned: subprocess.CompletedProcess, ran: subprocess.CompletedProcess) -> dict[str, list[str]]:
-    """deploy ran exactly the commands plan printed just before, in the same order on each host. A line
-    plan marks "(unless ...)" is decided by the run (it depends on what an earlier phase makes): deploy
-    may run it or not."""
-    assert planned.returncode == 0, planned.stderr + planned.stdout
-    assert ran.returncode == 0, ran.stderr + ran.stdout
-    want, got = commands_by_host(planned.stdout), commands_by_host(ran.stderr)
-    assert set(got) <= set(want), f"plan: {want}\ndeploy: {got}"
-    for host, lines in want.items():
-        done = list(got.get(host, []))
-        report = f"{host}: plan printed\n" + "\n".join(lines) + "\ndeploy ran\n" + "\n".join(got.get(host, []))
-        for wanted in lines:
-            optional = UNLESS.search(wanted)
-            wanted = UNLESS.sub("", wanted)
-            if done and same_command(wanted, done[0]):
-                done.pop(0)
-            else:
-                assert optional, report
-        assert not done, report
-    return got
-
-
-def hub_container(lab: Lab) -> str:
-    return text(lab.ssh("hub", f"docker ps -q --filter label=com.docker.swarm.service.name={NAME}-hub"))
-
-
-def notebook_container(lab: Lab, user: str) -> tuple[str, str]:
-    """(worker, container id) of the user's notebook, wherever the swarm put it. Asked of the swarm (the task
-    it runs for the user's service), not of the workers' engines: a worker back from the dead may still hold
-    a container of an earlier service of the same name until its engine cleans it up."""
-    task = text(lab.ssh("hub", f"docker service ps {NAME}-nb-{user} --no-trunc --filter desired-state=running --format '{{{{.ID}}}} {{{{.Node}}}}'",
-                        check=False)).split()
-    if len(task) == 2 and task[1] in ("worker1", "worker2"):
-        found = text(lab.ssh(task[1], f"docker ps -q --filter label=com.docker.swarm.task.id={task[0]}"))
-        if found:
-            return task[1], found
-    raise AssertionError(f"no running notebook container of {user} on any worker")
 
 
 @pytest.fixture(scope="module")
@@ -190,16 +87,16 @@ def test_fresh_deploy_reports_phases_and_every_host(deployed, lab: Lab) -> None:
     assert "initialise the swarm on the hub" in row(output, "hub")
     for worker in ("worker1", "worker2"):
         assert "join the swarm as a worker" in row(output, worker)
-        assert "send image deployer/jupyteruser:0.1.0" in row(output, worker)
-    assert "send image deployer/jupyterhub:0.1.0" in row(output, "hub")
+        assert "send image deployer/jupyteruser:0.2.0" in row(output, worker)
+    assert "send image deployer/jupyterhub:0.2.0" in row(output, "hub")
     # plan, run just before, printed exactly what deploy then ran (values made on the way as placeholders)
     ran = assert_ran_as_planned(deployed.planned, deployed)
     assert any(line.startswith("docker swarm join --advertise-addr") and "<worker token>" in line for line in ran["worker1"])
     assert "docker service create" in "\n".join(ran["hub"])
     assert "S3CR3T" not in deployed.stdout + deployed.stderr
     # the notebook image only where notebooks run, the hub image only on the hub
-    assert lab.ssh("hub", "docker image inspect deployer/jupyteruser:0.1.0", check=False).returncode != 0
-    assert lab.ssh("worker1", "docker image inspect deployer/jupyterhub:0.1.0", check=False).returncode != 0
+    assert lab.ssh("hub", "docker image inspect deployer/jupyteruser:0.2.0", check=False).returncode != 0
+    assert lab.ssh("worker1", "docker image inspect deployer/jupyterhub:0.2.0", check=False).returncode != 0
     labels = text(lab.ssh("hub", "docker node ls --format '{{.Hostname}}' | sort | xargs -n1 docker node inspect --format '{{.Description.Hostname}} {{json .Spec.Labels}}'"))
     assert 'hub {"deployer.hub":"true"}' in labels and 'worker1 {"deployer.worker":"true"}' in labels
 
@@ -247,20 +144,6 @@ def test_the_hubs_nfs_export_is_real_and_only_for_the_workers(deployed, lab: Lab
     assert f"Clients = {lab.hosts['worker1']}, {lab.hosts['worker2']};" in conf and "Squash = Root_Squash;" in conf
 
 
-def notebook_answers(browser: httpx.Client, user: str) -> bool:
-    """Whether the user's server answers through the hub's proxy (doing its OAuth with the hub first)."""
-    browser.get(f"/user/{user}/", follow_redirects=True)
-    return browser.get(f"/user/{user}/api/status").status_code == 200
-
-
-def http_login(hub: str, user: str) -> httpx.Client:
-    browser = httpx.Client(base_url=f"https://{hub}", verify=False, follow_redirects=False, timeout=60)
-    authorize = browser.get("/hub/oauth_login").headers["location"]
-    with httpx.Client(verify=False, timeout=60) as idp:
-        browser.get(complete_login(idp, authorize, user, USERS[user][0]))
-    return browser
-
-
 def test_browser_login_reaches_jupyterlab_on_a_worker_with_the_hubs_token_file(deployed, lab: Lab) -> None:
     from playwright.sync_api import sync_playwright
 
@@ -287,40 +170,6 @@ def test_browser_login_reaches_jupyterlab_on_a_worker_with_the_hubs_token_file(d
     ids = text(lab.ssh(worker, f"docker exec {container} id -u; docker exec {container} id -g")).split()
     assert ids == ["5001", "6001"]
     print(f"notebook of jdoe on {worker}; token file written by the hub on the share, read inside the container")
-
-
-def hub_xsrf(browser: httpx.Client) -> dict[str, str]:
-    """The hub's XSRF header (a notebook sets an _xsrf cookie of its own, under /user/<name>/)."""
-    for cookie in browser.cookies.jar:
-        if cookie.name == "_xsrf" and not cookie.path.startswith("/user/"):
-            return {"X-XSRFToken": cookie.value}
-    return {"X-XSRFToken": ""}
-
-
-def fresh_notebook(hub: str, user: str) -> httpx.Client:
-    """The user's client with a server started just now: one started before the hub was replaced may look for
-    the old hub's address for a while (Docker's DNS answers are cached), so a new login could not reach it."""
-    browser = http_login(hub, user)
-    browser.get("/hub/home")
-    browser.delete(f"/hub/api/users/{user}/server", headers=hub_xsrf(browser))
-    deadline = time.monotonic() + 120
-    while browser.get("/hub/api/user", headers=hub_xsrf(browser)).json().get("servers"):
-        assert time.monotonic() < deadline, f"the server of {user} did not stop"
-        time.sleep(1)
-    return running_notebook(hub, user, browser)
-
-
-def running_notebook(hub: str, user: str, browser: httpx.Client | None = None) -> httpx.Client:
-    """The user's logged-in client, with their server started (as the home page's button does) if it was not."""
-    browser = browser or http_login(hub, user)
-    if not notebook_answers(browser, user):
-        browser.get("/hub/home")
-        browser.post(f"/hub/api/users/{user}/server", headers=hub_xsrf(browser))
-        deadline = time.monotonic() + 240
-        while not notebook_answers(browser, user):
-            assert time.monotonic() < deadline, f"the notebook of {user} did not start"
-            time.sleep(2)
-    return browser
 
 
 def test_logs_of_the_hub_and_of_a_users_notebook_come_from_wherever_they_run(deployed, lab: Lab, site: Path) -> None:
@@ -528,7 +377,7 @@ def test_the_operators_egress_rules_reach_running_notebooks(deployed, lab: Lab, 
 def test_a_rebuilt_image_is_planned_then_sent_and_its_containers_replaced_as_deploy_runs_it(deployed, lab: Lab, site: Path) -> None:
     """An image rebuilt under the same tag on this machine: plan names the send and the guards'
     replacement on each worker, deploy runs exactly that, the hub is not touched."""
-    image = "deployer/netguard:0.1.0"
+    image = "deployer/netguard:0.2.0"
     original = subprocess.run(["docker", "image", "inspect", "--format", "{{.Id}}", image], capture_output=True, text=True, check=True).stdout.strip()
     hub_before = hub_container(lab)
     try:
@@ -739,7 +588,7 @@ def test_destroy_leaves_the_hosts_clean_then_a_killed_deploy_completes_on_rerun(
     assert "leave the swarm" in row(result.stdout, "worker1")
 
     # Interrupted while sending an image (the worker has to get it again), then run again.
-    lab.ssh("worker2", "docker image rm deployer/jupyteruser:0.1.0")
+    lab.ssh("worker2", "docker image rm deployer/jupyteruser:0.2.0")
     proc = subprocess.Popen([DEPLOYER, "-i", "lab", "-t", "sim", "deploy"], cwd=site, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     for line in proc.stderr:
         if "] images" in line:
@@ -749,7 +598,7 @@ def test_destroy_leaves_the_hosts_clean_then_a_killed_deploy_completes_on_rerun(
     proc.wait(timeout=30)
     rerun = deployer(site, "deploy")
     assert rerun.returncode == 0, rerun.stderr + rerun.stdout
-    assert "send image deployer/jupyteruser:0.1.0" in row(rerun.stdout, "worker2")
-    assert lab.ssh("worker2", "docker image inspect deployer/jupyteruser:0.1.0", check=False).returncode == 0
+    assert "send image deployer/jupyteruser:0.2.0" in row(rerun.stdout, "worker2")
+    assert lab.ssh("worker2", "docker image inspect deployer/jupyteruser:0.2.0", check=False).returncode == 0
     assert httpx.get(f"https://{lab.hosts['hub']}/hub/health", verify=False, timeout=30).status_code == 200
     assert deployer(site, "deploy").stdout.count("nothing to change") == 1
