@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import copy
+import subprocess
 from dataclasses import dataclass, field
 
 from conftest import SCOPE, base_configs
@@ -20,7 +21,7 @@ from deployer.phases.pipeline import DEPLOY, plan_all
 from deployer.phases.tls import self_signed
 
 HUB_IMAGE, USER_IMAGE = "taccsciapps/jupyterhub:0.8.0", "taccsciapps/jupyteruser-ds:1.1.0"
-GUARD_IMAGE = "deployer/netguard:0.1.0"
+GUARD_IMAGE = "deployer/netguard:0.2.0"
 CERT, KEY = self_signed("jupyter.example.org")
 
 
@@ -194,7 +195,7 @@ def test_an_image_rebuilt_under_the_same_tag_is_sent_again_and_a_missing_one_pul
     # The Docker proxy runs from the hub image: a new hub image replaces it too.
     assert [str(c) for c in p.commands["hub1"]][0] == f"docker pull {HUB_IMAGE}"
     assert [c.why for c in p.commands["hub1"]][1:] == ["replace the hub's Docker proxy", "the hub's Docker proxy: its image or configuration changed",
-                                                       "the hub's spec changed", "the hub service"]  # and the hub itself
+                                                       "the hub's spec changed"]  # and the hub itself
 
 
 def test_the_static_part_of_a_templated_mount_is_checked_on_workers_but_not_below_the_share(site) -> None:
@@ -230,3 +231,21 @@ def test_a_second_image_sent_to_a_host_skips_the_base_layers_the_first_one_broug
     context = Context.of(d, local, local_layers={USER_IMAGE: base + ["sha256:" + "c" * 64], GUARD_IMAGE: base + ["sha256:" + "d" * 64]})
     sends = [c for phase, planned in plan_all(context, facts) if phase.title == "images" for c in planned.commands.get("worker1", [])]
     assert [c.source[-2:] for c in sends] == [(USER_IMAGE, "0"), (GUARD_IMAGE, "2")]
+
+
+def test_a_running_hub_is_replaced_in_one_step_that_keeps_its_spec_and_databases_and_can_put_them_back(site) -> None:
+    d = deployment_of(site())
+    facts = settled(d, ready_facts())
+    facts["hub1"].images[HUB_IMAGE] = "sha256:next-release"
+    replaced = [c for c in plan(d, facts).commands["hub1"] if "Docker proxy" not in c.why]  # (which runs from the hub image too)
+    assert [c.why for c in replaced] == ["the hub's spec changed"]  # no separate `docker service rm`: the step can be undone
+    step = replaced[0]
+    create = list(step.argv[step.argv.index("docker"):])
+    assert create[:3] == ["docker", "service", "create"] and HUB_IMAGE in create and "--label" in create
+    layout = Layout.of(d)
+    assert step.argv[4:9] == (layout.hub_service, layout.data_dir, f"{layout.state_root}/{layout.name}/state/upgrades", HUB_IMAGE, "443")
+    assert "upgrade-db" in step.argv[2] and "/services/create" in step.argv[9]
+    assert str(step).startswith(f"replace {layout.hub_service}: keep its spec and databases in ")
+    # The script is valid for the hosts' /bin/sh (dash on Debian), not only for bash.
+    for shell in ("sh", "bash"):
+        assert subprocess.run([shell, "-n", "-c", step.argv[2]], capture_output=True, text=True).returncode == 0, shell

@@ -15,6 +15,8 @@ from deployer_hub.tenants import Flavour
 from deployer.config.loader import Deployment
 
 HUB_ROOT = "/srv/jupyterhub"
+#: The hub's databases, in its data directory (Layout.data_dir), mounted at HUB_ROOT/data.
+DATABASES = ("jupyterhub.sqlite", "identities.sqlite")
 #: The tenant's extra CA certificates in the hub container (a Docker config; notebooks get the same one).
 TENANT_CA = f"{HUB_ROOT}/tenant-ca.pem"
 

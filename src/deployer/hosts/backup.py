@@ -23,14 +23,13 @@ from cryptography.fernet import Fernet, InvalidToken
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
 from deployer import __version__
-from deployer.config.hubsettings import HUB_ROOT, Layout
+from deployer.config.hubsettings import DATABASES, HUB_ROOT, Layout
 from deployer.config.loader import Deployment
 from deployer.errors import DeployerError
 from deployer.hosts.commands import Command, sh
 from deployer.phases.facts import STATE_FILES, read_state, state_dir
 from deployer.phases.hub import remove_and_wait
 
-DATABASES = ("jupyterhub.sqlite", "identities.sqlite")
 MAGIC = b"DEPLOYER-BACKUP-ENCRYPTED-1\n"
 SALT_BYTES = 16
 

@@ -16,10 +16,8 @@ from deployer.hosts.commands import Command, sh
 from deployer.phases import dockerproxy, images, sidecars, tls
 from deployer.phases.base import Context, Facts, Phase, Planned, placeholder
 from deployer.phases.facts import HostFacts, state_dir
+from deployer.phases.hubreplace import REPLACE, replace_command
 from deployer.phases.hubservice import HubSpec, SwarmFacts, config_name, network_commands, object_commands, service_commands, stale_commands
-
-#: Why the hub service is removed before it is created again: the report says the hub was replaced.
-REPLACE = "the hub's spec changed"
 
 
 def supplied_pair(ctx: Context) -> tuple[str, str] | None:
@@ -132,8 +130,11 @@ def plan_service(ctx: Context, facts: Facts) -> Planned:
     _hub_image_id(ctx, facts, "the hub")
     spec, _ = hub_spec(ctx, facts[hub.host_id])
     objects = facts[hub.host_id].objects or SwarmFacts()
-    commands = network_commands(ctx.layout, objects) + object_commands(spec, objects) + service_commands(spec, objects)
-    planned.add(hub.host_id, *(remove_and_wait(ctx.layout) if c.why == REPLACE else c for c in commands))
+    service = service_commands(spec, objects)
+    if service and objects.hub_spec_hash is not None:  # notebooks are separate services: replacing the hub does not touch them
+        service = [replace_command(ctx.layout, service[0], spec.image, ctx.https_port)]
+    commands = network_commands(ctx.layout, objects) + object_commands(spec, objects) + service
+    planned.add(hub.host_id, *commands)
     if not commands:
         planned.ok(hub.host_id, f"hub service up to date (spec {spec.spec_hash})")
     return planned

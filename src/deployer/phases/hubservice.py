@@ -143,7 +143,8 @@ def stale_commands(spec: HubSpec, facts: SwarmFacts) -> list[Command]:
 
 
 def service_commands(spec: HubSpec, facts: SwarmFacts) -> list[Command]:
-    """Create the hub service, or replace it when its spec changed; nothing when it did not."""
+    """Create the hub service when it is missing or its spec changed (hub.py replaces a running one);
+    nothing when it did not change."""
     if facts.hub_spec_hash == spec.spec_hash:
         return []
     layout = spec.layout
@@ -171,9 +172,4 @@ def service_commands(spec: HubSpec, facts: SwarmFacts) -> list[Command]:
     for path in sorted(spec.config_files()):
         argv += ["--config", f"source={spec.config_name(path)},target={path},mode=0444"]
     argv += [spec.image, "jupyterhub", "-f", f"{HUB_ROOT}/jupyterhub_config.py"]
-    commands = []
-    if facts.hub_spec_hash is not None:
-        # Notebooks are separate services: replacing the hub does not touch them.
-        commands.append(cmd("docker", "service", "rm", layout.hub_service, why="the hub's spec changed"))
-    commands.append(Command(tuple(argv), why="the hub service"))
-    return commands
+    return [Command(tuple(argv), why="the hub service")]
