@@ -202,6 +202,8 @@ def test_every_setting_round_trips_through_hub_json_and_reaches_the_hub(tmp_path
         "notebooks.constraints": s.worker_constraints == ["node.labels.a==b"], "notebooks.docker_host": s.client_kwargs == {"base_url": "unix:///run/p.sock"},
         "notebooks.guard.label": s.guard_label == "x", "notebooks.guard.port": s.guarded_port == 9999,
         "notebooks.ca_config": s.ca_config == "x-ca",
+        # None: no ACME service (its fields: test_an_acme_hub_serves_the_live_pair_through_the_reloading_proxy_and_runs_the_acme_service).
+        "hub.acme": all(service["name"] != "acme" for service in c.JupyterHub.services),
     }
     assert set(where) == _leaves(full), sorted(set(where) ^ _leaves(full))
     assert [key for key, ok in where.items() if not ok] == []
@@ -214,3 +216,34 @@ def test_a_hub_json_key_the_hub_does_not_know_is_refused(site, tmp_path: Path) -
     data["notebooks"]["gpus"] = 2  # written by a newer deployer than this hub image
     with pytest.raises(ValueError, match="hub.json/notebooks: unknown keys gpus"):
         Settings.from_dict(data)
+
+
+def test_an_acme_hub_serves_the_live_pair_through_the_reloading_proxy_and_runs_the_acme_service(site, tmp_path: Path) -> None:
+    """jupyterhub_tls: acme: the proxy serves the data directory's pair (the self-signed one until the CA's
+    is written there), loaded with tlsreload.js and without its own redirect port (the ACME service, which
+    reads every acme field from hub.json, serves port 80)."""
+    from deployer_hub import acmecert
+    from deployer_hub.settings import Settings
+
+    from deployer.phases.tls import self_signed
+
+    data = hub_json(site)
+    cert, key = self_signed("jupyter.example.org")
+    (tmp_path / "cert.pem").write_text(cert)
+    (tmp_path / "key.pem").write_text(key)
+    data["hub"].update(data_dir=str(tmp_path / "data"), ssl_cert=str(tmp_path / "cert.pem"), ssl_key=str(tmp_path / "key.pem"), public_https_port=8443,
+                       acme={"email": "ops@example.org", "directory": "https://acme.example.org/dir", "ca_bundle": "/srv/jupyterhub/acme-ca.pem",
+                             "renew_days": 20})
+    c = applied(tmp_path, data)
+    live = tmp_path / "data" / "tls"
+    assert (c.JupyterHub.ssl_cert, c.JupyterHub.ssl_key) == (str(live / "cert.pem"), str(live / "key.pem"))
+    assert (live / "cert.pem").read_text() == cert and oct((live / "key.pem").stat().st_mode & 0o777) == "0o600"
+    command = c.ConfigurableHTTPProxy.command
+    assert command[:3] == ["node", "--require", str(Path(acmecert.__file__).with_name("tlsreload.js"))] and command[3].endswith("configurable-http-proxy")
+    assert not any(arg.startswith("--redirect") for arg in command)
+    service = next(s for s in c.JupyterHub.services if s["name"] == "acme")
+    assert service["command"][1:3] == ["-m", "deployer_hub.acmecert"]
+    acme = acmecert.Service(Settings.from_dict(json.loads(Path(service["command"][3]).read_text())))
+    assert (acme.acme.email, acme.acme.directory, acme.acme.ca_bundle, acme.acme.renew_days) == (
+        "ops@example.org", "https://acme.example.org/dir", "/srv/jupyterhub/acme-ca.pem", 20)
+    assert acme.host == "jupyter.example.org" and acme.https_base == "https://jupyter.example.org:8443"

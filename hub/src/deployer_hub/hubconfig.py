@@ -9,6 +9,8 @@ edits Python and no secret travels in an environment variable.
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -50,6 +52,8 @@ def apply(c: Any, settings_path: str, secrets_dir: str = "/run/secrets") -> Sett
         # put ":443" into every redirect; without it, it redirects to its own port, 443, and names none.
         redirect_to = [] if hub.public_https_port == 443 else [f"--redirect-to={hub.public_https_port}"]
         c.ConfigurableHTTPProxy.command = ["configurable-http-proxy", f"--redirect-port={hub.http_port}", *redirect_to]
+        if hub.acme:
+            _acme_certificate(c, settings, settings_path)
     c.JupyterHub.hub_bind_url = "http://0.0.0.0:8081"
     # The proxy runs in the hub's own container (JupyterHub starts it), so it reaches the hub over
     # loopback. With the service name it resolved that name in Docker's DNS (answered by dockerd)
@@ -119,6 +123,8 @@ def apply(c: Any, settings_path: str, secrets_dir: str = "/run/secrets") -> Sett
         c.JupyterHub.authenticate_prometheus = True  # (the default) without the token, /hub/metrics answers 403
         roles.append({"name": "metrics-scraper", "scopes": ["read:metrics"], "services": ["metrics-scraper"]})
         services.append({"name": "metrics-scraper", "api_token": secret("metrics_token")})
+    if hub.acme:  # (see _acme_certificate) the port 80 server and the ACME client; no scopes needed
+        services.append({"name": "acme", "command": [sys.executable, "-m", "deployer_hub.acmecert", settings_path]})
     if services:
         c.JupyterHub.load_roles, c.JupyterHub.services = roles, services
     return settings
@@ -126,6 +132,22 @@ def apply(c: Any, settings_path: str, secrets_dir: str = "/run/secrets") -> Sett
 
 LOCAL_DEV_BANNER = ("LOCAL USE ONLY: this hub logs in with a shared password (login: local-dev), "
                     "not with a tenant. Never expose it beyond this machine.")
+
+
+def _acme_certificate(c: Any, settings: Settings, settings_path: str) -> None:
+    """The proxy serves the live pair in the data directory: the self-signed one until the ACME service
+    (deployer_hub.acmecert, which also serves port 80 instead of the proxy's redirect port) writes the
+    CA's; tlsreload.js gives the proxy each new pair without closing open connections."""
+    from . import acmecert  # the acme library: only for hubs that use it
+
+    hub = settings.hub
+    paths = acmecert.Paths.of(hub.data_dir)
+    acmecert.start_with(paths, Path(hub.ssl_cert or ""), Path(hub.ssl_key or ""), acmecert.host_of(hub.host))
+    c.JupyterHub.ssl_cert, c.JupyterHub.ssl_key = str(paths.cert), str(paths.key)
+    proxy = shutil.which("configurable-http-proxy")
+    if proxy is None:
+        raise RuntimeError("configurable-http-proxy is not on PATH")
+    c.ConfigurableHTTPProxy.command = ["node", "--require", str(Path(__file__).with_name("tlsreload.js")), os.path.realpath(proxy)]
 
 
 def _local_dev_login(c: Any, secret: Secrets) -> None:

@@ -32,6 +32,16 @@ class OAuthSettings:
 
 
 @dataclass(frozen=True)
+class AcmeSettings:
+    """The hub's certificate from an ACME CA (deployer_hub.acmecert)."""
+
+    email: str
+    directory: str = "https://acme-v02.api.letsencrypt.org/directory"
+    ca_bundle: str | None = None  # path in the hub container: CAs for the directory's HTTPS (a private CA)
+    renew_days: int = 30  # renew this long before expiry at most (sooner for short-lived certificates)
+
+
+@dataclass(frozen=True)
 class HubSettings:
     host: str
     service_name: str
@@ -42,6 +52,7 @@ class HubSettings:
     ssl_cert: str | None = None
     ssl_key: str | None = None
     metrics_scraper: bool = False  # a service whose token (secret metrics_token) may read /hub/metrics
+    acme: AcmeSettings | None = None  # None: the certificate is ssl_cert (supplied or self-signed)
 
 
 @dataclass(frozen=True)
