@@ -249,3 +249,18 @@ def test_a_running_hub_is_replaced_in_one_step_that_keeps_its_spec_and_databases
     # The script is valid for the hosts' /bin/sh (dash on Debian), not only for bash.
     for shell in ("sh", "bash"):
         assert subprocess.run([shell, "-n", "-c", step.argv[2]], capture_output=True, text=True).returncode == 0, shell
+
+
+def test_an_acme_hub_gets_its_acme_settings_and_the_directorys_ca_as_a_config(site) -> None:
+    from deployer.config.hubsettings import ACME_CA
+    from deployer.phases.hub import hub_spec
+
+    configs = base_configs()
+    configs[SCOPE].update(jupyterhub_tls="acme", jupyterhub_acme_email="ops@example.org", jupyterhub_acme_directory="https://acme.example.org/dir",
+                          jupyterhub_acme_ca_bundle=CERT, jupyterhub_acme_renew_days=20)
+    d = deployment_of(site(configs=configs))
+    spec, self_signed_fallback = hub_spec(Context.of(d, {}), settled(d, ready_facts())["hub1"])
+    assert spec.settings["hub"]["acme"] == {"email": "ops@example.org", "directory": "https://acme.example.org/dir", "ca_bundle": ACME_CA, "renew_days": 20}
+    assert spec.config_files()[ACME_CA] == CERT and self_signed_fallback  # the self-signed pair stays: the hub serves it until the CA's is issued
+    plain = deployment_of(site())
+    assert hub_spec(Context.of(plain, {}), settled(plain, ready_facts())["hub1"])[0].settings["hub"]["acme"] is None

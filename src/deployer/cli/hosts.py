@@ -28,6 +28,7 @@ from deployer.hosts import backup as backups
 from deployer.hosts import logs as hub_logs
 from deployer.hosts import metrics
 from deployer.hosts.ssh import SSHExecutor, executor_for
+from deployer.hosts.status import certificate as certificate_status
 from deployer.hosts.status import last_run
 from deployer.hosts.status import read as status_of
 from deployer.phases import images, preflight
@@ -94,7 +95,10 @@ def _rollout(deployment: Deployment, action: str, purge_data: bool = False, rest
         replaced = "; the hub was replaced (running notebooks were not touched)" if report.hub_replaced else ""
         out.print(f"{action} of {deployment.target} done in {report.seconds:.1f} s{replaced}", markup=False)
     out.print(f"hub: {report.url}", markup=False)
-    if report.self_signed:
+    if deployment.config.jupyterhub_tls == "acme":
+        out.print(f"TLS: a certificate from {deployment.config.jupyterhub_acme_directory} (HTTP-01 on port 80); the hub serves its "
+                  "self-signed one until it is issued: `deployer status` shows the certificate and any error", markup=False)
+    elif report.self_signed:
         out.print(f"TLS: self-signed certificate (kept on the hub under {Layout.of(deployment).state_root}); "
                   "browsers will warn until you supply jupyterhub_cert/jupyterhub_key", markup=False)
     if deployment.config.login == "local-dev":
@@ -170,6 +174,8 @@ def status() -> None:
             out.print(f"node {node.hostname} is {node.state}: the servers of {', '.join(sorted(stranded))} run nowhere; the hub counts them "
                       "as stopped and their users can start them again on a worker that is up", markup=False)
     out.print(f"hub service: {current.hub_state}", markup=False)
+    if deployment.config.jupyterhub_tls == "acme":
+        out.print(certificate_status(executor_for(hub, deployment), Layout.of(deployment)), markup=False)
     if deployment.config.metrics_prometheus_url:
         try:
             out.print(str(metrics.last_hour(deployment.config.metrics_prometheus_url)), markup=False)

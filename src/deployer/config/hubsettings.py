@@ -9,7 +9,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from deployer_hub import netguard
-from deployer_hub.settings import GuardSettings, HubSettings, NotebookSettings, OAuthSettings, Settings, TasSettings, TenantSettings
+from deployer_hub.settings import (
+    AcmeSettings,
+    GuardSettings,
+    HubSettings,
+    NotebookSettings,
+    OAuthSettings,
+    Settings,
+    TasSettings,
+    TenantSettings,
+)
 from deployer_hub.tenants import Flavour
 
 from deployer.config.loader import Deployment
@@ -17,6 +26,8 @@ from deployer.config.loader import Deployment
 HUB_ROOT = "/srv/jupyterhub"
 #: The hub's databases, in its data directory (Layout.data_dir), mounted at HUB_ROOT/data.
 DATABASES = ("jupyterhub.sqlite", "identities.sqlite")
+#: The CAs of a private ACME directory's HTTPS, in the hub container (a Docker config).
+ACME_CA = f"{HUB_ROOT}/acme-ca.pem"
 #: The tenant's extra CA certificates in the hub container (a Docker config; notebooks get the same one).
 TENANT_CA = f"{HUB_ROOT}/tenant-ca.pem"
 
@@ -99,6 +110,9 @@ def settings(deployment: Deployment, layout: Layout, *, ssl: bool = True, https_
             https_port=443, public_https_port=config.hub_address.port or https_port, http_port=80,
             ssl_cert=f"{HUB_ROOT}/ssl/cert.pem" if ssl else None, ssl_key="/run/secrets/ssl_key" if ssl else None,
             metrics_scraper=config.jupyterhub_metrics_token is not None,
+            acme=AcmeSettings(email=config.jupyterhub_acme_email or "", directory=config.jupyterhub_acme_directory,
+                              ca_bundle=ACME_CA if config.jupyterhub_acme_ca_bundle else None,
+                              renew_days=config.jupyterhub_acme_renew_days) if config.jupyterhub_tls == "acme" and ssl else None,
         ),
         tas=TasSettings(use_uid=config.use_tas_uid, use_gid=config.use_tas_gid, url=config.tas_base_url,
                         role_account=config.tas_role_account, min_id=config.tas_min_id),

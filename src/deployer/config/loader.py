@@ -69,7 +69,7 @@ class Loaded:
 
 def _resolve_pem_files(layered: Layered, files: DeploymentFiles, problems: list[Problem]) -> None:
     """``jupyterhub_cert``/``jupyterhub_key`` hold PEM text, or name a file in the extras directory."""
-    for key in ("jupyterhub_cert", "jupyterhub_key", "tenant_ca_bundle"):
+    for key in ("jupyterhub_cert", "jupyterhub_key", "tenant_ca_bundle", "jupyterhub_acme_ca_bundle"):
         value = layered.values.get(key)
         if not isinstance(value, str) or value.lstrip().startswith("-----BEGIN") or "\n" in value.strip():
             continue
@@ -129,8 +129,10 @@ def _config_for(target: Target, src: Sources, override_pairs: list[tuple[str, An
     for finding in cross_check(config):
         key, *rest = finding.key.split("/")
         report(key, tuple(rest), finding.message, finding.error)
-    if config.tenant_ca_bundle and not certs.is_ca_bundle(config.tenant_ca_bundle.encode()):
-        report("tenant_ca_bundle", (), "not a PEM bundle of certificates (expected -----BEGIN CERTIFICATE----- blocks)")
+    for key in ("tenant_ca_bundle", "jupyterhub_acme_ca_bundle"):
+        bundle = getattr(config, key)
+        if bundle and not certs.is_ca_bundle(bundle.encode()):
+            report(key, (), "not a PEM bundle of certificates (expected -----BEGIN CERTIFICATE----- blocks)")
     if config.jupyterhub_cert and config.jupyterhub_key:
         result = certs.check(config.jupyterhub_cert.encode(), config.jupyterhub_key.get_secret_value().encode(), config.hub_address.host)
         for message in result.cert_errors:

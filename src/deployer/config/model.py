@@ -31,6 +31,7 @@ from deployer.config.values import (
     _base_url,
     _egress_rules,
     _egress_targets,
+    _email,
     _identifier,
     _pids_limit,
     _private_ip,
@@ -45,6 +46,7 @@ from deployer.config.values import (
 DEFAULT_HUB_IMAGE = f"deployer/jupyterhub:{__version__}"  # as scripts/build-images tags them
 DEFAULT_USER_IMAGE = "taccsciapps/jupyteruser-base:latest"
 DEFAULT_NETGUARD_IMAGE = f"deployer/netguard:{__version__}"
+DEFAULT_ACME_DIRECTORY = "https://acme-v02.api.letsencrypt.org/directory"
 DEFAULT_CULL_TIMEOUT = 86400
 DEFAULT_START_TIMEOUT = 180
 
@@ -82,6 +84,14 @@ class JupyterHubConfig(BaseModel):
     jupyterhub_oauth_client_secret: Secret
     jupyterhub_cert: str | None = None
     jupyterhub_key: OptionalSecret = None
+    #: Where the hub's certificate comes from: jupyterhub_cert/key when given, else self-signed; or an ACME CA
+    #: (Let's Encrypt unless jupyterhub_acme_directory says otherwise) over HTTP-01 on port 80.
+    jupyterhub_tls: Literal["self-signed", "acme"] | None = None
+    jupyterhub_acme_email: Annotated[str | None, PlainValidator(_email)] = None
+    jupyterhub_acme_directory: Annotated[str, PlainValidator(_base_url)] = DEFAULT_ACME_DIRECTORY
+    #: CA certificates for the directory's HTTPS (a private ACME server); PEM text or a file in the extras directory.
+    jupyterhub_acme_ca_bundle: str | None = None
+    jupyterhub_acme_renew_days: int = Field(default=30, ge=1, le=60, strict=True)
     volume_mounts: list[Mount] = Field(default_factory=list)
     jupyterhub_image: Image = DEFAULT_HUB_IMAGE
     jupyter_user_image: Image = DEFAULT_USER_IMAGE
@@ -183,6 +193,18 @@ def cross_check(cfg: JupyterHubConfig) -> list[Finding]:
     if "oidc_username_claim" in cfg.model_fields_set and flavour is not Flavour.OIDC:
         found.append(Finding("oidc_username_claim", f"only applies to OpenID Connect tenants (tenant_type: oidc); tenant {cfg.tenant!r} "
                                                     f"is {flavour.value}, whose username comes from its profile: remove the key"))
+
+    if cfg.jupyterhub_tls == "acme":
+        if cfg.jupyterhub_acme_email is None:
+            found.append(Finding("jupyterhub_acme_email", "required because jupyterhub_tls is acme: the CA's contact for this hub's certificates (expiry notices)"))
+        if cfg.jupyterhub_cert is not None:
+            found.append(Finding("jupyterhub_cert", "the certificate comes from the ACME CA (jupyterhub_tls: acme): remove jupyterhub_cert and jupyterhub_key, or jupyterhub_tls"))
+    else:
+        if cfg.jupyterhub_tls == "self-signed" and cfg.jupyterhub_cert is not None:
+            found.append(Finding("jupyterhub_cert", "jupyterhub_tls is self-signed: remove jupyterhub_cert and jupyterhub_key, or jupyterhub_tls"))
+        for key in ("jupyterhub_acme_email", "jupyterhub_acme_directory", "jupyterhub_acme_ca_bundle", "jupyterhub_acme_renew_days"):
+            if key in cfg.model_fields_set:
+                found.append(Finding(key, "ignored: jupyterhub_tls is not acme", error=False))
 
     if (cfg.jupyterhub_cert is None) != (cfg.jupyterhub_key is None):
         have, missing = ("jupyterhub_cert", "jupyterhub_key") if cfg.jupyterhub_key is None else ("jupyterhub_key", "jupyterhub_cert")

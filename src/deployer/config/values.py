@@ -103,6 +103,18 @@ def _base_url(value: Any) -> str:
     return value.rstrip("/")
 
 
+_EMAIL = re.compile(r"^[^@\s:/]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+$")
+
+
+def _email(value: Any) -> str | None:
+    """A contact address (the ACME CA's expiry notices)."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not _EMAIL.match(value.strip()):
+        fail(f"must be an email address such as ops@example.org, got {value!r}")
+    return value.strip()
+
+
 def _query_url(value: Any) -> str | None:
     """An http(s) URL that carries no secret (a Prometheus to query): plain http is fine anywhere."""
     if value is None:

@@ -69,3 +69,20 @@ def read(ex: Executor, layout: Layout) -> Status:
             user = task["Name"].split(".", 1)[0].removeprefix(f"{layout.notebook_prefix}-")
             status.notebooks.setdefault(task["Node"], []).append(user)
     return status
+
+
+def certificate(ex: Executor, layout: Layout) -> str:
+    """The hub's ACME certificate, as its ACME service last wrote it (deployer_hub.acmecert), in one line."""
+    found = ex.run(cmd("cat", f"{layout.data_dir}/acme/status.json"), check=False)
+    try:
+        status = json.loads(found.stdout) if found.code == 0 else {}
+    except json.JSONDecodeError:
+        status = {}
+    if not status:
+        return "certificate: not requested yet (the hub's ACME service asks for it once the hub runs)"
+    issued = (f"from {status.get('issued_by')} for {status.get('host')}, valid until {status.get('not_after')}, renewed from {status.get('renew_at')}"
+              if status.get("not_after") else "")
+    if status.get("state") == "failed":
+        before = f"{issued}; renewing it failed" if issued else "self-signed until the ACME CA issues one; the last order failed"
+        return f"certificate: {before}: {status.get('error')} (next try at {status.get('next_attempt')})"
+    return f"certificate: {issued}"

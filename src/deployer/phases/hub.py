@@ -11,7 +11,7 @@ import secrets
 from dataclasses import replace
 
 from deployer.config import certs, hubsettings
-from deployer.config.hubsettings import HUB_ROOT, TENANT_CA
+from deployer.config.hubsettings import ACME_CA, HUB_ROOT, TENANT_CA
 from deployer.hosts.commands import Command, sh
 from deployer.phases import dockerproxy, images, sidecars, tls
 from deployer.phases.base import Context, Facts, Phase, Planned, placeholder
@@ -83,6 +83,8 @@ def hub_spec(ctx: Context, hub: HostFacts) -> tuple[HubSpec, bool]:
     files = {f"{HUB_ROOT}/ssl/cert.pem": cert}
     if config.tenant_ca_bundle:
         files[TENANT_CA] = config.tenant_ca_bundle
+    if config.jupyterhub_tls == "acme" and config.jupyterhub_acme_ca_bundle:
+        files[ACME_CA] = config.jupyterhub_acme_ca_bundle
     settings = hubsettings.settings(ctx.deployment, layout, https_port=ctx.https_port, http_port=ctx.http_port)
     if settings["tenant"].get("ca_bundle") and config.tenant_ca_bundle:
         # Notebooks get the same config object as the hub's tenant-ca.pem (the spawner attaches it
