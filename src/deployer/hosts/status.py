@@ -80,7 +80,7 @@ def certificate(ex: Executor, layout: Layout) -> str:
         status = {}
     if not status:
         return "certificate: not requested yet (the hub's ACME service asks for it once the hub runs)"
-    issued = (f"from {status.get('issued_by')} for {status.get('host')}, valid until {status.get('not_after')}, renewed from {status.get('renew_at')}"
+    issued = (f"from {status.get('issued_by')} for {status.get('host')}, valid until {status.get('not_after')}, due for renewal at {status.get('renew_at')}"
               if status.get("not_after") else "")
     if status.get("state") == "failed":
         before = f"{issued}; renewing it failed" if issued else "self-signed until the ACME CA issues one; the last order failed"

@@ -17,7 +17,16 @@ from deployer.phases import dockerproxy, images, sidecars, tls
 from deployer.phases.base import Context, Facts, Phase, Planned, placeholder
 from deployer.phases.facts import HostFacts, state_dir
 from deployer.phases.hubreplace import REPLACE, replace_command
-from deployer.phases.hubservice import HubSpec, SwarmFacts, config_name, network_commands, object_commands, service_commands, stale_commands
+from deployer.phases.hubservice import (
+    HubSpec,
+    SwarmFacts,
+    config_name,
+    network_commands,
+    object_commands,
+    service_commands,
+    stale_commands,
+    update_flags,
+)
 
 
 def supplied_pair(ctx: Context) -> tuple[str, str] | None:
@@ -134,7 +143,7 @@ def plan_service(ctx: Context, facts: Facts) -> Planned:
     objects = facts[hub.host_id].objects or SwarmFacts()
     service = service_commands(spec, objects)
     if service and objects.hub_spec_hash is not None:  # notebooks are separate services: replacing the hub does not touch them
-        service = [replace_command(ctx.layout, service[0], spec.image, ctx.https_port)]
+        service = [replace_command(ctx.layout, update_flags(spec), spec.image, ctx.https_port)]
     commands = network_commands(ctx.layout, objects) + object_commands(spec, objects) + service
     planned.add(hub.host_id, *commands)
     if not commands:

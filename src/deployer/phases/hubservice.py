@@ -155,11 +155,10 @@ def service_commands(spec: HubSpec, facts: SwarmFacts) -> list[Command]:
         "--label", f"deployer={layout.name}", "--label", f"deployer.spec={spec.spec_hash}",
         "--constraint", "node.labels.deployer.hub==true",
         "--network", layout.network,
-        # DNS round robin: the name resolves to the container itself. Through a virtual IP the
-        # hub's own proxy cannot reach the hub (no hairpin to one's own service VIP).
+        # DNS round robin: the name resolves to the hub's container. (A virtual IP would outlive the
+        # container, but needs IPVS, which not every kernel has: this one's lab does not.)
         "--endpoint-mode", "dnsrr",
-        "--publish", f"published={spec.https_port},target=443,mode=host",
-        "--publish", f"published={spec.http_port},target=80,mode=host",
+        *publish_flags(spec, "--publish"),
         # Not the engine's socket (root on the host): the proxy's, which allows only the spawner's calls.
         "--mount", f"type=bind,src={layout.docker_proxy_dir},dst={DOCKER_PROXY_DIR}",
         "--mount", f"type=bind,src={layout.data_dir},dst={HUB_ROOT}/data",
@@ -167,9 +166,28 @@ def service_commands(spec: HubSpec, facts: SwarmFacts) -> list[Command]:
         "--restart-condition", "any", "--restart-delay", "3s",
         "--stop-grace-period", "20s",
     ]
-    for key in sorted(spec.secrets):
-        argv += ["--secret", f"source={spec.secret_name(key)},target={key},mode=0400"]
-    for path in sorted(spec.config_files()):
-        argv += ["--config", f"source={spec.config_name(path)},target={path},mode=0444"]
+    argv += object_flags(spec, "--secret", "--config")
     argv += [spec.image, "jupyterhub", "-f", f"{HUB_ROOT}/jupyterhub_config.py"]
     return [Command(tuple(argv), why="the hub service")]
+
+
+def publish_flags(spec: HubSpec, flag: str) -> list[str]:
+    return [flag, f"published={spec.https_port},target=443,mode=host", flag, f"published={spec.http_port},target=80,mode=host"]
+
+
+def object_flags(spec: HubSpec, secret_flag: str, config_flag: str) -> list[str]:
+    flags = []
+    for key in sorted(spec.secrets):
+        flags += [secret_flag, f"source={spec.secret_name(key)},target={key},mode=0400"]
+    for path in sorted(spec.config_files()):
+        flags += [config_flag, f"source={spec.config_name(path)},target={path},mode=0444"]
+    return flags
+
+
+def update_flags(spec: HubSpec) -> list[str]:
+    """`docker service update` flags that turn the running hub service (scaled to none) into this spec:
+    everything the spec hash covers. Its current secrets and configs are removed by name on the host
+    (hubreplace), then these added; the mounts, network and command never change."""
+    return ["--detach", "--no-resolve-image", "--replicas", "1", "--image", spec.image, "--label-add", f"deployer.spec={spec.spec_hash}",
+            "--endpoint-mode", "dnsrr", "--publish-rm", "443", "--publish-rm", "80", *publish_flags(spec, "--publish-add"),
+            *object_flags(spec, "--secret-add", "--config-add")]
