@@ -118,7 +118,8 @@ def test_the_proxy_reaches_the_hub_over_loopback_the_notebooks_by_service_name(s
     hub = hub_json(site)
     c = applied(tmp_path, hub)
     assert c.JupyterHub.hub_connect_url == "http://127.0.0.1:8081"
-    assert c.Spawner.hub_connect_url == f"http://{hub['hub']['service_name']}:8081"
+    # Notebooks: through the hub API's relay, whose address outlives the hub's container (hubrelay).
+    assert c.Spawner.hub_connect_url == f"http://{hub['hub']['service_name']}api:8081" == f"http://{hub['hub']['api_relay']}:8081"
     assert "hub_connect_url" in TenantSwarmSpawner.class_trait_names()  # JUPYTERHUB_API_URL in the notebook comes from it
 
 
@@ -162,7 +163,7 @@ def test_every_setting_round_trips_through_hub_json_and_reaches_the_hub(tmp_path
         tenant=TenantSettings(id="x", flavour="oidc", base_url="https://id.example.org/realms/x", ca_bundle="/srv/jupyterhub/tenant-ca.pem",
                               case_insensitive=True, username_claim="email"),
         oauth=OAuthSettings(client_id="cid", callback_url="https://h.example.org/hub/oauth_callback"),
-        hub=HubSettings(host="h.example.org:8443", service_name="x-hub", data_dir="/data", https_port=4443, public_https_port=8443,
+        hub=HubSettings(host="h.example.org:8443", service_name="x-hub", api_relay="x-hubapi", data_dir="/data", https_port=4443, public_https_port=8443,
                         http_port=8080, ssl_cert="/c.pem", ssl_key="/run/secrets/ssl_key", metrics_scraper=True),
         tas=TasSettings(use_uid=True, use_gid=True, url="https://tas.example.org/api", role_account="role", min_id=2000),
         notebooks=NotebookSettings(image="img:1", network="x-net", service_prefix="x-nb", volume_mounts=["/d/{username}:/home/jupyter/d:rw"],
@@ -182,7 +183,8 @@ def test_every_setting_round_trips_through_hub_json_and_reaches_the_hub(tmp_path
         "tenant.case_insensitive": a.username_case_insensitive is True, "tenant.username_claim": a.username_claim == "email",
         "oauth.client_id": a.client_id == "cid", "oauth.callback_url": a.oauth_callback_url == "https://h.example.org/hub/oauth_callback",
         "hub.host": full.hub.host == "h.example.org:8443",  # informational: the callback URL carries it
-        "hub.service_name": c.Spawner.hub_connect_url == "http://x-hub:8081", "hub.data_dir": c.JupyterHub.db_url == "sqlite:////data/jupyterhub.sqlite",
+        "hub.service_name": full.hub.service_name == "x-hub",  # the hub service's name (without a relay, notebooks' hub address)
+        "hub.api_relay": c.Spawner.hub_connect_url == "http://x-hubapi:8081", "hub.data_dir": c.JupyterHub.db_url == "sqlite:////data/jupyterhub.sqlite",
         "hub.https_port": c.JupyterHub.bind_url == "https://0.0.0.0:4443",
         "hub.public_https_port": "--redirect-to=8443" in c.ConfigurableHTTPProxy.command,
         "hub.http_port": "--redirect-port=8080" in c.ConfigurableHTTPProxy.command,

@@ -265,3 +265,18 @@ def test_an_acme_hub_gets_its_acme_settings_and_the_directorys_ca_as_a_config(si
     assert spec.config_files()[ACME_CA] == CERT and self_signed_fallback  # the self-signed pair stays: the hub serves it until the CA's is issued
     plain = deployment_of(site())
     assert hub_spec(Context.of(plain, {}), settled(plain, ready_facts())["hub1"])[0].settings["hub"]["acme"] is None
+
+
+def test_the_hub_api_relay_is_started_on_the_network_before_the_hub_and_outlives_a_new_hub_image(site) -> None:
+    d = deployment_of(site())
+    layout = Layout.of(d)
+    fresh = [str(c) for c in plan(d, {h: HostFacts(docker="24.0") for h in ("hub1", "worker1", "worker2")}).commands["hub1"]]
+    network = next(i for i, c in enumerate(fresh) if c.startswith("docker network create"))
+    relay = next(i for i, c in enumerate(fresh) if c.startswith(f"docker run --detach --name {layout.hub_relay} "))
+    hub = next(i for i, c in enumerate(fresh) if c.startswith("docker service create"))
+    assert network < relay < hub and f"--network {layout.network}" in fresh[relay] and "--user 65534:65534" in fresh[relay]
+    assert fresh[relay].endswith(f"python3 -m deployer_hub.hubrelay {layout.hub_service} 8081")
+    facts = settled(d, ready_facts())
+    facts["hub1"].images[HUB_IMAGE] = "sha256:next-release"  # a new hub image: the hub and its Docker proxy are replaced, not the relay
+    again = [str(c) for c in plan(d, facts).commands["hub1"]]
+    assert again and not any(layout.hub_relay in c for c in again)

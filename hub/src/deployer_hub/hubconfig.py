@@ -64,7 +64,8 @@ def apply(c: Any, settings_path: str, secrets_dir: str = "/run/secrets") -> Sett
     # the hub (a few seconds after taking its name out of DNS) the hub now answers until it exits,
     # instead of 503s. The notebooks, in other containers, still use the service name:
     c.JupyterHub.hub_connect_url = "http://127.0.0.1:8081"
-    c.Spawner.hub_connect_url = f"http://{hub.service_name}:8081"
+    # (through the relay, whose address, unlike the hub container's, outlives a hub replacement: hubrelay)
+    c.Spawner.hub_connect_url = f"http://{hub.api_relay or hub.service_name}:8081"
     c.JupyterHub.db_url = f"sqlite:///{hub.data_dir}/jupyterhub.sqlite"
     c.JupyterHub.cookie_secret = bytes.fromhex(secret("cookie_secret"))
     c.CryptKeeper.keys = [bytes.fromhex(secret("crypt_key"))]

@@ -53,6 +53,7 @@ class HubSettings:
     ssl_key: str | None = None
     metrics_scraper: bool = False  # a service whose token (secret metrics_token) may read /hub/metrics
     acme: AcmeSettings | None = None  # None: the certificate is ssl_cert (supplied or self-signed)
+    api_relay: str | None = None  # the hub API's relay (hubrelay) notebooks reach the hub by; None: service_name
 
 
 @dataclass(frozen=True)

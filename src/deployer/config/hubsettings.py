@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from deployer_hub import netguard
+from deployer_hub import names, netguard
 from deployer_hub.settings import (
     AcmeSettings,
     GuardSettings,
@@ -58,6 +58,11 @@ class Layout:
     @property
     def hub_service(self) -> str:
         return f"{self.name}-hub"
+
+    @property
+    def hub_relay(self) -> str:
+        """The container relaying the hub API for notebooks (deployer_hub.hubrelay): its name is their hub address."""
+        return names.fit(f"{self.name}-hubapi", names.SERVICE_NAME_MAX)
 
     @property
     def data_dir(self) -> str:
@@ -110,6 +115,7 @@ def settings(deployment: Deployment, layout: Layout, *, ssl: bool = True, https_
             https_port=443, public_https_port=config.hub_address.port or https_port, http_port=80,
             ssl_cert=f"{HUB_ROOT}/ssl/cert.pem" if ssl else None, ssl_key="/run/secrets/ssl_key" if ssl else None,
             metrics_scraper=config.jupyterhub_metrics_token is not None,
+            api_relay=layout.hub_relay,
             acme=AcmeSettings(email=config.jupyterhub_acme_email or "", directory=config.jupyterhub_acme_directory,
                               ca_bundle=ACME_CA if config.jupyterhub_acme_ca_bundle else None,
                               renew_days=config.jupyterhub_acme_renew_days) if config.jupyterhub_tls == "acme" and ssl else None,

@@ -20,7 +20,7 @@ from deployer.hosts import layers
 from deployer.hosts.commands import cmd, sh
 from deployer.hosts.executor import Executor
 from deployer.hosts.ssh import ConnectError
-from deployer.phases import dockerproxy, images, netguard, nfs, sidecars
+from deployer.phases import dockerproxy, hubrelay, images, netguard, nfs, sidecars
 from deployer.phases.hubservice import SwarmFacts
 
 #: The hub's kept state (below ``<state_root>/<name>/state`` on the hub): generated once, kept across deploys.
@@ -42,6 +42,7 @@ class HostFacts:
     holders: dict[int, set[str]] = field(default_factory=dict)  # listening port -> names of the programs holding it
     guard: tuple[str, bool] | None = None  # the network guard's (spec hash, running), None when absent
     proxy: tuple[str, bool] | None = None  # the hub's Docker proxy's, likewise
+    relay: tuple[str, bool] | None = None  # the hub API's relay's, likewise
     published: dict[int, set[str]] = field(default_factory=dict)  # on a manager: port -> the swarm services publishing it
     # On the hub (a manager): every node's labels, the join token, the deployment's Docker objects.
     node_labels: dict[str, dict[str, str]] = field(default_factory=dict)
@@ -163,6 +164,7 @@ def gather_one(host: Host, ex: Executor, deployment: Deployment) -> HostFacts:
     others = [w for w in deployment.workers if w.host_id != hub.host_id]
     if host.host_id == hub.host_id:
         facts.proxy = sidecars.current(ex, dockerproxy.container_name(layout))
+        facts.relay = sidecars.current(ex, hubrelay.container_name(layout))
         if facts.leads_swarm:
             facts.published = published_ports(ex)
             for line in ex.run(NODE_LABELS, check=False).stdout.splitlines():

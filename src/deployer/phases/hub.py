@@ -13,7 +13,7 @@ from dataclasses import replace
 from deployer.config import certs, hubsettings
 from deployer.config.hubsettings import ACME_CA, HUB_ROOT, TENANT_CA
 from deployer.hosts.commands import Command, sh
-from deployer.phases import dockerproxy, images, sidecars, tls
+from deployer.phases import dockerproxy, hubrelay, images, sidecars, tls
 from deployer.phases.base import Context, Facts, Phase, Planned, placeholder
 from deployer.phases.facts import HostFacts, state_dir
 from deployer.phases.hubreplace import REPLACE, replace_command
@@ -144,7 +144,8 @@ def plan_service(ctx: Context, facts: Facts) -> Planned:
     service = service_commands(spec, objects)
     if service and objects.hub_spec_hash is not None:  # notebooks are separate services: replacing the hub does not touch them
         service = [replace_command(ctx.layout, update_flags(spec), spec.image, ctx.https_port)]
-    commands = network_commands(ctx.layout, objects) + object_commands(spec, objects) + service
+    relay = sidecars.commands(hubrelay.sidecar(ctx.deployment, ctx.layout), facts[hub.host_id].relay)  # on the network, before the hub
+    commands = network_commands(ctx.layout, objects) + relay + object_commands(spec, objects) + service
     planned.add(hub.host_id, *commands)
     if not commands:
         planned.ok(hub.host_id, f"hub service up to date (spec {spec.spec_hash})")
@@ -159,6 +160,7 @@ def expect_service(ctx: Context, facts: Facts, planned: Planned) -> None:
     objects.secrets |= {spec.secret_name(k) for k in spec.secrets}
     objects.configs |= {spec.config_name(p) for p in spec.config_files()}
     objects.hub_spec_hash = spec.spec_hash
+    hub.relay = (hubrelay.sidecar(ctx.deployment, ctx.layout).spec_hash, True)
 
 
 def plan_unused(ctx: Context, facts: Facts) -> Planned:

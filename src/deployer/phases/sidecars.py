@@ -22,12 +22,16 @@ class Sidecar:
     options: tuple[str, ...]  # docker run options (capabilities, mounts, environment, ...)
     args: tuple[str, ...] = ()  # after the image
     what: str = "sidecar"  # for the reasons printed by plan and deploy
+    #: The image is not part of the spec: a new image does not replace a running container (one whose
+    #: address others keep, such as the hub API's relay).
+    pinned_image: bool = False
 
     @property
     def spec_hash(self) -> str:
         if self.image_id.startswith("<"):  # plan: the image is pulled first, its ID unknown yet
             return "<new spec hash>"
-        text = "\n".join([self.name, self.image, self.image_id, *self.options, "--", *self.args])
+        image = [] if self.pinned_image else [self.image, self.image_id]
+        text = "\n".join([self.name, *image, *self.options, "--", *self.args])
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 
     def run(self, why: str) -> Command:

@@ -10,7 +10,7 @@ from deployer.config.hubsettings import Layout
 from deployer.errors import DeployerError
 from deployer.hosts.commands import cmd
 from deployer.hosts.executor import Executor
-from deployer.phases import dockerproxy, netguard
+from deployer.phases import dockerproxy, hubrelay, netguard
 
 
 def _lines(ex: Executor, *argv: str) -> set[str]:
@@ -22,6 +22,7 @@ def remove(layout: Layout, ex: Executor) -> bool:
     label = f"label=deployer={layout.name}"
     guard_removed = "removed" in ex.run(netguard.remove_command(layout)).stdout
     ex.run(dockerproxy.remove_command(layout))
+    ex.run(hubrelay.remove_command(layout))  # (before the network it is attached to)
     if ex.run(cmd("docker", "info", "--format", "{{.Swarm.ControlAvailable}}"), check=False).stdout.strip() != "true":
         return guard_removed  # not a manager (no swarm any more): no services, secrets or configs to remove
     services = _lines(ex, "docker", "service", "ls", "--filter", label, "--format", "{{.Name}}")
