@@ -24,6 +24,7 @@ from lab.deployment import (
     SCOPE,
     assert_ran_as_planned,
     deployer,
+    http_login,
     hub_container,
     hub_xsrf,
     notebook_answers,
@@ -114,7 +115,7 @@ def upgraded(lab: Lab, site: Path, release: Release):
         deployer(site, "destroy", "-y", "--purge-data")
 
 
-def test_an_upgrade_from_the_last_release_keeps_users_notebooks_tokens_and_the_database(upgraded, lab: Lab) -> None:
+def test_an_upgrade_from_the_last_release_keeps_users_notebooks_tokens_and_the_database(upgraded, lab: Lab, site: Path) -> None:
     planned, result, before = upgraded
     ran = assert_ran_as_planned(planned, result)
     assert any(line.startswith(f"replace {NAME}-hub: keep its spec and databases in {UPGRADES}/<time>") for line in ran["hub"]), ran["hub"]
@@ -139,12 +140,26 @@ def test_an_upgrade_from_the_last_release_keeps_users_notebooks_tokens_and_the_d
     worker, container = before["notebook"]
     assert text(lab.ssh(worker, f"docker exec {container} cat /home/jupyter/.agave/current")) == before["token_file"]
     assert text(lab.ssh(worker, f"docker exec {container} cat /home/jupyter/permanent/upgrade.txt")) == "written before the upgrade"
-    # And a new user's server starts from this checkout's image. (A new login to jdoe's notebook, started
-    # before the upgrade, fails for up to 10 minutes: its HTTP client keeps the old hub's address; see README.)
+    # And a new user's server starts from this checkout's image. (A new login to jdoe's notebook, started by
+    # the release's hub, which it knows by the old hub container's address, fails for up to 10 minutes.)
     running_notebook(hub, "bob")
     bobs_worker, bobs = notebook_container(lab, "bob")
     image = text(lab.ssh(bobs_worker, f"docker inspect {bobs} --format '{{{{.Config.Image}}}}'"))
     assert image.split("@")[0] == USER_IMAGE
+    # bob's notebook knows the hub by the relay's address (deployer_hub.hubrelay), which a later hub
+    # replacement keeps: a login that starts just after one reaches his running notebook (which asks the
+    # hub to complete its OAuth, and keeps the address it resolved for 10 minutes).
+    relay = f"docker inspect {NAME}-hubapi --format '{{{{.Id}}}} {{{{range .NetworkSettings.Networks}}}}{{{{.IPAddress}}}}{{{{end}}}}'"
+    before_replacement = text(lab.ssh("hub", relay))
+    assert notebook_answers(http_login(hub, "bob"), "bob")
+    replaced = deployer(site, "update", "-o", "cull_idle_notebook_timeout=7200")
+    assert replaced.returncode == 0 and "the hub was replaced" in replaced.stdout, replaced.stderr + replaced.stdout
+    assert text(lab.ssh("hub", relay)) == before_replacement
+    started, deadline = time.monotonic(), time.monotonic() + 20
+    while not notebook_answers(http_login(hub, "bob"), "bob"):
+        assert time.monotonic() < deadline, "a new login to bob's running notebook fails after the hub's replacement"
+        time.sleep(1)
+    print(f"a new login to a running notebook worked {time.monotonic() - started:.1f} s after the hub's replacement")
 
 
 def answers(browser: httpx.Client) -> bool:
