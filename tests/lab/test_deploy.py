@@ -306,7 +306,7 @@ def test_a_notebook_reaches_the_hub_api_the_tenant_and_the_world_but_no_host_or_
     bob_ip, hub_ip = overlay_ip(lab, f"{NAME}-nb-bob"), overlay_ip(lab, f"{NAME}-hub")
     gateway = urlsplit(tenant.agave_base_url)
     targets = [
-        Target("hub API (the URL the server is given)", "http", True, url=f"http://{NAME}-hub:8081/hub/api/"),
+        Target("hub API (the URL the server is given: the relay)", "http", True, url=f"http://{NAME}-hubapi:8081/hub/api/"),
         Target("DNS: the hub's service name", "dns", True, host=f"{NAME}-hub"),
         tcp(f"tenant {gateway.hostname}:{gateway.port}", gateway.hostname, gateway.port, allowed=True),
         tcp(f"hub {hub}:443 (its public URL, as from anywhere)", hub, 443, allowed=True),

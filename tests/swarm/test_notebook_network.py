@@ -77,7 +77,7 @@ def test_a_notebook_reaches_the_hub_api_dns_and_the_tenant_and_nothing_else(hub,
     alice_ip, hub_ip = task_ip(f"{NAME}-nb-alice"), task_ip(HUB_SERVICE)
     tenant = urlsplit(site.tenant.agave_base_url)
     targets = [
-        Target("hub API (the URL the server is given)", "http", True, url=f"http://{HUB_SERVICE}:8081/hub/api/"),
+        Target("hub API (the URL the server is given: the relay)", "http", True, url=f"http://{HUB_SERVICE}api:8081/hub/api/"),
         Target("DNS: the hub's service name", "dns", True, host=HUB_SERVICE),
         tcp(f"tenant {tenant.hostname}:{tenant.port}", tenant.hostname, tenant.port, allowed=True),
         tcp("alice's notebook server :8888", alice_ip, 8888),

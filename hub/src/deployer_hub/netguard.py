@@ -16,7 +16,7 @@ the server, so it never routes a user to an unguarded one, whatever image the no
 Outbound, in this order (the first match decides):
   loopback and replies to accepted connections: allowed
   the operator's ``deny`` list: refused
-  the hub API on the deployment's overlay network: allowed; anything else on any attached
+  the hub API on the deployment's overlay network (the hub, and its relay: port 8081): allowed; anything else on any attached
       network (other notebooks, the hub's other ports): refused
   the tenant (its host and port): allowed
   the hub's published HTTPS/HTTP ports: allowed
