@@ -324,8 +324,11 @@ class Rollout:
             if self.hub_ex.run(health_command(self.https_port), check=False, timeout=30).code == 0:
                 return
             time.sleep(1)
-        logs = self.hub_ex.run(cmd("docker", "service", "logs", "--tail", "20", self.layout.hub_service), check=False)
-        tail = (logs.stdout + logs.stderr).strip()[-2500:]
+        try:
+            logs = self.hub_ex.run(cmd("docker", "service", "logs", "--tail", "20", self.layout.hub_service), check=False, timeout=30)
+            tail = (logs.stdout + logs.stderr).strip()[-2500:]
+        except RemoteCommandError:  # `docker service logs` can hang on a task the swarm is reaping
+            tail = "(the hub's logs did not come within 30 s: `deployer logs --hub`)"
         raise DeployerError(f"{self.hub.host_id}: the hub did not answer https://127.0.0.1:{self.https_port}/hub/health on the hub within {timeout:.0f} s; "
                             f"`deployer status` shows its state; last log lines:\n{tail}")
 

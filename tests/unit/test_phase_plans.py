@@ -240,12 +240,11 @@ def test_a_running_hub_is_replaced_in_one_step_that_keeps_its_spec_and_databases
     replaced = [c for c in plan(d, facts).commands["hub1"] if "Docker proxy" not in c.why]  # (which runs from the hub image too)
     assert [c.why for c in replaced] == ["the hub's spec changed"]  # no separate `docker service rm`: the step can be undone
     step = replaced[0]
-    update = list(step.argv[10:])  # `docker service update` flags: the same service (and virtual IP), never removed
-    assert update[:6] == ["--detach", "--no-resolve-image", "--replicas", "1", "--image", HUB_IMAGE] and "--endpoint-mode" in update
-    assert any(flag == "--secret-add" for flag in update) and any(flag == "--config-add" for flag in update)
+    create = list(step.argv[step.argv.index("docker"):])
+    assert create[:3] == ["docker", "service", "create"] and HUB_IMAGE in create and "--label" in create
     layout = Layout.of(d)
     assert step.argv[4:9] == (layout.hub_service, layout.data_dir, f"{layout.state_root}/{layout.name}/state/upgrades", HUB_IMAGE, "443")
-    assert "upgrade-db" in step.argv[2] and "/services/%s/update" in step.argv[9] and "service rm" not in step.argv[2]
+    assert "upgrade-db" in step.argv[2] and "/services/create" in step.argv[9]
     assert str(step).startswith(f"replace {layout.hub_service}: keep its spec and databases in ")
     # The script is valid for the hosts' /bin/sh (dash on Debian), not only for bash.
     for shell in ("sh", "bash"):

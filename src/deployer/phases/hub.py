@@ -25,7 +25,6 @@ from deployer.phases.hubservice import (
     object_commands,
     service_commands,
     stale_commands,
-    update_flags,
 )
 
 
@@ -143,7 +142,7 @@ def plan_service(ctx: Context, facts: Facts) -> Planned:
     objects = facts[hub.host_id].objects or SwarmFacts()
     service = service_commands(spec, objects)
     if service and objects.hub_spec_hash is not None:  # notebooks are separate services: replacing the hub does not touch them
-        service = [replace_command(ctx.layout, update_flags(spec), spec.image, ctx.https_port)]
+        service = [replace_command(ctx.layout, service[0], spec.image, ctx.https_port)]
     relay = sidecars.commands(hubrelay.sidecar(ctx.deployment, ctx.layout), facts[hub.host_id].relay)  # on the network, before the hub
     commands = network_commands(ctx.layout, objects) + relay + object_commands(spec, objects) + service
     planned.add(hub.host_id, *commands)

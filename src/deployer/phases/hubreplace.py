@@ -1,12 +1,10 @@
 """Replacing a running hub (a new image, an upgraded release, a changed configuration) as one step on
-the hub host, so a failure can never leave it half done. The service is updated in place, never removed
-(the same service ID; Swarm keeps its history). The previous
-spec and the databases are kept first, the hub scaled to none, `jupyterhub upgrade-db` run on the
-database when the image changed, the service updated to the new spec and waited on (its answer to
-/hub/health; a hub that keeps exiting is not waited on for long); if any of that fails, the hub is
-scaled to none again, the databases are copied back and the service is given its kept spec (its
-secrets and configs still exist: they are removed only after the new hub answers). Kept under
-``<state>/upgrades/<time>``, the last five.
+the hub host, so a failure can never leave it half done: the previous service's spec and the databases
+are kept first, the old hub stopped, `jupyterhub upgrade-db` run on the database when the image changed,
+the new hub created and waited on (its answer to /hub/health; a hub that keeps exiting is not waited on
+for long); if any of that fails, the new service goes, the databases are copied
+back and the previous service is created again from its kept spec (its secrets and configs still exist:
+they are removed only after the new hub answers). Kept under ``<state>/upgrades/<time>``, the last five.
 """
 
 from __future__ import annotations
@@ -25,37 +23,28 @@ REPLACE = "the hub's spec changed"
 DATABASES = tuple(f"{db}{suffix}" for db in hubsettings.DATABASES for suffix in ("", "-wal", "-shm"))
 KEEP = 5
 
-#: Gives the service $1 the spec `docker service inspect` printed ($2), through the Engine API (the same
-#: service, so the same virtual IP); creates it if it is gone.
-RESTORE = """import http.client, json, socket, sys
+#: Creates a service again from a spec `docker service inspect` printed ($1), through the Engine API.
+RECREATE = """import http.client, json, socket, sys
 class Engine(http.client.HTTPConnection):
     def connect(self):
         self.sock = socket.socket(socket.AF_UNIX)
         self.sock.settimeout(self.timeout)
         self.sock.connect("/var/run/docker.sock")
-def call(method, path, body=None):
-    engine = Engine("localhost", timeout=60)
-    engine.request(method, path, body and json.dumps(body), {"Content-Type": "application/json"})
-    answer = engine.getresponse()
-    return answer.status, answer.read().decode(errors="replace")
-name, spec = sys.argv[1], json.load(open(sys.argv[2]))
-status, text = call("GET", "/services/" + name)
-if status == 200:
-    current = json.loads(text)
-    status, text = call("POST", "/services/%s/update?version=%d" % (current["ID"], current["Version"]["Index"]), spec)
-else:
-    status, text = call("POST", "/services/create", spec)
-if status not in (200, 201):
+spec = json.load(open(sys.argv[1]))
+engine = Engine("localhost", timeout=60)
+engine.request("POST", "/services/create", json.dumps(spec), {"Content-Type": "application/json"})
+answer = engine.getresponse()
+text = answer.read().decode(errors="replace")
+if answer.status != 201:
     sys.exit(json.loads(text).get("message", text) if text.startswith("{") else text)
 """
 
 # $1 service, $2 data directory, $3 where to keep the previous spec and databases, $4 the new image,
-# $5 the hub's HTTPS port, $6 the RESTORE program; then the `docker service update` flags of the new spec.
+# $5 the hub's HTTPS port, $6 the RECREATE program; then the `docker service create` command of the new hub.
 SCRIPT = r"""set -u
-svc=$1 data=$2 keep=$3 image=$4 port=$5 restore=$6; shift 6
+svc=$1 data=$2 keep=$3 image=$4 port=$5 recreate=$6; shift 6
 gone() { for i in $(seq 120); do [ -z "$(docker ps -q --filter "label=com.docker.swarm.service.name=$svc")" ] && return 0; sleep 0.5; done
-         echo "the $svc container did not stop within 60 s" >&2; return 1; }
-stop() { docker service update --detach --replicas 0 "$svc" >/dev/null && gone; }
+         echo "the old $svc container did not stop within 60 s" >&2; return 1; }
 healthy() { curl -ksf -o /dev/null "https://127.0.0.1:$port/hub/health" 2>/dev/null || python3 -c \
   "import ssl, sys, urllib.request as u; u.urlopen(sys.argv[1], context=ssl._create_unverified_context(), timeout=5)" \
   "https://127.0.0.1:$port/hub/health" 2>/dev/null; }
@@ -66,14 +55,14 @@ umask 077
 dir="$keep/$(date -u +%Y%m%dT%H%M%SZ)"
 mkdir -p "$dir" || exit 1
 docker service inspect --format '{{json .Spec}}' "$svc" >"$dir/hub-service.json" || { echo "cannot read the running $svc service" >&2; exit 1; }
-stop || exit 1
+docker service rm "$svc" >/dev/null && gone || exit 1
 for db in DATABASES; do [ ! -f "$data/$db" ] || cp -p "$data/$db" "$dir/$db" || exit 1; done
 back() {  # $1 what failed (one line, with its last error line), $2 more of its output (shown first)
   [ -z "${2:-}" ] || printf '%s\n' "$2" >&2
   echo "$1" >&2
-  stop
+  docker service rm "$svc" >/dev/null 2>&1; gone
   for db in DATABASES; do if [ -f "$dir/$db" ]; then cp -p "$dir/$db" "$data/$db"; else rm -f "$data/$db"; fi; done
-  if python3 -c "$restore" "$svc" "$dir/hub-service.json" >/dev/null; then
+  if python3 -c "$recreate" "$dir/hub-service.json" >/dev/null; then
     echo "the previous hub service and its database are back (kept in $dir); the deployment is as it was before this run" >&2
   else
     echo "the previous hub could not be started again: its spec and database are kept in $dir" >&2
@@ -85,18 +74,14 @@ if [ "$old_image" != "$new_image" ] && [ -f "$data/jupyterhub.sqlite" ]; then
          --JupyterHub.db_url=sqlite:///HUB_ROOT/data/jupyterhub.sqlite >"$dir/upgrade-db.log" 2>&1 \
     || back "jupyterhub upgrade-db failed on the hub's database with $image: $(tail -n 1 "$dir/upgrade-db.log")" "$(tail -n 15 "$dir/upgrade-db.log")"
 fi
-# The secrets and configs it has now, by name, out; the new spec's in (the same name may be in both).
-current=$(docker service inspect --format '{{range .Spec.TaskTemplate.ContainerSpec.Secrets}}--secret-rm {{.SecretName}} {{end}}{{range .Spec.TaskTemplate.ContainerSpec.Configs}}--config-rm {{.ConfigName}} {{end}}' "$svc")
-docker service ps -q --no-trunc "$svc" >"$dir/tasks-before"
-# shellcheck disable=SC2086
-out=$(docker service update $current "$@" "$svc" 2>&1 >/dev/null) || back "the hub service could not be updated: $(printf '%s\n' "$out" | tail -n 1)"
+"$@" >/dev/null || back "the new hub service could not be created"
 for i in $(seq 120); do
   if healthy; then ls -1d "$keep"/*/ | head -n -KEEP | xargs -r rm -rf; exit 0; fi
   # A hub that exits at start (bad configuration, a database it cannot read) is restarted by Swarm: twice is enough.
-  [ "$(docker service ps -q --no-trunc --filter desired-state=shutdown "$svc" | grep -c -v -x -F -f "$dir/tasks-before")" -lt 2 ] || break
+  [ "$(docker service ps -q --filter desired-state=shutdown "$svc" | wc -l)" -lt 2 ] || break
   sleep 1
 done
-logs=$(docker service logs --raw --tail 15 "$svc" 2>&1 | grep -v '^[[:space:]]*$')
+logs=$(timeout 20 docker service logs --raw --tail 15 "$svc" 2>&1 | grep -v '^[[:space:]]*$')
 back "the new hub did not answer https://127.0.0.1:$port/hub/health (within 120 s, or it kept exiting): $(printf '%s\n' "$logs" | tail -n 1)" "$logs"
 """.replace("DATABASES", " ".join(DATABASES)).replace("HUB_ROOT", HUB_ROOT).replace("KEEP", str(KEEP))
 
@@ -105,12 +90,12 @@ def upgrades_dir(layout: Layout) -> str:
     return f"{state_dir(layout)}/upgrades"
 
 
-def replace_command(layout: Layout, update: list[str], image: str, https_port: int) -> Command:
-    """The running hub updated to the spec the ``docker service update`` flags ``update`` give, or put back as it was."""
+def replace_command(layout: Layout, create: Command, image: str, https_port: int) -> Command:
+    """The running hub replaced by the service ``create`` makes, or put back as it was."""
     return replace(Command(("sh", "-c", SCRIPT, "sh", layout.hub_service, layout.data_dir, upgrades_dir(layout), image, str(https_port),
-                            RESTORE, *update),
+                            RECREATE, *create.argv),
                            why=REPLACE,
-                           shown=f"replace {layout.hub_service}: keep its spec and databases in {upgrades_dir(layout)}/<time>, scale it to 0, "
-                                 f"jupyterhub upgrade-db (a new image), docker service update --image {image} ... (the same service); "
-                                 "the previous spec and databases back if the new hub fails"),
+                           shown=f"replace {layout.hub_service}: keep its spec and databases in {upgrades_dir(layout)}/<time>, stop it, "
+                                 f"jupyterhub upgrade-db (a new image), {' '.join(create.argv[:3])} ... {image} ...; "
+                                 "the previous hub and databases back if the new one fails"),
                    timeout=330)

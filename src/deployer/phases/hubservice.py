@@ -182,12 +182,3 @@ def object_flags(spec: HubSpec, secret_flag: str, config_flag: str) -> list[str]
     for path in sorted(spec.config_files()):
         flags += [config_flag, f"source={spec.config_name(path)},target={path},mode=0444"]
     return flags
-
-
-def update_flags(spec: HubSpec) -> list[str]:
-    """`docker service update` flags that turn the running hub service (scaled to none) into this spec:
-    everything the spec hash covers. Its current secrets and configs are removed by name on the host
-    (hubreplace), then these added; the mounts, network and command never change."""
-    return ["--detach", "--no-resolve-image", "--replicas", "1", "--image", spec.image, "--label-add", f"deployer.spec={spec.spec_hash}",
-            "--endpoint-mode", "dnsrr", "--publish-rm", "443", "--publish-rm", "80", *publish_flags(spec, "--publish-add"),
-            *object_flags(spec, "--secret-add", "--config-add")]
