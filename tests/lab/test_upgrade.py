@@ -160,6 +160,8 @@ def test_an_upgrade_from_the_last_release_keeps_users_notebooks_tokens_and_the_d
         assert time.monotonic() < deadline, "a new login to bob's running notebook fails after the hub's replacement"
         time.sleep(1)
     print(f"a new login to a running notebook worked {time.monotonic() - started:.1f} s after the hub's replacement")
+    settled = deployer(site, "deploy")  # the files' configuration again (without the -o above) for the tests below
+    assert settled.returncode == 0, settled.stderr + settled.stdout
 
 
 def answers(browser: httpx.Client) -> bool:

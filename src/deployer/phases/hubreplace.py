@@ -62,11 +62,15 @@ back() {  # $1 what failed (one line, with its last error line), $2 more of its 
   echo "$1" >&2
   docker service rm "$svc" >/dev/null 2>&1; gone
   for db in DATABASES; do if [ -f "$dir/$db" ]; then cp -p "$dir/$db" "$data/$db"; else rm -f "$data/$db"; fi; done
-  if python3 -c "$recreate" "$dir/hub-service.json" >/dev/null; then
-    echo "the previous hub service and its database are back (kept in $dir); the deployment is as it was before this run" >&2
-  else
-    echo "the previous hub could not be started again: its spec and database are kept in $dir" >&2
-  fi
+  # (retried: the removed service's name and ports may be held for a moment while the swarm lets it go)
+  for i in $(seq 30); do
+    if why=$(python3 -c "$recreate" "$dir/hub-service.json" 2>&1 >/dev/null); then
+      echo "the previous hub service and its database are back (kept in $dir); the deployment is as it was before this run" >&2
+      exit 1
+    fi
+    sleep 1
+  done
+  echo "the previous hub could not be started again ($why): its spec and database are kept in $dir" >&2
   exit 1
 }
 if [ "$old_image" != "$new_image" ] && [ -f "$data/jupyterhub.sqlite" ]; then
