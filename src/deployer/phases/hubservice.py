@@ -158,7 +158,8 @@ def service_commands(spec: HubSpec, facts: SwarmFacts) -> list[Command]:
         # DNS round robin: the name resolves to the hub's container. (A virtual IP would outlive the
         # container, but needs IPVS, which not every kernel has: this one's lab does not.)
         "--endpoint-mode", "dnsrr",
-        *publish_flags(spec, "--publish"),
+        "--publish", f"published={spec.https_port},target=443,mode=host",
+        "--publish", f"published={spec.http_port},target=80,mode=host",
         # Not the engine's socket (root on the host): the proxy's, which allows only the spawner's calls.
         "--mount", f"type=bind,src={layout.docker_proxy_dir},dst={DOCKER_PROXY_DIR}",
         "--mount", f"type=bind,src={layout.data_dir},dst={HUB_ROOT}/data",
@@ -166,19 +167,9 @@ def service_commands(spec: HubSpec, facts: SwarmFacts) -> list[Command]:
         "--restart-condition", "any", "--restart-delay", "3s",
         "--stop-grace-period", "20s",
     ]
-    argv += object_flags(spec, "--secret", "--config")
+    for key in sorted(spec.secrets):
+        argv += ["--secret", f"source={spec.secret_name(key)},target={key},mode=0400"]
+    for path in sorted(spec.config_files()):
+        argv += ["--config", f"source={spec.config_name(path)},target={path},mode=0444"]
     argv += [spec.image, "jupyterhub", "-f", f"{HUB_ROOT}/jupyterhub_config.py"]
     return [Command(tuple(argv), why="the hub service")]
-
-
-def publish_flags(spec: HubSpec, flag: str) -> list[str]:
-    return [flag, f"published={spec.https_port},target=443,mode=host", flag, f"published={spec.http_port},target=80,mode=host"]
-
-
-def object_flags(spec: HubSpec, secret_flag: str, config_flag: str) -> list[str]:
-    flags = []
-    for key in sorted(spec.secrets):
-        flags += [secret_flag, f"source={spec.secret_name(key)},target={key},mode=0400"]
-    for path in sorted(spec.config_files()):
-        flags += [config_flag, f"source={spec.config_name(path)},target={path},mode=0444"]
-    return flags
