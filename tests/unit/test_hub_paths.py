@@ -36,3 +36,14 @@ def test_join_under_refuses_escapes() -> None:
     for parts in (("..", "x"), ("/etc",), ("a", "../../b")):
         with pytest.raises(paths.UnsafeName):
             paths.join_under("/tokens", *parts)
+
+
+@pytest.mark.parametrize("check", [
+    lambda: paths.safe_component("alice\n"),
+    lambda: paths.canonical_username("alice\n"),
+    lambda: paths.safe_relative_path("04/12345/JDoe\n", "TAS home directory"),
+])
+def test_a_trailing_newline_is_not_a_safe_name(check) -> None:
+    # (a regex's '$' also matches before a final newline: the whole name must match)
+    with pytest.raises(paths.UnsafeName):
+        check()

@@ -35,7 +35,7 @@ def normalize(name: str) -> str:
 
 def safe_component(name: str, what: str = "username") -> str:
     """``name`` if it is a safe single path component, else raise :class:`UnsafeName`."""
-    if not isinstance(name, str) or not _SAFE.match(name) or name in (".", "..") or ".." in name:
+    if not isinstance(name, str) or not _SAFE.fullmatch(name) or name in (".", "..") or ".." in name:
         raise UnsafeName(f"{what} {name!r} cannot be used in a path: only a-z, 0-9 and . _ @ + - are allowed")
     return name
 
@@ -76,7 +76,7 @@ def safe_relative_path(value: str, what: str) -> str:
     if not parts:
         raise UnsafeName(f"{what} is empty")
     for part in parts:
-        if not _SAFE_ANY_CASE.match(part) or ".." in part:
+        if not _SAFE_ANY_CASE.fullmatch(part) or ".." in part:
             raise UnsafeName(f"{what} {value!r} cannot be used in a path: each part may only hold A-Z, a-z, 0-9 and . _ @ + -")
     return "/".join(parts)
 
