@@ -11,6 +11,11 @@
 #     /etc/deployer/ca-bundle.pem, which is also certifi's bundle: see the Dockerfile), and
 #     REQUESTS_CA_BUNDLE, SSL_CERT_FILE and CURL_CA_BUNDLE point at it for the server, its kernels
 #     and its terminals (requests, agavepy, tapipy, Python's ssl, httpx, aiohttp, pip, curl).
+#   - secret values for the environment (notebook_secret_env: license keys) arrive as Docker secrets
+#     /run/secrets/deployer-env-<NAME>, readable by this uid only, and are exported here, so they
+#     never stand in the service's or container's environment that `docker inspect` shows;
+#   - the GPUs Swarm assigned to this task (generic resource NVIDIA-GPU, in DOCKER_RESOURCE_NVIDIA-GPU)
+#     become NVIDIA_VISIBLE_DEVICES and CUDA_VISIBLE_DEVICES.
 # Files the process creates (also in bind mounts such as ~/permanent) belong to that uid:gid.
 set -euo pipefail
 
@@ -74,6 +79,22 @@ if [ -n "${DEPLOYER_TENANT_CA:-}" ]; then
         # Node adds these to its own CAs (the system ones are not in its store).
         export NODE_EXTRA_CA_CERTS="$DEPLOYER_TENANT_CA"
     fi
+fi
+
+for f in /run/secrets/deployer-env-*; do
+    [ -f "$f" ] || continue
+    name=${f#/run/secrets/deployer-env-}
+    if [[ $name =~ ^[A-Za-z_][A-Za-z0-9_]*$ ]] && [ -r "$f" ]; then
+        export "$name=$(cat "$f")"
+    else
+        echo "deployer-entrypoint: cannot read the secret for $name as uid $uid; it is not set" >&2
+    fi
+done
+
+# Bash cannot name a variable with a '-': read Swarm's from the environment as env prints it.
+gpus=$(env | sed -n 's/^DOCKER_RESOURCE_NVIDIA-GPU=//p' | head -n1)
+if [ -n "$gpus" ]; then
+    export NVIDIA_VISIBLE_DEVICES="$gpus" CUDA_VISIBLE_DEVICES="$gpus"
 fi
 
 exec "$@"

@@ -5,13 +5,15 @@ It serves on 127.0.0.1 what a hub talks to and what a test machine cannot reach:
 * an Agave v2 tenant behind the WSO2 gateway (``{url}/agave``): ``/authorize``, ``/token``
   (also under ``/oauth2/``), ``/profiles/v2/me`` and ``/clients/v2``;
 * a Tapis v3 tenant (``{url}/tapis``): ``/v3/oauth2/authorize``, ``/tokens``, ``/userinfo``, ``/clients``;
-* TAS, the TACC Accounting System (``{url}/tas/api/v1``): ``/users/username/{username}``.
+* TAS, the TACC Accounting System (``{url}/tas/api/v1``): ``/users/username/{username}``;
+* a projects API (``{url}/projects/v2/mine``): the projects of the bearer token's user, per the
+  contract in ``deployer_hub.projects`` (``{"projects": [{"id": ..., "name": ...}]}``).
 
 It holds callers to the services' documented contracts (client authentication, registered
 redirect URIs, single-use expiring codes, PKCE, refresh-token rotation, error bodies), so
 code that passes against it has met the same rules as against the real services. Tests
 steer it with the control methods: add users and clients, expire or revoke tokens, take
-TAS down or make it slow.
+TAS or the projects API down or make them slow.
 """
 
 from __future__ import annotations
@@ -47,6 +49,8 @@ TAPIS = "tapis"
 AGAVE_VERSION = "2.2.27"
 TAPIS_VERSION = "dev"
 TAS_MODES = ("up", "down", "slow")
+#: ok: the contract; slow: answers after ``projects_delay`` seconds; garbage: 200 with a body that is not JSON; 500: a server error
+PROJECTS_MODES = ("ok", "slow", "garbage", "500")
 #: The OAuth parameters the login form carries from the authorize request to its submission.
 OAUTH_PARAMS = ("client_id", "redirect_uri", "response_type", "scope", "state", "code_challenge", "code_challenge_method")
 
@@ -66,6 +70,7 @@ class _User:
     last_name: str
     tas_id: int
     created: float
+    groups: list[str] = field(default_factory=list)  # in the Agave profile and the Tapis userinfo, under "groups"
 
 
 @dataclass
@@ -146,6 +151,7 @@ class _Tenant:
         self.refresh_grants: Counter[str] = Counter()  # refresh grants that issued new tokens, per user
         self.refused_refreshes: Counter[str] = Counter()  # refresh tokens presented again after rotation, per user
         self.expired_uses: Counter[str] = Counter()  # requests that presented an expired access token, per user
+        self.projects: dict[str, list[dict[str, Any]]] = {}  # username -> the projects API's entries for them
         self._next_tas_id = 100001
 
     # users, clients, role accounts
@@ -165,6 +171,7 @@ class _Tenant:
                 last_name=details.get("last_name") or "Simulated",
                 tas_id=tas_id,
                 created=old.created if old else time.time(),
+                groups=list(details.get("groups") or []),
             )
 
     def _take_tas_id(self) -> int:
@@ -565,6 +572,7 @@ class _AgaveProfileHandler(_Handler):
             "phone": "",
             "status": "Active",
             "create_time": time.strftime("%Y%m%d%H%M%SZ", time.gmtime(user.created)),  # LDAP generalized time
+            "groups": user.groups,
         }))
 
 
@@ -679,6 +687,7 @@ class _TapisUserinfoHandler(_TapisHandler):
             "last_name": user.last_name,
             "email": user.email,
             "mobile_phone": "",
+            "groups": user.groups,
         }))
 
 
@@ -762,6 +771,35 @@ class _TASNotFound(_TASHandler):
     post = put = delete = get
 
 
+class _ProjectsHandler(_Handler):
+    """``/projects/v2/mine``: the bearer token's user's projects (an access token of either flavour),
+    behind the same gateway check as the Agave profile. ``projects_mode`` makes it misbehave."""
+
+    kind = "projects"
+
+    async def get(self) -> None:
+        scheme, _, value = self.request.headers.get("Authorization", "").partition(" ")
+        token = value.strip() if scheme.lower() == "bearer" else ""
+        user = (self.tenant.access_user(AGAVE, token) or self.tenant.access_user(TAPIS, token)) if token else None
+        if user is None:
+            fault = {"code": 900901, "message": "Invalid Credentials",
+                     "description": "Access failure for API: /projects/v2, version: v2 status: (900901) - Invalid Credentials. "
+                                    "Make sure you have given the correct access token"}
+            return self.reply(401, {"fault": fault}, WWW_Authenticate='OAuth2 realm="WSO2 API Manager", error="invalid_token"')
+        mode = self.sim.projects_mode
+        if mode == "slow":
+            await asyncio.sleep(self.sim.projects_delay)
+        if mode == "500":
+            self.set_status(500)
+            return self.finish(_page("500 Internal Server Error", "<h1>Internal Server Error</h1>"))
+        if mode == "garbage":
+            self.set_header("Content-Type", "application/json")  # says JSON, is not
+            return self.finish("<html><body>Projects are being migrated, come back later\x00</body></html>")
+        with self.tenant.lock:
+            entries = [dict(e) if isinstance(e, dict) else e for e in self.tenant.projects.get(user.username, [])]
+        self.reply(200, {"projects": entries})
+
+
 def _application(sim: TenantSimulator) -> tornado.web.Application:
     s = {"sim": sim}
     agave, tapis = {**s, "flavour": AGAVE}, {**s, "flavour": TAPIS}
@@ -776,6 +814,7 @@ def _application(sim: TenantSimulator) -> tornado.web.Application:
         (r"/tapis/v3/oauth2/clients", _TapisClientsHandler, tapis),
         (r"/tas/api/v1/users/username/([^/]+)", _TASUserHandler, s),
         (r"/tas/.*", _TASNotFound, s),
+        (r"/projects/v2/mine", _ProjectsHandler, s),
     ]
     return tornado.web.Application(routes, default_handler_class=_NotFound, default_handler_args=s, log_function=lambda handler: None)
 
@@ -804,6 +843,8 @@ class TenantSimulator:
         #: TAS username -> fields replacing those of its TAS record (e.g. {"uid": 0})
         self.tas_overrides: dict[str, dict[str, Any]] = {}
         self._tas_mode = "up"
+        self._projects_mode = "ok"
+        self.projects_delay: float = 2.0
         self._url: str | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -829,6 +870,11 @@ class TenantSimulator:
     def tas_base_url(self) -> str:
         return f"{self.url}/tas/api/v1"
 
+    @property
+    def projects_url(self) -> str:
+        """The projects API (``project_mounts.api_url``): GET with ``Authorization: Bearer <access token>``."""
+        return f"{self.url}/projects/v2/mine"
+
     # knobs
 
     @property
@@ -840,6 +886,16 @@ class TenantSimulator:
         if mode not in TAS_MODES:
             raise ValueError(f"tas_mode must be one of {TAS_MODES}, not {mode!r}")
         self._tas_mode = mode
+
+    @property
+    def projects_mode(self) -> str:
+        return self._projects_mode
+
+    @projects_mode.setter
+    def projects_mode(self, mode: str) -> None:
+        if mode not in PROJECTS_MODES:
+            raise ValueError(f"projects_mode must be one of {PROJECTS_MODES}, not {mode!r}")
+        self._projects_mode = mode
 
     @property
     def code_ttl(self) -> float:
@@ -859,10 +915,22 @@ class TenantSimulator:
 
     def add_user(self, username: str, password: str, *, uid: int | None = None, gid: int | None = None,
                  home_directory: str | None = None, email: str | None = None,
-                 first_name: str | None = None, last_name: str | None = None) -> None:
-        """A tenant user, also known to TAS. Adding a username again replaces its details."""
+                 first_name: str | None = None, last_name: str | None = None, groups: list[str] | None = None) -> None:
+        """A tenant user, also known to TAS. Adding a username again replaces its details (its projects stay)."""
         self._tenant.add_user(username, password, uid=uid, gid=gid, home_directory=home_directory, email=email,
-                              first_name=first_name, last_name=last_name)
+                              first_name=first_name, last_name=last_name, groups=groups)
+
+    def set_groups(self, username: str, groups: Any) -> None:
+        """The groups of a user (the Agave profile's and the Tapis userinfo's ``groups``) from the next request on,
+        sent as given (a hostile tenant's claim may be anything)."""
+        with self._tenant.lock:
+            self._tenant.users[username].groups = groups
+
+    def set_projects(self, username: str, projects: list[dict[str, Any]]) -> None:
+        """The entries the projects API lists for ``username`` from the next request on, as given
+        (``[{"id": "PRJ-1", "name": "..."}]``; tests may put anything there, the API sends it as is)."""
+        with self._tenant.lock:
+            self._tenant.projects[username] = [dict(entry) if isinstance(entry, dict) else entry for entry in projects]
 
     def add_client(self, client_id: str, client_secret: str, callback_url: str) -> None:
         """An OAuth client both the Agave and the Tapis server accept."""

@@ -156,20 +156,38 @@ def _leaves(obj, prefix: str = "") -> set[str]:
 def test_every_setting_round_trips_through_hub_json_and_reaches_the_hub(tmp_path: Path) -> None:
     """The typed contract: every field, set to a value other than its default, survives hub.json and
     lands where the hub uses it. A field added without wiring makes this test fail (the two sets)."""
-    from deployer_hub.settings import GuardSettings, HubSettings, NotebookSettings, OAuthSettings, Settings, TasSettings, TenantSettings
+    from deployer_hub.settings import (
+        GuardSettings,
+        HubSettings,
+        NotebookSettings,
+        OAuthSettings,
+        ProfileSettings,
+        ProjectMountSettings,
+        Settings,
+        StaticProject,
+        TasSettings,
+        TenantSettings,
+    )
 
+    profile = ProfileSettings(name="GPU", description="one GPU", image="img:gpu", gpus=1, users=["jdoe"])
+    projects = ProjectMountSettings(host_path="/corral/{project_id}", container_path="/home/jupyter/projects", mode="ro",
+                                    projects=[StaticProject("PRJ-1", "One", groups=["staff"])], api_url="https://t.example.org/projects")
     full = Settings(
         deployment="jupyterhub.prod.x", login="tenant",
         tenant=TenantSettings(id="x", flavour="oidc", base_url="https://id.example.org/realms/x", ca_bundle="/srv/jupyterhub/tenant-ca.pem",
-                              case_insensitive=True, username_claim="email"),
+                              case_insensitive=True, username_claim="email", groups_claim="roles"),
         oauth=OAuthSettings(client_id="cid", callback_url="https://h.example.org/hub/oauth_callback"),
         hub=HubSettings(host="h.example.org:8443", service_name="x-hub", api_relay="x-hubapi", data_dir="/data", https_port=4443, public_https_port=8443,
-                        http_port=8080, ssl_cert="/c.pem", ssl_key="/run/secrets/ssl_key", metrics_scraper=True),
+                        http_port=8080, ssl_cert="/c.pem", ssl_key="/run/secrets/ssl_key", metrics_scraper=True,
+                        admin_users=["boss"], admin_groups=["staff"]),
         tas=TasSettings(use_uid=True, use_gid=True, url="https://tas.example.org/api", role_account="role", min_id=2000),
         notebooks=NotebookSettings(image="img:1", network="x-net", service_prefix="x-nb", volume_mounts=["/d/{username}:/home/jupyter/d:rw"],
                                    uid=5000, gid=6000, memory_limit=2**31, pids_limit=999, start_timeout=600, node_down_timeout=25, offer_lab=False,
                                    cull_idle_timeout=7200, token_root="/share/tokens", managed_root="/share", constraints=["node.labels.a==b"],
-                                   docker_host="unix:///run/p.sock", guard=GuardSettings(label="x", port=9999), ca_config="x-ca"),
+                                   docker_host="unix:///run/p.sock", guard=GuardSettings(label="x", port=9999), ca_config="x-ca",
+                                   memory_guarantee=2**30, cpu_limit=2.0, cpu_guarantee=0.5, profiles=[profile], env={"LICENSE": "27000@lic"},
+                                   secret_env={"KEY": "x-nbenv-key-1"}, allow_named_servers=True, named_server_limit=3,
+                                   project_mounts=projects),
     )
     data = json.loads(json.dumps(full.to_dict()))
     assert Settings.from_dict(data) == full
@@ -181,6 +199,14 @@ def test_every_setting_round_trips_through_hub_json_and_reaches_the_hub(tmp_path
         "tenant.id": a.tenant_id == s.tenant_id == "x", "tenant.flavour": c.JupyterHub.authenticator_class.__name__ == "TenantOIDCAuthenticator",
         "tenant.base_url": a.tenant_base_url == "https://id.example.org/realms/x", "tenant.ca_bundle": a.tenant_ca_bundle == "/srv/jupyterhub/tenant-ca.pem",
         "tenant.case_insensitive": a.username_case_insensitive is True, "tenant.username_claim": a.username_claim == "email",
+        "tenant.groups_claim": a.groups_claim == "roles" and a.manage_groups is True,
+        "hub.admin_users": c.Authenticator.admin_users == {"boss"}, "hub.admin_groups": a.admin_groups == {"staff"},
+        "notebooks.memory_guarantee": s.mem_guarantee == 2**30, "notebooks.cpu_limit": s.cpu_limit == 2.0,
+        "notebooks.cpu_guarantee": s.cpu_guarantee == 0.5, "notebooks.profiles": s.profiles == [profile],
+        "notebooks.env": s.environment == {"LICENSE": "27000@lic"}, "notebooks.secret_env": s.secret_env == {"KEY": "x-nbenv-key-1"},
+        "notebooks.allow_named_servers": c.JupyterHub.allow_named_servers is True,
+        "notebooks.named_server_limit": c.JupyterHub.named_server_limit_per_user == 3, **{f"notebooks.project_mounts.{k}": s.project_mounts == projects  # the spawner takes the whole
+           for k in ("host_path", "container_path", "mode", "projects", "api_url")},
         "oauth.client_id": a.client_id == "cid", "oauth.callback_url": a.oauth_callback_url == "https://h.example.org/hub/oauth_callback",
         "hub.host": full.hub.host == "h.example.org:8443",  # informational: the callback URL carries it
         "hub.service_name": full.hub.service_name == "x-hub",  # the hub service's name (without a relay, notebooks' hub address)

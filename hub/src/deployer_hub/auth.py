@@ -36,7 +36,7 @@ from tornado import web
 from tornado.httpclient import HTTPClientError, HTTPRequest
 from traitlets import Bool, Float, Integer, Unicode, default
 
-from . import identities, oidc, paths, tenants, tokenfiles, tokenlife
+from . import groups, identities, oidc, paths, tenants, tokenfiles, tokenlife
 from .errors import ReplyError, UserFacingError, describe, is_refusal, is_transient
 from .singleflight import SingleFlight
 from .tas import DEFAULT_MIN_ID, TASClient, TASError, TASMissingIds
@@ -133,6 +133,11 @@ class TenantOAuthenticator(OAuthenticator):
     notebook_gid = Integer(None, allow_none=True, config=True, help="gid for notebooks when TAS is not used (None: the image's group).")
     token_file_uid = Integer(IMAGE_UID, config=True, help="Owner of token files when the notebook uid is the image's own (not known here).")
     token_file_gid = Integer(IMAGE_GID, config=True, help="Group of token files when the notebook gid is the image's own.")
+    groups_claim = Unicode(
+        "", config=True,
+        help="The key of the tenant's user profile (OIDC: the claim) listing the user's groups; with manage_groups, they "
+        "become the user's JupyterHub groups at each login (admin_groups, profiles and projects by group).",
+    )
 
     @default("enable_auth_state")
     def _enable_auth_state_default(self) -> bool:
@@ -250,6 +255,24 @@ class TenantOAuthenticator(OAuthenticator):
 
     async def check_token_reply(self, handler: Any, token_info: dict) -> None:
         """Hook for flavour-specific checks of a login's token reply (the OIDC ID token)."""
+
+    # --- groups, and calls with the user's own token ------------------------------------
+
+    def profile_claims(self, user_info: dict) -> dict:
+        """The part of the profile reply that describes the user (flavour-specific)."""
+        return user_info
+
+    async def get_user_groups(self, auth_state: dict) -> set[str]:
+        if not self.groups_claim:
+            return set()
+        user_info = (auth_state or {}).get(self.user_auth_state_key)
+        claims = self.profile_claims(user_info) if isinstance(user_info, dict) else {}
+        return groups.from_claim(claims.get(self.groups_claim) if isinstance(claims, dict) else None, self.log, self.groups_claim)
+
+    async def fetch_with_token(self, url: str, access_token: str) -> Any:
+        """GET a tenant API as the user (project lists): the tenant's CAs and timeout; the answer as JSON."""
+        headers = {"Authorization": f"Bearer {access_token}", **self.build_userdata_request_headers(access_token, "Bearer")}
+        return await self._fetch_json(url, method="GET", headers=headers)
 
     # --- usernames --------------------------------------------------------------------
 
@@ -573,6 +596,10 @@ class AgaveOAuthenticator(TenantOAuthenticator):
     @default("scope")
     def _scope_default(self) -> list[str]:
         return ["PRODUCTION"]
+
+    def profile_claims(self, user_info: dict) -> dict:
+        result = user_info.get("result")
+        return result if isinstance(result, dict) else {}
 
     def claimed_username(self, user_info: dict) -> str:
         result = user_info.get("result")

@@ -15,14 +15,16 @@ spawn through it), and refuses everything else with 403 ``{"message": "deployer 
   spawner sends (no capabilities added, no privileges, no sysctls, no devices, no secrets), drops
   ALL capabilities and never runs as uid or gid 0 (nor as a bare numeric uid: Docker gives it gid 0);
   bind mounts only below ``bind_roots`` (no volumes: a local-driver volume can bind any host path);
-  configs only named ``config_prefix``...; networks only ``network``;
+  configs only named ``config_prefix``..., secrets only named ``secret_prefix``... (notebook_secret_env);
+  reserved generic resources only of the kinds in ``generic_resources`` (GPUs); networks only ``network``;
   the placement keeps every policy constraint; one replica; DNS round robin, no published port;
 * ``GET`` and ``DELETE /services/{id}``: only services named ``service_prefix``... (a delete goes to
   the full ID just inspected, so a name cannot be swapped in between);
 * ``GET /services?filters=``, ``GET /tasks?filters=``: only filtered to the deployment's services;
-* ``GET /configs/{id}`` of configs named ``config_prefix``..., ``GET /nodes/{id}``.
+* ``GET /configs/{id}`` of configs named ``config_prefix``..., ``GET /secrets/{id}`` of secrets named
+  ``secret_prefix``... (metadata only: the engine never returns a secret's value), ``GET /nodes/{id}``.
 
-No exec, attach or upgrade, no containers, images, volumes, networks, secrets, swarm, plugins or
+No exec, attach or upgrade, no containers, images, volumes, networks, other secrets, swarm, plugins or
 events. Each refusal is logged on stderr as one line (method, path, reason; never a body: it holds
 the notebook's environment, tokens included).
 
@@ -107,6 +109,8 @@ class Policy:
     listen: str = "/run/deployer-proxy/docker.sock"
     upstream: str = "/var/run/docker.sock"
     config_prefix: str = ""  # empty: no configs in notebooks
+    secret_prefix: str = ""  # empty: no secrets in notebooks
+    generic_resources: tuple[str, ...] = ()  # kinds a notebook may reserve (NVIDIA-GPU)
     bind_roots: tuple[str, ...] = ()
     constraints: tuple[str, ...] = ("node.labels.deployer.worker==true",)
     listen_mode: int = 0o600
@@ -120,7 +124,7 @@ class Policy:
         unknown = sorted(set(data) - known)
         if unknown:
             raise ValueError(f"unknown policy keys: {', '.join(unknown)}")
-        for key in ("images", "bind_roots", "constraints"):
+        for key in ("images", "bind_roots", "constraints", "generic_resources"):
             if key in data:
                 if not isinstance(data[key], list) or not all(isinstance(v, str) and v for v in data[key]):
                     raise ValueError(f"policy {key} must be a list of non-empty strings")
@@ -135,7 +139,7 @@ class Policy:
         return policy
 
     def validate(self) -> None:
-        for key in ("service_prefix", "network", "listen", "upstream", "config_prefix"):
+        for key in ("service_prefix", "network", "listen", "upstream", "config_prefix", "secret_prefix"):
             if not isinstance(getattr(self, key), str):
                 raise TypeError(f"policy {key} must be a string")
         if not self.service_prefix or not self.network or not self.images:
@@ -434,6 +438,7 @@ ROUTES: list[tuple[str, re.Pattern[str], str]] = [
     ("GET", re.compile(r"/tasks"), "list_tasks"),
     ("GET", re.compile(rf"/nodes/{_ID}"), "passthrough"),
     ("GET", re.compile(rf"/configs/{_ID}"), "inspect_config"),
+    ("GET", re.compile(rf"/secrets/{_ID}"), "inspect_secret"),
 ]
 
 
@@ -470,6 +475,7 @@ class Needs:
 
     networks: list[str] = field(default_factory=list)  # targets other than the policy's name
     configs: list[tuple[str, str]] = field(default_factory=list)  # (ConfigID, ConfigName)
+    secrets: list[tuple[str, str]] = field(default_factory=list)  # (SecretID, SecretName)
 
 
 def _only(obj: Any, allowed: set[str], where: str) -> dict:
@@ -516,19 +522,34 @@ def check_service_spec(spec: Any, policy: Policy) -> Needs:
         raise Refused("EndpointSpec.Ports: no published ports")
     task = _only(spec.get("TaskTemplate"), {"ContainerSpec", "Resources", "RestartPolicy", "Placement", "Networks"}, "TaskTemplate")
     _check_container(task.get("ContainerSpec"), policy, needs)
-    _check_resources(task.get("Resources"))
+    _check_resources(task.get("Resources"), policy)
     _check_restart(task.get("RestartPolicy"))
     _check_placement(task.get("Placement"), policy)
     _check_networks(task.get("Networks"), policy, needs, "TaskTemplate.Networks")
     return needs
 
 
-def _check_resources(resources: Any) -> None:
+def _check_resources(resources: Any, policy: Policy) -> None:
     where = "TaskTemplate.Resources"
     resources = _only(resources or {}, {"Limits", "Reservations"}, where)
-    for key, allowed in (("Limits", {"NanoCPUs", "MemoryBytes", "Pids"}), ("Reservations", {"NanoCPUs", "MemoryBytes"})):
+    for key, allowed in (("Limits", {"NanoCPUs", "MemoryBytes", "Pids"}), ("Reservations", {"NanoCPUs", "MemoryBytes", "GenericResources"})):
         for name, value in _only(resources.get(key, {}), allowed, f"{where}.{key}").items():
-            _count(value, f"{where}.{key}.{name}")
+            if name == "GenericResources":
+                _check_generic_resources(value, policy, f"{where}.{key}.{name}")
+            else:
+                _count(value, f"{where}.{key}.{name}")
+
+
+def _check_generic_resources(resources: Any, policy: Policy, where: str) -> None:
+    """Only counts (a task cannot name the devices it wants: Swarm assigns them) of the policy's kinds."""
+    if not isinstance(resources, list):
+        raise Refused(f"{where} must be a list")
+    for resource in resources:
+        spec = _only(resource, {"DiscreteResourceSpec"}, where).get("DiscreteResourceSpec")
+        spec = _only(spec, {"Kind", "Value"}, f"{where}.DiscreteResourceSpec")
+        if spec.get("Kind") not in policy.generic_resources:
+            raise Refused(f"{where}: kind {str(spec.get('Kind'))[:40]!r} is not allowed")
+        _count(spec.get("Value"), f"{where}.DiscreteResourceSpec.Value")
 
 
 def _check_restart(policy: Any) -> None:
@@ -574,7 +595,7 @@ def _check_networks(networks: Any, policy: Policy, needs: Needs, where: str) -> 
             needs.networks.append(target)
 
 
-_CONTAINER_KEYS = {"Image", "Command", "Args", "Env", "User", "Mounts", "Configs", "CapabilityDrop", "Labels", "Hostname", "Dir"}
+_CONTAINER_KEYS = {"Image", "Command", "Args", "Env", "User", "Mounts", "Configs", "Secrets", "CapabilityDrop", "Labels", "Hostname", "Dir"}
 
 
 def _check_container(container: Any, policy: Policy, needs: Needs) -> None:
@@ -601,7 +622,9 @@ def _check_container(container: Any, policy: Policy, needs: Needs) -> None:
     for i, mount in enumerate(container.get("Mounts") or []):
         _check_mount(mount, policy, f"{where}.Mounts[{i}]")
     for i, config in enumerate(container.get("Configs") or []):
-        needs.configs.append(_check_config(config, policy, f"{where}.Configs[{i}]"))
+        needs.configs.append(_check_reference(config, "Config", policy.config_prefix, f"{where}.Configs[{i}]"))
+    for i, secret in enumerate(container.get("Secrets") or []):
+        needs.secrets.append(_check_reference(secret, "Secret", policy.secret_prefix, f"{where}.Secrets[{i}]"))
 
 
 def _check_user(user: Any, where: str) -> None:
@@ -652,17 +675,21 @@ def _check_bind_source(source: Any, policy: Policy, where: str) -> None:
         raise Refused(f"{where}.Source {source} leads out of the allowed bind roots")
 
 
-def _check_config(config: Any, policy: Policy, where: str) -> tuple[str, str]:
-    config = _only(config, {"ConfigID", "ConfigName", "File"}, where)
-    config_id, name = config.get("ConfigID"), config.get("ConfigName")
-    if not policy.config_prefix or not isinstance(name, str) or not name.startswith(policy.config_prefix):
-        raise Refused(f"{where}.ConfigName must start with {policy.config_prefix or '(no configs allowed)'}")
-    if not isinstance(config_id, str) or not re.fullmatch(_ID, config_id):
-        raise Refused(f"{where}.ConfigID must be an ID")
-    file = _only(config.get("File"), {"Name", "UID", "GID", "Mode"}, f"{where}.File")
+def _check_reference(ref: Any, kind: str, prefix: str, where: str) -> tuple[str, str]:
+    """A Config or Secret reference: its name below ``prefix``, its ID an ID (the engine's answer is compared
+    with both before the create is forwarded), a secret's file a plain name under /run/secrets."""
+    ref = _only(ref, {f"{kind}ID", f"{kind}Name", "File"}, where)
+    ref_id, name = ref.get(f"{kind}ID"), ref.get(f"{kind}Name")
+    if not prefix or not isinstance(name, str) or not name.startswith(prefix):
+        raise Refused(f"{where}.{kind}Name must start with {prefix or f'(no {kind.lower()}s allowed)'}")
+    if not isinstance(ref_id, str) or not re.fullmatch(_ID, ref_id):
+        raise Refused(f"{where}.{kind}ID must be an ID")
+    file = _only(ref.get("File"), {"Name", "UID", "GID", "Mode"}, f"{where}.File")
     if not isinstance(file.get("Name"), str):
         raise Refused(f"{where}.File.Name must be a path")
-    return config_id, name
+    if kind == "Secret" and "/" in file["Name"]:
+        raise Refused(f"{where}.File.Name must be a file name under /run/secrets")
+    return ref_id, name
 
 
 # --- serving --------------------------------------------------------------------------------
@@ -811,10 +838,16 @@ class Proxy:
         return await self._send(writer, response, request.close)
 
     async def _inspect_config(self, request: Request, name: str, writer: asyncio.StreamWriter, upstream: Upstream) -> bool:
+        return await self._inspect_named(request, name, writer, upstream, "config", self.policy.config_prefix)
+
+    async def _inspect_secret(self, request: Request, name: str, writer: asyncio.StreamWriter, upstream: Upstream) -> bool:
+        return await self._inspect_named(request, name, writer, upstream, "secret", self.policy.secret_prefix)
+
+    async def _inspect_named(self, request: Request, name: str, writer: asyncio.StreamWriter, upstream: Upstream, kind: str, prefix: str) -> bool:
+        """A config or secret (metadata only: the engine never answers with a secret's value) named below ``prefix``."""
         response, found = await self._fetch(upstream, request.target)
-        prefix = self.policy.config_prefix
         if found is not None and not (prefix and str(_get(found, "Spec", "Name")).startswith(prefix)):
-            raise Refused(f"config {name} is not one of {prefix or '(no configs allowed)'}...")
+            raise Refused(f"{kind} {name} is not one of {prefix or f'(no {kind}s allowed)'}...")
         return await self._send(writer, response, request.close)
 
     async def _remove_service(self, request: Request, name: str, writer: asyncio.StreamWriter, upstream: Upstream) -> bool:
@@ -834,10 +867,11 @@ class Proxy:
         needs = check_service_spec(spec, self.policy)
         for target in needs.networks:
             await self._check_network_id(upstream, request.prefix, target)
-        for config_id, config_name in needs.configs:
-            _, found = await self._fetch(upstream, f"{request.prefix}/configs/{quote(config_id)}")
-            if not found or found.get("ID") != config_id or _get(found, "Spec", "Name") != config_name:
-                raise Refused(f"config {config_name} is not the config {config_id}")
+        for kind, references in (("config", needs.configs), ("secret", needs.secrets)):
+            for ref_id, ref_name in references:
+                _, found = await self._fetch(upstream, f"{request.prefix}/{kind}s/{quote(ref_id)}")
+                if not found or found.get("ID") != ref_id or _get(found, "Spec", "Name") != ref_name:
+                    raise Refused(f"{kind} {ref_name} is not the {kind} {ref_id}")
         return await self._forward(request, writer, upstream)
 
     async def _check_network_id(self, upstream: Upstream, prefix: str, target: str) -> None:

@@ -73,7 +73,8 @@ def apply(c: Any, settings_path: str, secrets_dir: str = "/run/secrets") -> Sett
     c.JupyterHub.cleanup_proxy = True
     c.ConfigurableHTTPProxy.pid_file = f"{hub.data_dir}/proxy.pid"
 
-    # --- login
+    # --- login, and who administers the hub
+    c.Authenticator.admin_users = set(hub.admin_users)
     if settings.login == "local-dev":
         _local_dev_login(c, secret)
     else:
@@ -92,8 +93,15 @@ def apply(c: Any, settings_path: str, secrets_dir: str = "/run/secrets") -> Sett
     s.notebook_uid, s.notebook_gid = nb.uid, nb.gid
     s.offer_lab = nb.offer_lab
     s.worker_constraints = nb.constraints
-    if nb.memory_limit:
-        s.mem_limit = nb.memory_limit
+    # Resources for every server; a profile may set its own (deployer_hub.profiles).
+    s.mem_limit, s.mem_guarantee = nb.memory_limit, nb.memory_guarantee
+    s.cpu_limit, s.cpu_guarantee = nb.cpu_limit, nb.cpu_guarantee
+    s.profiles = list(nb.profiles)
+    s.environment = dict(nb.env)
+    s.secret_env = dict(nb.secret_env)
+    s.project_mounts = nb.project_mounts
+    c.JupyterHub.allow_named_servers = nb.allow_named_servers
+    c.JupyterHub.named_server_limit_per_user = nb.named_server_limit
     s.pids_limit = nb.pids_limit
     s.docker_calls = DockerCalls()  # one pool and node cache for every user's spawner of this hub
     if nb.docker_host:  # the Docker proxy, which allows only what this spawner does
@@ -178,6 +186,10 @@ def _tenant_login(c: Any, settings: Settings, secret: Secrets) -> None:
     a.username_case_insensitive = tenant.case_insensitive
     if tenant.flavour == "oidc":
         a.username_claim = tenant.username_claim or "preferred_username"
+    if tenant.groups_claim:  # the tenant's groups become the user's JupyterHub groups at each login
+        a.groups_claim = tenant.groups_claim
+        a.manage_groups = True
+        a.admin_groups = set(settings.hub.admin_groups)
     a.identity_db = f"{settings.hub.data_dir}/identities.sqlite"
     a.tas_min_id = tas.min_id
     if tas.use_uid or tas.use_gid:

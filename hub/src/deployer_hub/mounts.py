@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from . import paths
 
-TEMPLATE_VARIABLES = ("username", "tenant_id", "tas_homeDirectory")
+TEMPLATE_VARIABLES = ("username", "tenant_id", "tas_homeDirectory", "servername")
 TAS_VARIABLES = frozenset({"tas_homeDirectory"})
 MODES = ("ro", "rw")
 
@@ -50,21 +50,21 @@ class VolumeMount:
         return f"{self.host_path}:{self.container_path}:{self.mode}"
 
 
-def template_variables(path: str) -> frozenset[str]:
-    """The ``{names}`` used in ``path``; raises MountError on malformed braces or format tricks."""
+def template_variables(path: str, known: tuple[str, ...] = TEMPLATE_VARIABLES, what: str = "") -> frozenset[str]:
+    """The ``{names}`` used in ``path`` (each one of ``known``); raises MountError on malformed braces or format tricks."""
     names = set()
     try:
         parsed = list(string.Formatter().parse(path))
     except ValueError as exc:
-        raise MountError(f"malformed template in {path!r}: {exc}; write variables as {{username}}") from None
+        raise MountError(f"malformed template in {path!r}: {exc}; write variables as {{{known[0]}}}") from None
     for _literal, name, spec, conversion in parsed:
         if name is None:
             continue
         if spec or conversion:
             raise MountError(f"template variable {{{name}}} in {path!r} may not have a format spec or conversion")
-        if name not in TEMPLATE_VARIABLES:
-            allowed = ", ".join("{" + v + "}" for v in TEMPLATE_VARIABLES)
-            raise MountError(f"unknown template variable {{{name}}} in {path!r}; allowed: {allowed}")
+        if name not in known:
+            allowed = ", ".join("{" + v + "}" for v in known)
+            raise MountError(f"unknown template variable {{{name}}} in {what}{path!r}; allowed: {allowed}")
         names.add(name)
     return frozenset(names)
 
@@ -120,10 +120,13 @@ class RenderedMount:
     read_only: bool
 
 
-def template_values(username: str, tenant_id: str, tas_home_directory: str | None) -> dict[str, str]:
+def template_values(username: str, tenant_id: str, tas_home_directory: str | None, server_name: str = "") -> dict[str, str]:
     values = {
         "username": paths.safe_component(username),
         "tenant_id": paths.safe_component(tenant_id, "tenant id"),
+        # A named server's name (allow_named_servers); the default server has none: {servername} renders
+        # as nothing there, so /data/{username}/{servername} is the user's own directory.
+        "servername": paths.safe_component(server_name, "server name") if server_name else "",
     }
     if tas_home_directory:
         values["tas_homeDirectory"] = paths.safe_relative_path(tas_home_directory, "TAS home directory")  # case kept: 04/12345/JDoe is not 04/12345/jdoe
@@ -151,3 +154,24 @@ def render(specs: list[str], values: dict[str, str]) -> list[RenderedMount]:
         mount = parse(spec)
         mounts.append(RenderedMount(_render(mount.host_path, values), _render(mount.container_path, values), mount.read_only))
     return mounts
+
+
+#: The variables of project_mounts' host_path (deployer_hub.projects): one directory per project, so
+#: ``{project_id}`` must be there; ``{username}`` is not allowed (a project's directory is shared by its members).
+PROJECT_VARIABLES = ("project_id", "tenant_id")
+
+
+def check_project_host_path(path: str) -> str:
+    """project_mounts' ``host_path`` template, normalised, or raise MountError.
+
+    It must hold ``{project_id}`` as a plain variable, may hold ``{tenant_id}``, nothing else, and
+    follows the rules of volume_mounts' host paths (absolute, no ``..``, no variable directly below /).
+    A separate check because ``{project_id}`` has a value only for project mounts, never in volume_mounts.
+    """
+    if not isinstance(path, str):
+        raise MountError(f"host_path must be a string, got {type(path).__name__}")
+    path = path.strip()
+    _check_path(path, "host_path")
+    if "project_id" not in template_variables(path, PROJECT_VARIABLES, "project_mounts host_path "):
+        raise MountError(f"project_mounts host_path {path!r} must contain {{project_id}} (each project has its own directory)")
+    return normal(path)

@@ -23,6 +23,7 @@ class TenantSettings:
     ca_bundle: str | None = None  # path of the tenant's extra CAs in the hub container
     case_insensitive: bool = False
     username_claim: str | None = None  # oidc only
+    groups_claim: str | None = None  # the profile/userinfo key listing the user's groups; None: groups are not used
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,8 @@ class HubSettings:
     metrics_scraper: bool = False  # a service whose token (secret metrics_token) may read /hub/metrics
     acme: AcmeSettings | None = None  # None: the certificate is ssl_cert (supplied or self-signed)
     api_relay: str | None = None  # the hub API's relay (hubrelay) notebooks reach the hub by; None: service_name
+    admin_users: list[str] = field(default_factory=list)
+    admin_groups: list[str] = field(default_factory=list)  # needs tenant.groups_claim
 
 
 @dataclass(frozen=True)
@@ -69,6 +72,43 @@ class TasSettings:
 class GuardSettings:
     label: str  # the deployment's name: notebook containers get deployer.notebook=<label>
     port: int  # the gate the guard opens (redirected to the server's port)
+
+
+@dataclass(frozen=True)
+class ProfileSettings:
+    """One choice on the spawn page (notebook_profiles): what a server of it gets, and who may pick it."""
+
+    name: str  # shown, and the form's value (unique)
+    description: str = ""
+    image: str | None = None  # None: notebooks.image
+    memory_limit: int | None = None  # None: notebooks.memory_limit (and so on for each resource)
+    memory_guarantee: int | None = None
+    cpu_limit: float | None = None
+    cpu_guarantee: float | None = None
+    gpus: int = 0  # reserved as the swarm generic resource GPU (servers file: gpus)
+    volume_mounts: list[str] = field(default_factory=list)  # besides notebooks.volume_mounts
+    env: dict[str, str] = field(default_factory=dict)
+    users: list[str] = field(default_factory=list)  # users and groups both empty: everyone may use it
+    groups: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class StaticProject:
+    id: str
+    name: str
+    users: list[str] = field(default_factory=list)
+    groups: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ProjectMountSettings:
+    """project_mounts: each of a user's projects mounted at every spawn (deployer_hub.projects)."""
+
+    host_path: str  # template with {project_id}
+    container_path: str  # each project appears below it, as a directory named after the project
+    mode: str = "rw"
+    projects: list[StaticProject] = field(default_factory=list)  # the static mapping
+    api_url: str | None = None  # or the tenant's API listing the user's projects
 
 
 @dataclass(frozen=True)
@@ -91,6 +131,15 @@ class NotebookSettings:
     docker_host: str | None = None  # the Docker proxy's socket; None: the client's default
     guard: GuardSettings | None = None
     ca_config: str | None = None  # the Docker config with the tenant's CAs, attached to notebooks
+    memory_guarantee: int | None = None
+    cpu_limit: float | None = None
+    cpu_guarantee: float | None = None
+    profiles: list[ProfileSettings] = field(default_factory=list)  # empty: one kind of server, no form
+    env: dict[str, str] = field(default_factory=dict)
+    secret_env: dict[str, str] = field(default_factory=dict)  # variable -> the Docker secret holding its value
+    allow_named_servers: bool = False
+    named_server_limit: int = 0  # per user; 0: no limit
+    project_mounts: ProjectMountSettings | None = None
 
 
 @dataclass(frozen=True)
@@ -125,5 +174,10 @@ def _build(kind: type, data: Any, where: str) -> Any:
         inner = [a for a in typing.get_args(hint) if a is not type(None)] if isinstance(hint, types.UnionType) else [hint]
         target = inner[0] if len(inner) == 1 else None
         value = data[name]
-        values[name] = _build(target, value, f"{where}/{name}") if dataclasses.is_dataclass(target) and value is not None else value
+        item = typing.get_args(target)[0] if typing.get_origin(target) is list else None
+        if dataclasses.is_dataclass(target) and value is not None:
+            value = _build(target, value, f"{where}/{name}")
+        elif dataclasses.is_dataclass(item) and isinstance(value, list):
+            value = [_build(item, entry, f"{where}/{name}/{index}") for index, entry in enumerate(value)]
+        values[name] = value
     return kind(**values)

@@ -13,7 +13,12 @@ what that one lacks for a TACC-style hub:
   reached only through the port the guard opens once the container's firewall is loaded;
 * Docker calls run on a pool shared by all users, not one thread for the whole hub;
 * every wait is bounded, and the usual failures (image missing on the node, bind path
-  missing on the node, no worker available) become messages the user reads.
+  missing on the node, no worker available) become messages the user reads;
+* server profiles (:mod:`deployer_hub.profiles`): the spawn page offers only the user's, and every
+  start checks the request on the server; a profile sets image, resources, GPUs, mounts, env;
+* the user's projects mounted at every spawn (:mod:`deployer_hub.projects`);
+* secret environment values as Docker secrets (the image's entrypoint exports them), never in the
+  service's environment; named servers as services of their own.
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ from traitlets import Bool, Float, Instance, Integer, List, Unicode, default
 
 from . import mounts, names, netguard, paths, tokenfiles
 from .auth import IMAGE_GID, IMAGE_UID, Identity, UserFacingError
+from .serveroptions import GPU_KIND, SECRET_ENV_FILE, ServerOptions  # noqa: F401 (SECRET_ENV_FILE: the image's contract)
 
 #: Where the tenant's extra CA certificates (a Docker config) appear in a notebook container.
 NOTEBOOK_TENANT_CA = "/etc/deployer/tenant-ca.pem"
@@ -50,8 +56,6 @@ NOTEBOOK_CA_BUNDLE = "/etc/deployer/ca-bundle.pem"
 
 #: Set by deploy on a notebook service whose worker it takes out of the cluster: that worker's name.
 TAKEN_OUT = "deployer.taken-out"
-
-
 class DockerCalls:
     """What the spawners of one hub share: the pool their Docker calls run in (the stock spawner
     has one thread: one slow call holds every user's spawn), and node names by ID (an ID never
@@ -67,7 +71,7 @@ class DockerCalls:
         return self  # traitlets copies configuration values; this one is shared by design
 
 
-class TenantSwarmSpawner(SwarmSpawner):
+class TenantSwarmSpawner(ServerOptions, SwarmSpawner):
     tenant_id = Unicode(config=True, help="Tenant id, for {tenant_id} in volume_mounts and the token directory.")
     volume_mounts = List(Unicode(), config=True, help="host_path:container_path:ro|rw templates, rendered per user.")
     token_root = Unicode("", config=True, help="Root of the per-user token directories (as the authenticator's); empty: none mounted.")
@@ -136,7 +140,9 @@ class TenantSwarmSpawner(SwarmSpawner):
 
     @default("name_template")
     def _name_template_default(self) -> str:
-        return "{prefix}-{username}"
+        # Named servers get services of their own. The username is escaped with '-' as the escape character
+        # ('-' itself becomes -2d), so no escaped username holds '--' and no two names meet.
+        return "{prefix}-{username}--{servername}" if self.name else "{prefix}-{username}"
 
     @default("object_name")
     def _object_name_default(self) -> str:
@@ -174,8 +180,8 @@ class TenantSwarmSpawner(SwarmSpawner):
     def rendered_mounts(self) -> list[mounts.RenderedMount]:
         home = self._identity.home_directory if self._identity else None
         try:
-            values = mounts.template_values(self.user.name, self.tenant_id, home)
-            rendered = mounts.render(list(self.volume_mounts), values)
+            values = mounts.template_values(self.user.name, self.tenant_id, home, self.name or "")
+            rendered = mounts.render(list(self.volume_mounts), values) + self._project_mounts
         except (mounts.MountRenderError, mounts.MountError, paths.UnsafeName) as exc:
             self.log.error("Cannot render the mounts of %s: %s", self.user.name, exc)
             raise UserFacingError(403, f"Your storage cannot be set up: {exc}. Please contact support.") from None
@@ -196,6 +202,8 @@ class TenantSwarmSpawner(SwarmSpawner):
 
     def get_env(self) -> dict[str, str]:
         env = super().get_env()
+        if self.profile:  # (the deployment's notebook_env is in `environment`, which the authenticator also sets)
+            env.update(self.profile.env)
         env["HOME"] = "/home/jupyter"
         if self.token_root:
             env["AGAVE_CACHE_DIR"] = self.token_mount_path
@@ -234,10 +242,13 @@ class TenantSwarmSpawner(SwarmSpawner):
         if uid == 0 or gid == 0:  # whatever TAS or the configuration says: a notebook never runs as root
             self.log.error("Refusing to start %s's notebook as uid/gid %s:%s", self.user.name, uid, gid)
             raise UserFacingError(403, "Your server cannot start: it would run as the root user or group. Please contact support.")
-        self._create_managed_dirs(self.rendered_mounts(), uid, gid)
+        await self.find_projects()
+        # (a project's directory is the site's: never made here, owned by whoever started first)
+        self._create_managed_dirs([m for m in self.rendered_mounts() if m not in self._project_mounts], uid, gid)
         container = dict(image=self.image, env=self.get_env(), args=(await self.get_command()), mounts=self.mounts,
                          labels={netguard.LABEL: self.guard_label} if self.guard_label else None,
                          configs=(await self.ca_configs()) or None,
+                         secrets=(await self.secrets(uid, gid)) or None,
                          # No capabilities at all, even for a process that became uid 0 somehow; the image's
                          # entrypoint also sets no_new_privs, so no setuid program can raise privileges.
                          cap_drop=["ALL"])
@@ -251,6 +262,8 @@ class TenantSwarmSpawner(SwarmSpawner):
             mem_reservation=self.mem_guarantee,
             cpu_limit=int(self.cpu_limit * 1e9) if self.cpu_limit else None,
             cpu_reservation=int(self.cpu_guarantee * 1e9) if self.cpu_guarantee else None,
+            # Swarm places the task on a worker with this many unassigned GPUs and names them in its environment.
+            generic_resources={GPU_KIND: self.gpus} if self.gpus else None,
             **self.extra_resources_spec,
         )
         if self.pids_limit:
@@ -273,7 +286,8 @@ class TenantSwarmSpawner(SwarmSpawner):
     async def _create_service(self, task: TaskTemplate) -> dict:
         service = await self.docker(
             "create_service", task_template=task, endpoint_spec=EndpointSpec(**{"mode": "dnsrr", **self.extra_endpoint_spec}), name=self.service_name,
-            labels={"deployer.user": self.user.name, "deployer.tenant": self.tenant_id}, **self.extra_create_kwargs,
+            labels={"deployer.user": self.user.name, "deployer.tenant": self.tenant_id, "deployer.server": self.name or "",
+                    "deployer.profile": self.profile.name if self.profile else ""}, **self.extra_create_kwargs,
         )
         return service
 
@@ -393,14 +407,18 @@ class TenantSwarmSpawner(SwarmSpawner):
     @property
     def stopped_reason(self) -> str:
         """Why the server stopped without the user stopping it (the hub's 'not running' page shows it)."""
-        return self.calls.stopped_reasons.get(self.user.name, "")
+        return self.calls.stopped_reasons.get(self._reason_key, "")
 
     @stopped_reason.setter
     def stopped_reason(self, reason: str) -> None:
         if reason:
-            self.calls.stopped_reasons[self.user.name] = reason
+            self.calls.stopped_reasons[self._reason_key] = reason
         else:
-            self.calls.stopped_reasons.pop(self.user.name, None)
+            self.calls.stopped_reasons.pop(self._reason_key, None)
+
+    @property
+    def _reason_key(self) -> str:
+        return f"{self.user.name}/{self.name or ''}"
 
     _node_down_since: float | None = None
 
