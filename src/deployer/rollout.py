@@ -18,7 +18,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from deployer import __version__
-from deployer.config.hubsettings import AUDIT_LOG, Layout
+from deployer.config.hubsettings import AUDIT_LOG, Layout, notebook_images
 from deployer.config.loader import Deployment
 from deployer.config.model import Host
 from deployer.errors import DeployerError, PreflightError
@@ -201,7 +201,7 @@ class Rollout:
             "time": datetime.now(timezone.utc).isoformat(timespec="seconds"), "operator": operator(), "action": self.action,
             "deployment": str(self.d.target), "deployer": __version__, "result": "failed" if error else "ok",
             "changes": {h: r.changes for h, r in self.report.results.items() if r.changes},
-            "images": [self.d.config.jupyterhub_image, self.d.config.jupyter_user_image],
+            "images": [self.d.config.jupyterhub_image, *notebook_images(self.d.config)],
         }
         if error:
             entry["error"] = str(error).splitlines()[0][:500]

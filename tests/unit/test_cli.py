@@ -34,6 +34,12 @@ def test_init_writes_an_example_that_validates(tmp_path: Path) -> None:
                 "tenant_case_insensitive", "oidc_username_claim", "tas_min_id"):
         assert key in text, key
     assert "tas_role_pass" in (target / "site.passwords").read_text()
+    from deployer.config.model import JupyterHubConfig
+    from deployer.config.options import NESTED_KEYS
+
+    documented = text + (target / "site.passwords").read_text()
+    assert [key for key in JupyterHubConfig.model_fields if key not in documented] == []
+    assert [f"{scope}/{key}" for scope, keys in NESTED_KEYS.items() for key in keys if f"{key}:" not in documented] == []
 
     result = run_deployer(["validate"], target)
     assert result.returncode == 0, result.stderr

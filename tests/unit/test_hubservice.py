@@ -61,7 +61,7 @@ def test_settings_carry_no_secret(site) -> None:
     text = json.dumps(spec.settings)
     assert CLIENT_SECRET not in text
     assert spec.settings["tenant"] == {"id": "designsafe", "flavour": "agave", "base_url": "https://agave.designsafe-ci.org", "ca_bundle": None,
-                                      "case_insensitive": False, "username_claim": None}
+                                      "case_insensitive": False, "username_claim": None, "groups_claim": None}
     assert spec.settings["oauth"]["callback_url"] == "https://jupyter.example.org/hub/oauth_callback"
     assert spec.settings["notebooks"]["volume_mounts"][0] == "/data/{tenant_id}/{username}:/home/jupyter/permanent:rw"
 

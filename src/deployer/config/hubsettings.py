@@ -15,6 +15,9 @@ from deployer_hub.settings import (
     HubSettings,
     NotebookSettings,
     OAuthSettings,
+    ProfileSettings,
+    ProjectMountSettings,
+    StaticProject,
     Settings,
     TasSettings,
     TenantSettings,
@@ -22,6 +25,8 @@ from deployer_hub.settings import (
 from deployer_hub.tenants import Flavour
 
 from deployer.config.loader import Deployment
+from deployer.config.model import JupyterHubConfig
+from deployer.config.options import Profile, ProjectMounts
 
 HUB_ROOT = "/srv/jupyterhub"
 #: The hub's databases, in its data directory (Layout.data_dir), mounted at HUB_ROOT/data.
@@ -102,6 +107,7 @@ def settings(deployment: Deployment, layout: Layout, *, ssl: bool = True, https_
             case_insensitive=config.tenant_case_insensitive,
             # Only an OpenID Connect provider is asked for a claim; Agave and Tapis name the user in their profile.
             username_claim=config.oidc_username_claim if info.flavour is Flavour.OIDC else None,
+            groups_claim=config.tenant_groups_claim,
         )
     return Settings(
         deployment=str(deployment.target),
@@ -116,6 +122,7 @@ def settings(deployment: Deployment, layout: Layout, *, ssl: bool = True, https_
             ssl_cert=f"{HUB_ROOT}/ssl/cert.pem" if ssl else None, ssl_key="/run/secrets/ssl_key" if ssl else None,
             metrics_scraper=config.jupyterhub_metrics_token is not None,
             api_relay=layout.hub_relay,
+            admin_users=list(config.admin_users), admin_groups=list(config.admin_groups),
             acme=AcmeSettings(email=config.jupyterhub_acme_email or "", directory=config.jupyterhub_acme_directory,
                               ca_bundle=ACME_CA if config.jupyterhub_acme_ca_bundle else None,
                               renew_days=config.jupyterhub_acme_renew_days) if config.jupyterhub_tls == "acme" and ssl else None,
@@ -137,5 +144,38 @@ def settings(deployment: Deployment, layout: Layout, *, ssl: bool = True, https_
             # The network guard on each worker firewalls the containers with this label and opens the
             # port the hub reaches them on (deployer_hub.netguard).
             guard=GuardSettings(label=layout.name, port=netguard.NOTEBOOK_PORT + netguard.GUARDED_PORT_OFFSET),
+            memory_guarantee=config.notebook_memory_guarantee, cpu_limit=config.notebook_cpu_limit, cpu_guarantee=config.notebook_cpu_guarantee,
+            profiles=[profile_settings(p) for p in config.notebook_profiles],
+            env=dict(config.notebook_env),
+            secret_env={},  # the Docker secrets' names are the hub phase's (hub_spec), made from the values
+            allow_named_servers=config.allow_named_servers, named_server_limit=config.named_server_limit_per_user,
+            project_mounts=project_settings(config.project_mounts) if config.project_mounts else None,
         ),
     ).to_dict()
+
+
+def profile_settings(profile: Profile) -> ProfileSettings:
+    return ProfileSettings(
+        name=profile.name, description=profile.description, image=profile.image,
+        memory_limit=profile.memory_limit, memory_guarantee=profile.memory_guarantee,
+        cpu_limit=profile.cpu_limit, cpu_guarantee=profile.cpu_guarantee, gpus=profile.gpus,
+        volume_mounts=[str(m) for m in profile.volume_mounts], env=dict(profile.env),
+        users=list(profile.users), groups=list(profile.groups),
+    )
+
+
+def project_settings(projects: ProjectMounts) -> ProjectMountSettings:
+    return ProjectMountSettings(
+        host_path=projects.host_path, container_path=projects.container_path, mode=projects.mode, api_url=projects.api_url,
+        projects=[StaticProject(p.id, p.name, list(p.users), list(p.groups)) for p in projects.projects],
+    )
+
+
+def notebook_images(config: JupyterHubConfig) -> list[str]:
+    """Every image a notebook may run: the default and each profile's (deploy puts them on the workers)."""
+    return list(dict.fromkeys([config.jupyter_user_image, *(p.image for p in config.notebook_profiles if p.image)]))
+
+
+def notebook_secret_prefix(layout: Layout) -> str:
+    """Docker secrets holding notebook_secret_env values are named this, then the variable and a digest."""
+    return f"{layout.name}-nbenv-"

@@ -129,6 +129,9 @@ def _config_for(target: Target, src: Sources, override_pairs: list[tuple[str, An
     for finding in cross_check(config):
         key, *rest = finding.key.split("/")
         report(key, tuple(rest), finding.message, finding.error)
+    origin = layered.origins.get("notebook_secret_env")
+    if origin is not None and not (src.passwords and origin.source == src.passwords.source):
+        report("notebook_secret_env", (), "holds secret values: move it to the passwords file (chmod 600); put plain values in notebook_env")
     for key in ("tenant_ca_bundle", "jupyterhub_acme_ca_bundle"):
         bundle = getattr(config, key)
         if bundle and not certs.is_ca_bundle(bundle.encode()):
@@ -243,6 +246,12 @@ def _check_hosts(target: Target, hosts: list[Host], origins: dict[str, Origin], 
         origin = origins[host.host_id]
         if not host.roles:
             warnings.append(Problem(origin.source, origin.path("roles"), "no roles: this host takes no part in the deployment"))
+        if host.gpus and not host.has("worker"):  # GPUs serve notebooks, which run on workers only
+            problems.append(Problem(origin.source, origin.path("gpus"), "only a worker's GPUs are used (notebooks run on workers): "
+                                    "add worker to this host's roles, or remove gpus"))
+        elif isinstance(host.gpus, int):
+            warnings.append(Problem(origin.source, origin.path("gpus"), "a count places and reserves GPUs but names no device, so a notebook "
+                                    "may see every GPU of the worker (NVIDIA_VISIBLE_DEVICES is not set); list the GPU UUIDs to give each its own"))
         if not host.private_ip and ":" in host.ssh_host:  # an IPv6 literal would carry swarm and NFS traffic
             problems.append(Problem(origin.source, origin.path("ssh_host"), "is an IPv6 address and no private_ip is set: swarm and NFS "
                                     "traffic would use it, which is not supported yet; set private_ip to the host's IPv4 address"))

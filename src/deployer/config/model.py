@@ -8,6 +8,7 @@ finding can be reported at the key it is about.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
@@ -17,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, PlainValidator, field_validat
 
 from deployer import __version__
 from deployer.config.address import HubAddress
+from deployer.config.options import Cpus, Env, GroupNames, Profile, ProjectMounts, SecretEnv, Usernames
 from deployer.config.values import (
     DEFAULT_PIDS_LIMIT,
     DEFAULT_TAS_MIN_ID,
@@ -51,7 +53,8 @@ DEFAULT_CULL_TIMEOUT = 86400
 DEFAULT_START_TIMEOUT = 180
 
 #: Keys whose values are secrets: kept in the passwords file, never printed.
-SECRET_KEYS = frozenset({"jupyterhub_oauth_client_secret", "tas_role_pass", "jupyterhub_key", "local_dev_password", "jupyterhub_metrics_token"})
+SECRET_KEYS = frozenset({"jupyterhub_oauth_client_secret", "tas_role_pass", "jupyterhub_key", "local_dev_password", "jupyterhub_metrics_token",
+                         "notebook_secret_env"})
 #: ssh_host values that mean "this machine": the only hosts the local-dev login may run on.
 LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 #: Per-user template variables that need TAS.
@@ -124,6 +127,38 @@ class JupyterHubConfig(BaseModel):
     jupyterhub_metrics_token: OptionalSecret = None
     #: A Prometheus that scrapes this hub: `deployer status` shows the last hour's spawns from it.
     metrics_prometheus_url: Annotated[str | None, PlainValidator(_query_url)] = None
+    #: Hub admins (the admin panel: every user's server); admin_groups needs tenant_groups_claim.
+    admin_users: Usernames = ()
+    admin_groups: GroupNames = ()
+    #: The key of the tenant's user profile (OIDC: the claim) that lists the user's groups.
+    tenant_groups_claim: Annotated[str | None, PlainValidator(lambda v: None if v is None else _username_claim(v))] = None
+    #: Server profiles offered on the spawn page (each optionally limited to users or groups).
+    notebook_profiles: list[Profile] = Field(default_factory=list)
+    notebook_memory_guarantee: MemorySize = None
+    notebook_cpu_limit: Cpus = None
+    notebook_cpu_guarantee: Cpus = None
+    allow_named_servers: bool = False
+    named_server_limit_per_user: int = Field(default=0, ge=0, le=1000, strict=True)
+    #: Each of the user's projects mounted at every spawn (a static mapping or the tenant's projects API).
+    project_mounts: ProjectMounts | None = None
+    #: Environment variables in every notebook (plain values; visible in `docker inspect`).
+    notebook_env: Env = Field(default_factory=dict)
+    #: Secret ones (passwords file): Docker secrets, exported by the image's entrypoint.
+    notebook_secret_env: SecretEnv = Field(default_factory=dict)
+
+    @field_validator("notebook_profiles", mode="before")
+    @classmethod
+    def _profiles_list(cls, value: Any) -> Any:
+        if value is None:
+            return []
+        if not isinstance(value, list):
+            fail("must be a list of profiles, each a mapping with at least a name")
+        return value
+
+    @property
+    def uses_groups(self) -> bool:
+        return bool(self.admin_groups or any(p.groups for p in self.notebook_profiles)
+                    or (self.project_mounts and any(p.groups for p in self.project_mounts.projects)))
 
     @field_validator("volume_mounts", mode="before")
     @classmethod
@@ -242,13 +277,108 @@ def cross_check(cfg: JupyterHubConfig) -> list[Finding]:
         seen.setdefault(target, index)
     if not cfg.volume_mounts:
         found.append(Finding("volume_mounts", "no mounts: users' files are lost when their notebook server stops; mount a per-user directory such as /data/{username}:/home/jupyter/permanent:rw", error=False))
+    found += server_options_check(cfg)
+    return found
+
+
+def server_options_check(cfg: JupyterHubConfig) -> list[Finding]:
+    """Profiles, groups, resources, named servers and project mounts, against each other and the rest."""
+    found: list[Finding] = []
+    if cfg.uses_groups and cfg.tenant_groups_claim is None:
+        key = "admin_groups" if cfg.admin_groups else next(
+            (f"notebook_profiles/{i}/groups" for i, p in enumerate(cfg.notebook_profiles) if p.groups), "project_mounts/projects")
+        why = "the local-dev login has no groups" if cfg.login == "local-dev" else "set tenant_groups_claim to the key of the tenant's user profile that lists them (e.g. groups)"
+        found.append(Finding(key, f"groups need the tenant's groups: {why}"))
+    if cfg.tenant_groups_claim is not None and cfg.login == "local-dev":
+        found.append(Finding("tenant_groups_claim", "the local-dev login has no tenant, so no groups: remove the key"))
+
+    def resources(key: str, memory: tuple[int | None, int | None], cpus: tuple[float | None, float | None]) -> None:
+        (mem_limit, mem_guarantee), (cpu_limit, cpu_guarantee) = memory, cpus
+        if mem_limit and mem_guarantee and mem_guarantee > mem_limit:
+            found.append(Finding(f"{key}memory_guarantee", "must not be more than the memory limit"))
+        if cpu_limit and cpu_guarantee and cpu_guarantee > cpu_limit:
+            found.append(Finding(f"{key}cpu_guarantee", "must not be more than the CPU limit"))
+
+    resources("notebook_", (cfg.notebook_memory_limit, cfg.notebook_memory_guarantee), (cfg.notebook_cpu_limit, cfg.notebook_cpu_guarantee))
+    targets = {m.container_path.rstrip("/"): "volume_mounts" for m in cfg.volume_mounts}
+    seen: dict[str, int] = {}
+    for index, profile in enumerate(cfg.notebook_profiles):
+        at = f"notebook_profiles/{index}/"
+        if profile.name in seen:
+            found.append(Finding(f"{at}name", f"{profile.name!r} is also the name of notebook_profiles/{seen[profile.name]}; each profile needs its own name"))
+        seen.setdefault(profile.name, index)
+        resources(at, (profile.memory_limit or cfg.notebook_memory_limit, profile.memory_guarantee or cfg.notebook_memory_guarantee),
+                  (profile.cpu_limit or cfg.notebook_cpu_limit, profile.cpu_guarantee or cfg.notebook_cpu_guarantee))
+        own: set[str] = set()
+        for m_index, mount in enumerate(profile.volume_mounts):
+            target = mount.container_path.rstrip("/")
+            if target in targets or target in own:
+                found.append(Finding(f"{at}volume_mounts/{m_index}", f"container_path {mount.container_path!r} is already used by {targets.get(target, 'this profile')}; each mount needs its own container path"))
+            own.add(target)
+            if mount.variables & TAS_TEMPLATE_VARIABLES and not cfg.uses_tas:
+                found.append(Finding(f"{at}volume_mounts/{m_index}", "{tas_homeDirectory} needs TAS integration: set use_tas_uid and use_tas_gid to true"))
+    all_mounts = [("volume_mounts", i, m) for i, m in enumerate(cfg.volume_mounts)] + [
+        (f"notebook_profiles/{p}/volume_mounts", i, m) for p, profile in enumerate(cfg.notebook_profiles) for i, m in enumerate(profile.volume_mounts)]
+    for key, index, mount in all_mounts:
+        if "servername" in mounts.template_variables(mount.container_path):
+            found.append(Finding(f"{key}/{index}", "{servername} may only be used in the host path (the default server has no name)"))
+        elif "servername" in mounts.template_variables(mount.host_path):
+            before = mount.host_path.split("{servername}", 1)[0]
+            if "{username}" not in before:
+                found.append(Finding(f"{key}/{index}", "{servername} must come after {username} in the host path (e.g. /data/{username}/{servername}): "
+                                                       "servers of different users must not share a directory"))
+            elif not cfg.allow_named_servers:
+                found.append(Finding(f"{key}/{index}", "{servername} is always empty: allow_named_servers is false", error=False))
+    if cfg.project_mounts:
+        root = cfg.project_mounts.container_path.rstrip("/")
+        for target, key in targets.items():
+            if target == root or target.startswith(root + "/") or root.startswith(target + "/"):
+                found.append(Finding("project_mounts/container_path", f"{cfg.project_mounts.container_path!r} overlaps a mount of {key} ({target}); give projects a directory of their own"))
+        if not cfg.project_mounts.projects and not cfg.project_mounts.api_url:
+            found.append(Finding("project_mounts", "no source of projects: list them under projects (id, name, users, groups) or set api_url to the tenant's projects API"))
+        if cfg.project_mounts.api_url and cfg.login == "local-dev":
+            found.append(Finding("project_mounts/api_url", "the local-dev login has no tenant token to ask the projects API with: use a static projects list"))
+    if "named_server_limit_per_user" in cfg.model_fields_set and not cfg.allow_named_servers:
+        found.append(Finding("named_server_limit_per_user", "ignored: allow_named_servers is false", error=False))
     return found
 
 
 # --- servers --------------------------------------------------------------------------------
 
-HOST_KEYS = ("host_id", "ssh_host", "private_ip", "roles", "ssh_user", "ssh_key", "ssh_port", "ssh_known_hosts")
+HOST_KEYS = ("host_id", "ssh_host", "private_ip", "roles", "ssh_user", "ssh_key", "ssh_port", "ssh_known_hosts", "gpus")
 ROLES = ("hub", "worker")
+#: The Swarm generic resource kind of a GPU, as Docker and NVIDIA's container runtime document it.
+GPU_KIND = "NVIDIA-GPU"
+_GPU_ID = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+_GPUS_INSTEAD = ("list the worker's GPU UUIDs instead, e.g. gpus: [GPU-3f2a91c4-...] "
+                 "(nvidia-smi --query-gpu=uuid --format=csv,noheader prints them)")
+
+
+def _gpus(value: Any) -> int | tuple[str, ...]:
+    """A worker's GPUs: their device ids (Swarm named resources: it assigns specific devices and names them
+    in the task's environment), or a count (a discrete amount: placement and reservation only, no device
+    named). Ids that are numbers cannot be declared: dockerd reads a number as an amount (it refuses
+    NVIDIA-GPU=0 beside NVIDIA-GPU=1, and reads NVIDIA-GPU=0 alone as no GPU at all; Docker 20.10)."""
+    if isinstance(value, bool) or isinstance(value, float):
+        fail(f"must be a list of GPU device ids or a whole number of GPUs, got {value!r}")
+    if isinstance(value, int):
+        if not 1 <= value <= 64:
+            fail(f"a count of GPUs must be between 1 and 64, got {value}; or {_GPUS_INSTEAD}")
+        return value
+    if isinstance(value, str):
+        fail(f"must be a list such as [{value}], not a string")
+    if not isinstance(value, list) or not value:
+        fail(f"must be a non-empty list of GPU device ids (or a count); {_GPUS_INSTEAD}")
+    seen: set[str] = set()
+    for item in value:
+        if not isinstance(item, str) or not _GPU_ID.fullmatch(item):
+            fail(f"{item!r} is not a GPU device id: up to 64 letters, digits, '-', '_', '.' or ':' (no '=', ',' or spaces); {_GPUS_INSTEAD}")
+        if re.fullmatch(r"-?[0-9]+", item):
+            fail(f"{item!r} is a number, which Docker takes as an amount, not a device (for a count, write gpus: {len(value)}); {_GPUS_INSTEAD}")
+        if item in seen:
+            fail(f"{item!r} is listed twice; list each GPU once")
+        seen.add(item)
+    return tuple(value)
 
 
 class Host(BaseModel):
@@ -265,6 +395,8 @@ class Host(BaseModel):
     ssh_port: int = Field(default=22, ge=1, le=65535, strict=True)  # strict: true is not port 1, 22.5 not 22
     #: known_hosts file for these hosts (relative to the servers file); default: the operator's own.
     ssh_known_hosts: str | None = None
+    #: The worker's GPU device ids, or how many it has, declared to Swarm as NVIDIA-GPU generic resources (phases/gpus.py).
+    gpus: Annotated[int | tuple[str, ...], PlainValidator(_gpus)] = ()
 
     @field_validator("roles", mode="before")
     @classmethod
@@ -286,3 +418,17 @@ class Host(BaseModel):
 
     def has(self, role: str) -> bool:
         return role in self.roles
+
+    @property
+    def gpu_resources(self) -> tuple[str, ...]:
+        """The Swarm generic resources this host declares (workers only): ``NVIDIA-GPU=<device id>`` per GPU, or
+        one ``NVIDIA-GPU=<count>``."""
+        if not self.has("worker") or not self.gpus:
+            return ()
+        if isinstance(self.gpus, int):
+            return (f"{GPU_KIND}={self.gpus}",)
+        return tuple(f"{GPU_KIND}={gpu}" for gpu in self.gpus)
+
+    @property
+    def gpu_count(self) -> int:
+        return len(self.gpu_resources) if not isinstance(self.gpus, int) else (self.gpus if self.has("worker") else 0)

@@ -12,6 +12,7 @@ from typing import Any
 from deployer.config import yamlfile
 from deployer.config.discovery import DeploymentFiles
 from deployer.config.model import SECRET_KEYS, JupyterHubConfig
+from deployer.config.options import NESTED_KEYS
 from deployer.config.projects import PROJECTS
 from deployer.config.scopes import Origin, ScopedFile, Target, split_scoped_file
 from deployer.errors import Problem, UsageError
@@ -135,7 +136,9 @@ def describe(error: dict[str, Any], key: str, src: Sources, target: Target, *, h
             where = src.configs.source if src.configs else "the configs file"
         return f"required key is missing; set it in {where} under {target} or a more general scope"
     if kind == "extra_forbidden":
-        close = difflib.get_close_matches(key, JupyterHubConfig.model_fields, n=1)
+        nested = len(error.get("loc", ())) > 1
+        field = str(error["loc"][-1]) if nested else key
+        close = difflib.get_close_matches(field, NESTED_KEYS.get(key, ()) if nested else JupyterHubConfig.model_fields, n=1)
         hint = f"; did you mean {close[0]}?" if close else "; see the example written by 'deployer init' for every key"
         return f"unknown key{hint}"
     message = error["msg"]

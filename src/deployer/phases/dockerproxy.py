@@ -14,7 +14,7 @@ import posixpath
 
 from deployer_hub import names
 
-from deployer.config.hubsettings import DOCKER_PROXY_DIR, DOCKER_PROXY_SOCKET, TENANT_CA, Layout
+from deployer.config.hubsettings import DOCKER_PROXY_DIR, DOCKER_PROXY_SOCKET, TENANT_CA, Layout, notebook_images, notebook_secret_prefix
 from deployer.config.loader import Deployment
 from deployer.hosts.commands import Command
 from deployer.phases import sidecars
@@ -33,11 +33,17 @@ def policy(deployment: Deployment, layout: Layout) -> dict:
     ca_config = ""
     if config.tenant_ca_bundle and config.login != "local-dev":
         ca_config = config_name(layout, TENANT_CA, config.tenant_ca_bundle)  # the one config notebooks get
-    roots = {layout.share_dir} | {posixpath.normpath(m.static_host_dir) for m in config.volume_mounts}
+    every_mount = [*config.volume_mounts, *(m for p in config.notebook_profiles for m in p.volume_mounts)]
+    roots = {layout.share_dir} | {posixpath.normpath(m.static_host_dir) for m in every_mount}
+    if config.project_mounts:
+        roots.add(posixpath.normpath(config.project_mounts.static_host_dir))
     return {
         "listen": DOCKER_PROXY_SOCKET,
         "service_prefix": f"{layout.notebook_prefix}-",
-        "images": [config.jupyter_user_image],
+        "images": notebook_images(config),
+        # The notebooks' secret environment values (hub.HubSpec.notebook_secrets), by name.
+        "secret_prefix": notebook_secret_prefix(layout) if config.notebook_secret_env else "",
+        "generic_resources": ["NVIDIA-GPU"] if any(p.gpus for p in config.notebook_profiles) else [],
         "network": layout.network,
         "config_prefix": ca_config,
         "bind_roots": sorted(roots),

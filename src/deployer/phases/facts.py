@@ -20,7 +20,7 @@ from deployer.hosts import layers
 from deployer.hosts.commands import cmd, sh
 from deployer.hosts.executor import Executor
 from deployer.hosts.ssh import ConnectError
-from deployer.phases import dockerproxy, hubrelay, images, netguard, nfs, sidecars
+from deployer.phases import dockerproxy, gpus, hubrelay, images, netguard, nfs, sidecars
 from deployer.phases.hubservice import SwarmFacts
 
 #: The hub's kept state (below ``<state_root>/<name>/state`` on the hub): generated once, kept across deploys.
@@ -55,6 +55,10 @@ class HostFacts:
     marker: str = ""
     nfs_client: bool = False
     state: dict[str, str | None] = field(default_factory=dict, repr=False)  # the hub's kept state, by STATE_FILES name
+    # GPUs: /etc/docker/daemon.json as it is (None: no file; it may hold credentials), and the NVIDIA-GPU
+    # generic resources the running engine declares (sorted).
+    daemon_json: str | None = field(default=None, repr=False)
+    engine_gpus: tuple[str, ...] = ()
 
     @property
     def in_swarm(self) -> bool:
@@ -153,10 +157,12 @@ def gather_one(host: Host, ex: Executor, deployment: Deployment) -> HostFacts:
         facts.manager = bool(swarm.get("ControlAvailable"))
         facts.hostname = data.get("Name", "")
         facts.managers = {m.get("Addr", "").rsplit(":", 1)[0] for m in swarm.get("RemoteManagers") or []}
+        facts.engine_gpus = gpus.engine_resources(data)
         for image in images.wanted_images(deployment, host):
             facts.images[image] = images.image_id(ex, image)
         for line in ex.run(LAYERS, check=False).stdout.splitlines():
             facts.layers.update(layers.chain_ids(json.loads(line) or []))
+    facts.daemon_json = gpus.read_daemon_json(ex)  # on every host: one that is no worker any more loses its GPUs
     if host.has("worker"):
         facts.guard = sidecars.current(ex, netguard.container_name(layout))
         for path in static_paths(deployment):

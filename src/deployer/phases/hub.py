@@ -99,8 +99,12 @@ def hub_spec(ctx: Context, hub: HostFacts) -> tuple[HubSpec, bool]:
         # to each notebook service by this name): content-addressed, removed with the others.
         settings["notebooks"]["ca_config"] = config_name(layout, TENANT_CA, config.tenant_ca_bundle)
     image_id = hub.images.get(config.jupyterhub_image) or ""
-    return HubSpec(layout, config.jupyterhub_image, settings, hub_secrets, files, ctx.https_port, ctx.http_port, image_id,
-                   name_key=(hub.state.get("name_key") or "").strip()), supplied is None
+    spec = HubSpec(layout, config.jupyterhub_image, settings, hub_secrets, files, ctx.https_port, ctx.http_port, image_id,
+                   name_key=(hub.state.get("name_key") or "").strip(),
+                   notebook_secrets={k: v.get_secret_value() for k, v in config.notebook_secret_env.items()})
+    # The spawner attaches each by name (through the Docker proxy, which allows only these names' prefix).
+    settings["notebooks"]["secret_env"] = {variable: spec.notebook_secret_name(variable) for variable in sorted(spec.notebook_secrets)}
+    return spec, supplied is None
 
 
 def _hub_image_id(ctx: Context, facts: Facts, what: str) -> str:
@@ -156,7 +160,7 @@ def expect_service(ctx: Context, facts: Facts, planned: Planned) -> None:
     spec, _ = hub_spec(ctx, hub)
     objects = hub.objects = hub.objects or SwarmFacts()
     objects.networks.add(ctx.layout.network)
-    objects.secrets |= {spec.secret_name(k) for k in spec.secrets}
+    objects.secrets |= set(spec.all_secret_names())
     objects.configs |= {spec.config_name(p) for p in spec.config_files()}
     objects.hub_spec_hash = spec.spec_hash
     hub.relay = (hubrelay.sidecar(ctx.deployment, ctx.layout).spec_hash, True)

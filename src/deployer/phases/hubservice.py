@@ -72,14 +72,26 @@ class HubSpec:
     #: The deployment's key for naming secrets (kept on the hub): a name must change with its value,
     #: but a plain hash of the value would let anyone who lists secrets test guesses of a weak password.
     name_key: str = field(default="", repr=False)
+    #: notebook_secret_env: variable -> value. Docker secrets the spawner gives notebooks (not the hub).
+    notebook_secrets: dict[str, str] = field(default_factory=dict, repr=False)
 
     def secret_name(self, key: str) -> str:
-        value = self.secrets[key]
+        return self._secret_name(key.replace("_", "-"), self.secrets[key])
+
+    def notebook_secret_name(self, variable: str) -> str:
+        return self._secret_name(f"nbenv-{variable.lower().replace('_', '-')}", self.notebook_secrets[variable])
+
+    def _secret_name(self, what: str, value: str) -> str:
         if _content_digest(value) == "<new>" or _content_digest(self.name_key) == "<new>":
             digest = "<new>"
         else:
             digest = hmac.new(self.name_key.encode(), value.encode(), hashlib.sha256).hexdigest()[:12]
-        return names.fit(f"{self.layout.name}-{key.replace('_', '-')}-{digest}", names.OBJECT_NAME_MAX)
+        return names.fit(f"{self.layout.name}-{what}-{digest}", names.OBJECT_NAME_MAX)
+
+    def all_secret_names(self) -> dict[str, str]:
+        """Every secret this spec needs: its name -> what it is (for plans)."""
+        return {**{self.secret_name(k): f"secret {k}" for k in self.secrets},
+                **{self.notebook_secret_name(v): f"notebooks' secret variable {v}" for v in self.notebook_secrets}}
 
     def config_files(self) -> dict[str, str]:
         files = {f"{HUB_ROOT}/hub.json": json.dumps(self.settings, indent=2, sort_keys=True), CONFIG_PY_PATH: CONFIG_PY}
@@ -92,7 +104,7 @@ class HubSpec:
     @property
     def spec_hash(self) -> str:
         parts = [self.image, self.image_id, str(self.https_port), str(self.http_port), self.layout.name]
-        parts += sorted(self.secret_name(k) for k in self.secrets)
+        parts += sorted(self.all_secret_names())
         parts += sorted(self.config_name(p) for p in self.config_files())
         if any("<" in part for part in parts):  # plan: a value only the run will make
             return "<new spec hash>"
@@ -119,11 +131,12 @@ def network_commands(layout: Layout, facts: SwarmFacts) -> list[Command]:
 def object_commands(spec: HubSpec, facts: SwarmFacts) -> list[Command]:
     """Docker secrets and configs the service needs and that do not exist yet."""
     commands = []
-    for key, value in sorted(spec.secrets.items()):
-        name = spec.secret_name(key)
+    values = {**{spec.secret_name(k): (v, f"secret {k}") for k, v in spec.secrets.items()},
+              **{spec.notebook_secret_name(k): (v, f"notebooks' secret variable {k}") for k, v in spec.notebook_secrets.items()}}
+    for name, (value, why) in sorted(values.items()):
         if name not in facts.secrets:
             commands.append(cmd("docker", "secret", "create", "--label", f"deployer={spec.layout.name}", name, "-",
-                                input=value.encode(), why=f"secret {key}"))
+                                input=value.encode(), why=why))
     for path, content in sorted(spec.config_files().items()):
         name = spec.config_name(path)
         if name not in facts.configs:
@@ -136,7 +149,7 @@ def stale_commands(spec: HubSpec, facts: SwarmFacts) -> list[Command]:
     """The deployment's secrets and configs the new spec no longer uses (an old hub.json, a rotated key):
     removed once the new hub runs. One still held by a running notebook (an old tenant CA) is refused by
     Docker and stays until a later run."""
-    secrets = sorted(facts.secrets - {spec.secret_name(k) for k in spec.secrets})
+    secrets = sorted(facts.secrets - set(spec.all_secret_names()))
     configs = sorted(facts.configs - {spec.config_name(p) for p in spec.config_files()})
     return ([cmd("docker", "secret", "rm", name, why=f"remove the unused secret {name}") for name in secrets]
             + [cmd("docker", "config", "rm", name, why=f"remove the unused config {name}") for name in configs])

@@ -10,6 +10,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
+from deployer.config.hubsettings import notebook_images
 from deployer.config.loader import Deployment
 from deployer.config.model import Host
 from deployer.errors import DeployerError
@@ -38,16 +39,24 @@ def local_id(image: str) -> str | None:
         return None
 
 
+def worker_images(deployment: Deployment) -> list[str]:
+    """What workers run: every notebook image (the default and each profile's) and the network guard's."""
+    return [*notebook_images(deployment.config), deployment.config.network_guard_image]
+
+
+def all_images(deployment: Deployment) -> list[str]:
+    return list(dict.fromkeys([deployment.config.jupyterhub_image, *worker_images(deployment)]))
+
+
 def local_ids(deployment: Deployment) -> dict[str, str | None]:
     """The IDs on this machine of every image the deployment runs (None: not here, pulled on the hosts)."""
-    config = deployment.config
-    return {image: local_id(image) for image in (config.jupyterhub_image, config.jupyter_user_image, config.network_guard_image)}
+    return {image: local_id(image) for image in all_images(deployment)}
 
 
 def wanted_images(deployment: Deployment, host: Host) -> list[str]:
-    """The hub gets the hub image, workers the notebook image and the network guard's (never inspected on the hub)."""
+    """The hub gets the hub image, workers the notebook images and the network guard's (never inspected on the hub)."""
     wanted = [deployment.config.jupyterhub_image] if host.has("hub") else []
-    return wanted + ([deployment.config.jupyter_user_image, deployment.config.network_guard_image] if host.has("worker") else [])
+    return list(dict.fromkeys(wanted + (worker_images(deployment) if host.has("worker") else [])))
 
 
 def needs(local: str | None, remote: str | None) -> bool:
@@ -71,8 +80,7 @@ def send(image: str, skip: int = 0) -> Command:
 def local_diff_ids(deployment: Deployment) -> dict[str, list[str]]:
     """The layers (diff IDs) of the deployment's images on this machine."""
     found = {}
-    config = deployment.config
-    for image in (config.jupyterhub_image, config.jupyter_user_image, config.network_guard_image):
+    for image in all_images(deployment):
         try:
             found[image] = layers.diff_ids(image)
         except (OSError, subprocess.CalledProcessError, ValueError):  # not here: pulled on the hosts
