@@ -43,6 +43,8 @@ OTHER_NETWORK = "pxtest-other-net"
 CA_CONFIG = "pxtest-ca"
 OTHER_CONFIG = "pxtest-xcfg"  # not below the policy's config_prefix
 OUTSIDER = "pxtest-outsider"  # a service of someone else on the same swarm
+NB_SECRET = "pxtest-nbenv-license"  # a notebook_secret_env value (below the policy's secret_prefix)
+OTHER_SECRET = "pxtest-xsecret"  # someone else's secret
 IMAGE = "deployer/jupyteruser:0.2.0"
 WORKER = "node.labels.deployer.worker==true"
 
@@ -53,6 +55,7 @@ def cleanup() -> None:
     if services:
         docker_cli("service", "rm", *services, check=False)
     docker_cli("config", "rm", CA_CONFIG, OTHER_CONFIG, check=False)
+    docker_cli("secret", "rm", NB_SECRET, OTHER_SECRET, check=False)
     for _ in range(30):  # a network is busy until the removed tasks have let go of it
         docker_cli("network", "rm", NETWORK, OTHER_NETWORK, check=False)
         if not docker_cli("network", "ls", "-q", "--filter", "name=pxtest-", check=False):
@@ -81,6 +84,8 @@ def proxy(worker_node, tmp_path_factory) -> Iterator[Proxy]:
     docker_cli("network", "create", "--driver", "overlay", "--attachable", OTHER_NETWORK)
     for name in (CA_CONFIG, OTHER_CONFIG):
         subprocess.run(["docker", "config", "create", name, "-"], input=b"-----BEGIN CERTIFICATE-----\n", check=True, capture_output=True)
+    for name in (NB_SECRET, OTHER_SECRET):
+        subprocess.run(["docker", "secret", "create", name, "-"], input=b"lic-value-" + name.encode(), check=True, capture_output=True)
     docker_cli("service", "create", "--detach", "--quiet", "--no-resolve-image", "--name", OUTSIDER, "--restart-condition", "none", IMAGE, "sleep", "600")
     base = tmp_path_factory.mktemp("docker-proxy")
     share = base / "share"
@@ -88,7 +93,7 @@ def proxy(worker_node, tmp_path_factory) -> Iterator[Proxy]:
     policy = {
         "listen": str(base / "run" / "docker.sock"), "upstream": "/var/run/docker.sock", "service_prefix": PREFIX,
         "images": [IMAGE], "network": NETWORK, "config_prefix": CA_CONFIG, "bind_roots": [str(share)],
-        "constraints": [WORKER],
+        "constraints": [WORKER], "secret_prefix": "pxtest-nbenv-", "generic_resources": ["NVIDIA-GPU"],
     }
     (base / "policy.json").write_text(json.dumps(policy))
     p = Proxy(policy["listen"], base / "proxy.log", share, start_proxy(base / "proxy.log", policy["listen"], base / "policy.json", verbose=True))
@@ -212,7 +217,7 @@ def proxied_spawner(proxy: Proxy, user: str) -> TenantSwarmSpawner:
     spawner = Proxied(
         user=FakeUser(user), hub=Hub(), tenant_id="sim", prefix=PREFIX, image=IMAGE, network_name=NETWORK,
         volume_mounts=[f"{proxy.share}/data/{{tenant_id}}/{{username}}:/home/jupyter/permanent:rw"],
-        notebook_uid=5001, notebook_gid=6001, ca_config=CA_CONFIG, mem_limit="256M",
+        notebook_uid=5001, notebook_gid=6001, ca_config=CA_CONFIG, mem_limit="256M", secret_env={"LICENSE_KEY": NB_SECRET},
         cmd=["sleep", "600"], http_timeout=1, task_timeout=60,
         client_kwargs={"base_url": f"unix://{proxy.socket}"},
     )
@@ -227,7 +232,7 @@ def endpoints(lines: list[str]) -> list[str]:
         match = re.search(r"deployer-docker-proxy (GET|POST|DELETE) (\S+)$", line)
         if match:
             path = re.sub(r"^/v1\.\d+", "", match.group(2))
-            path = re.sub(r"^/(services|nodes|configs)/(?!create$)[^/]+$", r"/\1/{id}", path)
+            path = re.sub(r"^/(services|nodes|configs|secrets)/(?!create$)[^/]+$", r"/\1/{id}", path)
             seen.append(f"{match.group(1)} {path}")
     return seen
 
@@ -236,15 +241,18 @@ def test_the_real_spawner_starts_polls_and_stops_a_notebook_through_the_proxy(pr
     mark = len(proxy.log_lines())
     spawner = proxied_spawner(proxy, "jdoe")
 
-    async def lifecycle() -> tuple[Any, Any, Any]:
+    async def lifecycle() -> tuple[Any, Any, Any, str]:
         started = await spawner.start()
         running = await spawner.poll()
+        container = docker_cli("ps", "-q", "--filter", f"label=com.docker.swarm.service.name={PREFIX}-jdoe")
+        secret = docker_cli("exec", container, "cat", "/run/secrets/deployer-env-LICENSE_KEY")  # (as the notebook's uid)
         await spawner.stop()
-        return started, running, await spawner.poll()
+        return started, running, await spawner.poll(), secret
 
-    (ip, port), running, stopped = asyncio.run(lifecycle())
+    (ip, port), running, stopped, secret = asyncio.run(lifecycle())
     spawner.client.close()
     assert port == 8888 and ip.count(".") == 3 and running is None and stopped == 0
+    assert secret == f"lic-value-{NB_SECRET}"
     assert not service_exists(f"{PREFIX}-jdoe")
 
     # A start that fails (the user's directory is missing on the worker) is explained with the
@@ -259,9 +267,22 @@ def test_the_real_spawner_starts_polls_and_stops_a_notebook_through_the_proxy(pr
     assert not [line for line in lines if "refused" in line], lines
     used = endpoints(lines)
     print("\nendpoints the spawner used:", *sorted(set(used)), sep="\n  ")
-    assert set(used) == {"GET /version", "GET /services/{id}", "GET /configs/{id}", "POST /services/create",
+    assert set(used) == {"GET /version", "GET /services/{id}", "GET /configs/{id}", "GET /secrets/{id}", "POST /services/create",
                          "GET /tasks", "DELETE /services/{id}", "GET /nodes/{id}"}
     assert not any("s3cr3t" in line for line in proxy.log_lines())  # bodies and env values never logged
+
+
+def test_a_gpu_server_waits_for_no_worker_without_gpus_and_says_so(proxy: Proxy) -> None:
+    """The reservation passes the proxy; Swarm finds no node with the generic resource (this one declares
+    none) and the user reads why, at once, instead of a pending spawn until the timeout."""
+    spawner = proxied_spawner(proxy, "gpuuser")
+    spawner.gpus = 1
+    started = time.monotonic()
+    with pytest.raises(UserFacingError, match=r"No worker node can run your server right now \(insufficient resources"):
+        asyncio.run(spawner.start())
+    spawner.client.close()
+    assert time.monotonic() - started < 30
+    assert not service_exists(f"{PREFIX}-gpuuser")
 
 
 # --- what is refused ------------------------------------------------------------------------
@@ -290,6 +311,10 @@ def _config_id(name: str) -> str:
     return docker_cli("config", "inspect", name, "--format", "{{.ID}}")
 
 
+def _secret_id(name: str) -> str:
+    return docker_cli("secret", "inspect", name, "--format", "{{.ID}}")
+
+
 MOUNT = "task_template.ContainerSpec.Mounts.0"
 FORBIDDEN: dict[str, tuple[Callable[[dict], None], str]] = {
     "image": (_set("task_template.ContainerSpec.Image", "busybox:latest"), "Image"),
@@ -298,7 +323,19 @@ FORBIDDEN: dict[str, tuple[Callable[[dict], None], str]] = {
     "privileges": (_set("task_template.ContainerSpec.Privileges", {"SELinuxContext": {"Disable": True}}), "Privileges"),
     "capabilities-kept": (_set("task_template.ContainerSpec.CapabilityDrop", ["NET_RAW"]), "CapabilityDrop"),
     "sysctls": (_set("task_template.ContainerSpec.Sysctls", {"net.ipv4.ip_forward": "1"}), "Sysctls"),
-    "secrets": (_set("task_template.ContainerSpec.Secrets", [{"SecretID": "x", "SecretName": "x"}]), "Secrets"),
+    "secrets": (_set("task_template.ContainerSpec.Secrets", [{"SecretID": "x", "SecretName": "x"}]), "SecretName"),
+    "secret-outside-the-prefix": (lambda s: _container(s).update(Secrets=[{"SecretID": _secret_id(OTHER_SECRET), "SecretName": OTHER_SECRET,
+                                                                            "File": {"Name": "x", "UID": "5001", "GID": "6001", "Mode": 0o400}}]), "SecretName"),
+    "secret-id-of-another": (lambda s: _container(s).update(Secrets=[{"SecretID": _secret_id(OTHER_SECRET), "SecretName": NB_SECRET,
+                                                                       "File": {"Name": "x", "UID": "5001", "GID": "6001", "Mode": 0o400}}]), "is not the secret"),
+    "secret-to-a-path": (lambda s: _container(s).update(Secrets=[{"SecretID": _secret_id(NB_SECRET), "SecretName": NB_SECRET,
+                                                                   "File": {"Name": "/etc/passwd", "UID": "0", "GID": "0", "Mode": 0o444}}]), "File.Name"),
+    "generic-resource-of-another-kind": (_set("task_template.Resources", {"Reservations": {"GenericResources": [
+        {"DiscreteResourceSpec": {"Kind": "FPGA", "Value": 1}}]}}), "FPGA"),
+    "generic-resource-by-device": (_set("task_template.Resources", {"Reservations": {"GenericResources": [
+        {"NamedResourceSpec": {"Kind": "NVIDIA-GPU", "Value": "GPU-1"}}]}}), "NamedResourceSpec"),
+    "generic-resource-as-a-limit": (_set("task_template.Resources", {"Limits": {"GenericResources": [
+        {"DiscreteResourceSpec": {"Kind": "NVIDIA-GPU", "Value": 1}}]}}), "GenericResources"),
     "command": (_set("task_template.ContainerSpec.Command", ["/bin/sh", "-c", "id"]), "Command"),
     "case-trick": (_set("task_template.ContainerSpec.privileges", {"SELinuxContext": {"Disable": True}}), "privileges"),
     "bind-root": (_set(f"{MOUNT}.Source", "/"), "Source"),
@@ -393,6 +430,7 @@ ENDPOINTS: dict[str, Callable[[docker.APIClient], Any]] = {
     "remove-outsider-by-name": lambda c: c.remove_service(OUTSIDER),
     "config-outside-the-prefix": lambda c: c.inspect_config(OTHER_CONFIG),
     "configs-list": lambda c: c.configs(),
+    "secret-outside-the-prefix": lambda c: c.inspect_secret(OTHER_SECRET),
 }
 
 
@@ -407,6 +445,8 @@ def test_everything_else_is_refused(case: str, client: docker.APIClient) -> None
 
 def test_what_the_spawner_reads_of_its_own_deployment_is_allowed(client: docker.APIClient) -> None:
     assert client.inspect_config(CA_CONFIG)["Spec"]["Name"] == CA_CONFIG
+    found = client.inspect_secret(NB_SECRET)  # (its metadata: the engine never answers with a secret's value)
+    assert found["Spec"]["Name"] == NB_SECRET and "Data" not in found["Spec"]
     with pytest.raises(docker.errors.NotFound):  # a missing config is the engine's 404 (the spawner explains it)
         client.inspect_config(f"{CA_CONFIG}-missing")
     with pytest.raises(docker.errors.NotFound):  # the engine's answer for a service that is gone, passed on

@@ -3,6 +3,7 @@ simulator, JupyterLab, files with the user's TAS identity, mounts, tokens, failu
 
 from __future__ import annotations
 
+import html
 import json
 import os
 import re
@@ -37,15 +38,16 @@ print('RESULT' + json.dumps({'uid': os.getuid(), 'gid': os.getgid(), 'ro': ro, '
 """
 
 
-def notebook_container(user: str) -> str:
-    """The container of the user's notebook service on this (single) node."""
-    deadline = time.monotonic() + 30
+def notebook_container(user: str, server: str = "", timeout: float = 30) -> str:
+    """The container of the user's notebook service (a named server's, with ``server``) on this (single) node."""
+    service = f"{NAME}-nb-{user}" + (f"--{server}" if server else "")
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        ids = docker("ps", "--filter", f"label=com.docker.swarm.service.name={NAME}-nb-{user}", "--format", "{{.ID}}")
+        ids = docker("ps", "--filter", f"label=com.docker.swarm.service.name={service}", "--format", "{{.ID}}")
         if ids:
             return ids.splitlines()[0]
         time.sleep(0.5)
-    raise AssertionError(f"no running container for {user}")
+    raise AssertionError(f"no running container for {service}")
 
 
 def http_login(user: str) -> httpx.Client:
@@ -78,7 +80,7 @@ def spawn(browser: httpx.Client, user: str, timeout: float = 180) -> str:
 def failure_message(page: str) -> str:
     """The page's text as the user reads it (tags and script blocks removed)."""
     text = re.sub(r"<script.*?</script>|<style.*?</style>", "", page, flags=re.S)
-    return " ".join(re.sub(r"<[^>]+>", " ", text).split())
+    return html.unescape(" ".join(re.sub(r"<[^>]+>", " ", text).split()))
 
 
 def test_browser_login_jupyterlab_files_and_tokens(hub, site: Site) -> None:
