@@ -13,9 +13,7 @@
 #     and its terminals (requests, agavepy, tapipy, Python's ssl, httpx, aiohttp, pip, curl).
 #   - secret values for the environment (notebook_secret_env: license keys) arrive as Docker secrets
 #     /run/secrets/deployer-env-<NAME>, readable by this uid only, and are exported here, so they
-#     never stand in the service's or container's environment that `docker inspect` shows;
-#   - the GPUs Swarm assigned to this task (generic resource NVIDIA-GPU, in DOCKER_RESOURCE_NVIDIA-GPU)
-#     become NVIDIA_VISIBLE_DEVICES and CUDA_VISIBLE_DEVICES.
+#     never stand in the service's or container's environment that `docker inspect` shows.
 # Files the process creates (also in bind mounts such as ~/permanent) belong to that uid:gid.
 set -euo pipefail
 
@@ -90,11 +88,5 @@ for f in /run/secrets/deployer-env-*; do
         echo "deployer-entrypoint: cannot read the secret for $name as uid $uid; it is not set" >&2
     fi
 done
-
-# Bash cannot name a variable with a '-': read Swarm's from the environment as env prints it.
-gpus=$(env | sed -n 's/^DOCKER_RESOURCE_NVIDIA-GPU=//p' | head -n1)
-if [ -n "$gpus" ]; then
-    export NVIDIA_VISIBLE_DEVICES="$gpus" CUDA_VISIBLE_DEVICES="$gpus"
-fi
 
 exec "$@"

@@ -60,7 +60,7 @@ def test_nothing_when_the_file_and_the_running_engine_match(site) -> None:
 
 
 def test_a_count_is_declared_as_an_amount_and_read_back_from_the_engine(site) -> None:
-    """gpus: 2 is NVIDIA-GPU=2, a discrete amount: Swarm places and reserves by it (naming no device)."""
+    """gpus: 2 is NVIDIA-GPU=2, a discrete amount (the hub names the devices 0 and 1: deployer_hub.gpus)."""
     d = deployment(site, 2)
     facts = ready_facts()
     write, _restart = planned(d, facts).commands["worker1"]
@@ -78,7 +78,7 @@ def test_a_count_is_valid_but_warned_about(site) -> None:
     hosts[SCOPE]["hosts"][1]["gpus"] = 2
     result = run_cli(["-i", "prod", "-t", "designsafe", "validate"], site(hosts=hosts).path)
     assert result.exit_code == 0, result.output
-    assert f"site.hosts: {SCOPE}/hosts/1/gpus: a count places and reserves GPUs but names no device" in result.stderr
+    assert f"site.hosts: {SCOPE}/hosts/1/gpus: a count names the GPUs by index (0, 1, ...)" in result.stderr
 
 
 def test_a_file_already_right_but_an_engine_not_restarted_is_restarted_only(site) -> None:

@@ -16,13 +16,14 @@ spawn through it), and refuses everything else with 403 ``{"message": "deployer 
   ALL capabilities and never runs as uid or gid 0 (nor as a bare numeric uid: Docker gives it gid 0);
   bind mounts only below ``bind_roots`` (no volumes: a local-driver volume can bind any host path);
   configs only named ``config_prefix``..., secrets only named ``secret_prefix``... (notebook_secret_env);
-  reserved generic resources only of the kinds in ``generic_resources`` (GPUs); networks only ``network``;
+  no generic resources (the hub places GPU notebooks itself: deployer_hub.gpus); networks only ``network``;
   the placement keeps every policy constraint; one replica; DNS round robin, no published port;
 * ``GET`` and ``DELETE /services/{id}``: only services named ``service_prefix``... (a delete goes to
   the full ID just inspected, so a name cannot be swapped in between);
 * ``GET /services?filters=``, ``GET /tasks?filters=``: only filtered to the deployment's services;
 * ``GET /configs/{id}`` of configs named ``config_prefix``..., ``GET /secrets/{id}`` of secrets named
-  ``secret_prefix``... (metadata only: the engine never returns a secret's value), ``GET /nodes/{id}``.
+  ``secret_prefix``... (metadata only: the engine never returns a secret's value), ``GET /nodes/{id}``
+  and ``GET /nodes`` (where the GPUs are).
 
 No exec, attach or upgrade, no containers, images, volumes, networks, other secrets, swarm, plugins or
 events. Each refusal is logged on stderr as one line (method, path, reason; never a body: it holds
@@ -110,7 +111,6 @@ class Policy:
     upstream: str = "/var/run/docker.sock"
     config_prefix: str = ""  # empty: no configs in notebooks
     secret_prefix: str = ""  # empty: no secrets in notebooks
-    generic_resources: tuple[str, ...] = ()  # kinds a notebook may reserve (NVIDIA-GPU)
     bind_roots: tuple[str, ...] = ()
     constraints: tuple[str, ...] = ("node.labels.deployer.worker==true",)
     listen_mode: int = 0o600
@@ -124,7 +124,7 @@ class Policy:
         unknown = sorted(set(data) - known)
         if unknown:
             raise ValueError(f"unknown policy keys: {', '.join(unknown)}")
-        for key in ("images", "bind_roots", "constraints", "generic_resources"):
+        for key in ("images", "bind_roots", "constraints"):
             if key in data:
                 if not isinstance(data[key], list) or not all(isinstance(v, str) and v for v in data[key]):
                     raise ValueError(f"policy {key} must be a list of non-empty strings")
@@ -437,6 +437,7 @@ ROUTES: list[tuple[str, re.Pattern[str], str]] = [
     ("DELETE", re.compile(rf"/services/{_ID}"), "remove_service"),
     ("GET", re.compile(r"/tasks"), "list_tasks"),
     ("GET", re.compile(rf"/nodes/{_ID}"), "passthrough"),
+    ("GET", re.compile(r"/nodes"), "passthrough"),
     ("GET", re.compile(rf"/configs/{_ID}"), "inspect_config"),
     ("GET", re.compile(rf"/secrets/{_ID}"), "inspect_secret"),
 ]
@@ -522,34 +523,19 @@ def check_service_spec(spec: Any, policy: Policy) -> Needs:
         raise Refused("EndpointSpec.Ports: no published ports")
     task = _only(spec.get("TaskTemplate"), {"ContainerSpec", "Resources", "RestartPolicy", "Placement", "Networks"}, "TaskTemplate")
     _check_container(task.get("ContainerSpec"), policy, needs)
-    _check_resources(task.get("Resources"), policy)
+    _check_resources(task.get("Resources"))
     _check_restart(task.get("RestartPolicy"))
     _check_placement(task.get("Placement"), policy)
     _check_networks(task.get("Networks"), policy, needs, "TaskTemplate.Networks")
     return needs
 
 
-def _check_resources(resources: Any, policy: Policy) -> None:
+def _check_resources(resources: Any) -> None:
     where = "TaskTemplate.Resources"
     resources = _only(resources or {}, {"Limits", "Reservations"}, where)
-    for key, allowed in (("Limits", {"NanoCPUs", "MemoryBytes", "Pids"}), ("Reservations", {"NanoCPUs", "MemoryBytes", "GenericResources"})):
+    for key, allowed in (("Limits", {"NanoCPUs", "MemoryBytes", "Pids"}), ("Reservations", {"NanoCPUs", "MemoryBytes"})):
         for name, value in _only(resources.get(key, {}), allowed, f"{where}.{key}").items():
-            if name == "GenericResources":
-                _check_generic_resources(value, policy, f"{where}.{key}.{name}")
-            else:
-                _count(value, f"{where}.{key}.{name}")
-
-
-def _check_generic_resources(resources: Any, policy: Policy, where: str) -> None:
-    """Only counts (a task cannot name the devices it wants: Swarm assigns them) of the policy's kinds."""
-    if not isinstance(resources, list):
-        raise Refused(f"{where} must be a list")
-    for resource in resources:
-        spec = _only(resource, {"DiscreteResourceSpec"}, where).get("DiscreteResourceSpec")
-        spec = _only(spec, {"Kind", "Value"}, f"{where}.DiscreteResourceSpec")
-        if spec.get("Kind") not in policy.generic_resources:
-            raise Refused(f"{where}: kind {str(spec.get('Kind'))[:40]!r} is not allowed")
-        _count(spec.get("Value"), f"{where}.DiscreteResourceSpec.Value")
+            _count(value, f"{where}.{key}.{name}")
 
 
 def _check_restart(policy: Any) -> None:

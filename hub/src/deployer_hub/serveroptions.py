@@ -7,22 +7,30 @@ asks Docker and the tenant what only they know (secret IDs, the user's projects)
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 import docker.errors
 from docker.types import SecretReference
 from traitlets import Dict, HasTraits, Instance, Integer, List, Unicode, default
 
-from . import mounts, paths, profiles, projects
+from . import gpus, mounts, paths, profiles, projects
 from .auth import IMAGE_GID, IMAGE_UID, UserFacingError
 from .settings import ProfileSettings, ProjectMountSettings
 
-#: The Swarm generic resource a profile's GPUs are reserved as (the servers file's gpus: declare it).
-GPU_KIND = "NVIDIA-GPU"
 #: What a profile sets; the deployment's values come back at the next start.
 _PROFILE_TRAITS = ("image", "mem_limit", "mem_guarantee", "cpu_limit", "cpu_guarantee", "gpus", "volume_mounts")
 #: A secret environment value appears as /run/secrets/<this><NAME> (the image's entrypoint exports it).
 SECRET_ENV_FILE = "deployer-env-"
+
+
+@dataclass(frozen=True)
+class GpuAssignment:
+    """What a start's GPUs add to its service."""
+
+    constraints: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+    labels: dict[str, str] = field(default_factory=dict)
 
 
 class ServerOptions(HasTraits):
@@ -33,7 +41,7 @@ class ServerOptions(HasTraits):
         help="The server profiles (hub.json notebooks.profiles). Empty: one kind of server and no form. Users pick one "
         "by name; the image, resources, mounts and environment come from here only.",
     )
-    gpus = Integer(0, config=True, help=f"GPUs to reserve (the Swarm generic resource {GPU_KIND}); set by the profile.")
+    gpus = Integer(0, config=True, help="GPUs the server gets (deployer_hub.gpus: a worker's and devices chosen by the hub); set by the profile.")
     secret_env = Dict(
         Unicode(), config=True,
         help="Environment variable -> name of the Docker secret holding its value (hub.json notebooks.secret_env).",
@@ -157,3 +165,22 @@ class ServerOptions(HasTraits):
             found.append(SecretReference(info["ID"], secret, filename=f"{SECRET_ENV_FILE}{variable}",
                                          uid=str(uid if uid is not None else IMAGE_UID), gid=str(gid if gid is not None else IMAGE_GID), mode=0o400))
         return found
+
+    async def gpu_assignment(self) -> GpuAssignment:
+        """The worker and devices of this start's GPUs (call it holding the hub's GPU lock until the service exists),
+        or, without GPUs, none visible even in an image that asks for all."""
+        if not self.gpus:
+            return GpuAssignment(env={"NVIDIA_VISIBLE_DEVICES": gpus.NO_GPU})
+        nodes = await self.docker("nodes")
+        held = gpus.in_use(await self.docker("services", filters={"name": f"{self.prefix}-", "label": gpus.LABEL}))
+        try:
+            worker, devices = gpus.choose(filter(None, map(gpus.inventory, nodes)), held, self.gpus)
+        except gpus.NoFreeGpus as exc:
+            self.log.warning("No GPUs for %s's server: %s", self.user.name, exc)
+            raise UserFacingError(503, str(exc)) from None
+        self.log.info("%s's server gets GPU(s) %s of %s", self.user.name, ",".join(devices), worker.hostname)
+        visible = ",".join(devices)
+        return GpuAssignment(constraints=[f"node.id=={worker.node_id}"],
+                             # (NVIDIA's runtime shows the container these only, numbered from 0: no CUDA_VISIBLE_DEVICES)
+                             env={"NVIDIA_VISIBLE_DEVICES": visible},
+                             labels={gpus.LABEL: gpus.label(worker.node_id, devices)})

@@ -24,6 +24,7 @@ what that one lacks for a TACC-style hub:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -45,7 +46,7 @@ from traitlets import Bool, Float, Instance, Integer, List, Unicode, default
 
 from . import mounts, names, netguard, paths, tokenfiles
 from .auth import IMAGE_GID, IMAGE_UID, Identity, UserFacingError
-from .serveroptions import GPU_KIND, SECRET_ENV_FILE, ServerOptions  # noqa: F401 (SECRET_ENV_FILE: the image's contract)
+from .serveroptions import SECRET_ENV_FILE, GpuAssignment, ServerOptions  # noqa: F401 (SECRET_ENV_FILE: the image's contract)
 
 #: Where the tenant's extra CA certificates (a Docker config) appear in a notebook container.
 NOTEBOOK_TENANT_CA = "/etc/deployer/tenant-ca.pem"
@@ -66,6 +67,8 @@ class DockerCalls:
         self.node_names: dict[str, str] = {}
         #: user name -> why their server stopped by itself: kept here, since JupyterHub drops a stopped spawner.
         self.stopped_reasons: dict[str, str] = {}
+        #: Held from choosing GPUs until the service that holds them exists (deployer_hub.gpus).
+        self.gpu_lock = asyncio.Lock()
 
     def __deepcopy__(self, memo: dict) -> DockerCalls:
         return self  # traitlets copies configuration values; this one is shared by design
@@ -245,7 +248,12 @@ class TenantSwarmSpawner(ServerOptions, SwarmSpawner):
         await self.find_projects()
         # (a project's directory is the site's: never made here, owned by whoever started first)
         self._create_managed_dirs([m for m in self.rendered_mounts() if m not in self._project_mounts], uid, gid)
-        container = dict(image=self.image, env=self.get_env(), args=(await self.get_command()), mounts=self.mounts,
+        async with self.calls.gpu_lock if self.gpus else contextlib.nullcontext():
+            gpu = await self.gpu_assignment()
+            return await self._create(uid, gid, gpu)
+
+    async def _create(self, uid: int | None, gid: int | None, gpu: GpuAssignment) -> dict:
+        container = dict(image=self.image, env={**self.get_env(), **gpu.env}, args=(await self.get_command()), mounts=self.mounts,
                          labels={netguard.LABEL: self.guard_label} if self.guard_label else None,
                          configs=(await self.ca_configs()) or None,
                          secrets=(await self.secrets(uid, gid)) or None,
@@ -262,8 +270,6 @@ class TenantSwarmSpawner(ServerOptions, SwarmSpawner):
             mem_reservation=self.mem_guarantee,
             cpu_limit=int(self.cpu_limit * 1e9) if self.cpu_limit else None,
             cpu_reservation=int(self.cpu_guarantee * 1e9) if self.cpu_guarantee else None,
-            # Swarm places the task on a worker with this many unassigned GPUs and names them in its environment.
-            generic_resources={GPU_KIND: self.gpus} if self.gpus else None,
             **self.extra_resources_spec,
         )
         if self.pids_limit:
@@ -272,22 +278,22 @@ class TenantSwarmSpawner(ServerOptions, SwarmSpawner):
             container_spec=ContainerSpec(**{k: v for k, v in container.items() if v is not None}),
             resources=resources,
             networks=[self.network_name] if self.network_name else [],
-            placement=Placement(constraints=list(self.worker_constraints) or None, **self.extra_placement_spec),
+            placement=Placement(constraints=[*self.worker_constraints, *gpu.constraints] or None, **self.extra_placement_spec),
             # A failed notebook is reported to the user, not restarted behind their back.
             restart_policy=RestartPolicy(condition="none"),
             **self.extra_task_spec,
         )
         try:
-            return await self._create_service(task)
+            return await self._create_service(task, gpu.labels)
         except docker.errors.APIError as exc:
             self.log.error("Creating the service of %s failed: %s", self.user.name, exc)
             raise UserFacingError(503, f"Your server could not be created: {exc.explanation or exc}. Please contact support.") from None
 
-    async def _create_service(self, task: TaskTemplate) -> dict:
+    async def _create_service(self, task: TaskTemplate, labels: dict[str, str] | None = None) -> dict:
         service = await self.docker(
             "create_service", task_template=task, endpoint_spec=EndpointSpec(**{"mode": "dnsrr", **self.extra_endpoint_spec}), name=self.service_name,
             labels={"deployer.user": self.user.name, "deployer.tenant": self.tenant_id, "deployer.server": self.name or "",
-                    "deployer.profile": self.profile.name if self.profile else ""}, **self.extra_create_kwargs,
+                    "deployer.profile": self.profile.name if self.profile else "", **(labels or {})}, **self.extra_create_kwargs,
         )
         return service
 

@@ -250,8 +250,8 @@ def _check_hosts(target: Target, hosts: list[Host], origins: dict[str, Origin], 
             problems.append(Problem(origin.source, origin.path("gpus"), "only a worker's GPUs are used (notebooks run on workers): "
                                     "add worker to this host's roles, or remove gpus"))
         elif isinstance(host.gpus, int):
-            warnings.append(Problem(origin.source, origin.path("gpus"), "a count places and reserves GPUs but names no device, so a notebook "
-                                    "may see every GPU of the worker (NVIDIA_VISIBLE_DEVICES is not set); list the GPU UUIDs to give each its own"))
+            warnings.append(Problem(origin.source, origin.path("gpus"), "a count names the GPUs by index (0, 1, ...), and indexes move when a "
+                                    "card is added, removed or fails; list the GPU UUIDs to pin each notebook to its devices"))
         if not host.private_ip and ":" in host.ssh_host:  # an IPv6 literal would carry swarm and NFS traffic
             problems.append(Problem(origin.source, origin.path("ssh_host"), "is an IPv6 address and no private_ip is set: swarm and NFS "
                                     "traffic would use it, which is not supported yet; set private_ip to the host's IPv4 address"))

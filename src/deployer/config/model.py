@@ -355,10 +355,10 @@ _GPUS_INSTEAD = ("list the worker's GPU UUIDs instead, e.g. gpus: [GPU-3f2a91c4-
 
 
 def _gpus(value: Any) -> int | tuple[str, ...]:
-    """A worker's GPUs: their device ids (Swarm named resources: it assigns specific devices and names them
-    in the task's environment), or a count (a discrete amount: placement and reservation only, no device
-    named). Ids that are numbers cannot be declared: dockerd reads a number as an amount (it refuses
-    NVIDIA-GPU=0 beside NVIDIA-GPU=1, and reads NVIDIA-GPU=0 alone as no GPU at all; Docker 20.10)."""
+    """A worker's GPUs: their device ids (declared as named resources), or a count (a discrete amount; the hub
+    then names the devices by index). Ids that are numbers cannot be declared: dockerd reads a number as an
+    amount (it refuses NVIDIA-GPU=0 beside NVIDIA-GPU=1, and reads NVIDIA-GPU=0 alone as no GPU at all;
+    Docker 20.10)."""
     if isinstance(value, bool) or isinstance(value, float):
         fail(f"must be a list of GPU device ids or a whole number of GPUs, got {value!r}")
     if isinstance(value, int):

@@ -18,7 +18,7 @@ from deployer.config.values import Image, MemorySize, Mount, _base_url, fail
 #: Variables the spawner, the hub or the image's entrypoint set: an operator's value would break them.
 RESERVED_ENV = frozenset({"HOME", "USER", "LOGNAME", "PATH", "LD_PRELOAD", "NB_UID", "NB_GID", "TAS_HOMEDIRECTORY", "AGAVE_CACHE_DIR",
                           "TAPIS_TOKEN_FILE", "REQUESTS_CA_BUNDLE", "SSL_CERT_FILE", "CURL_CA_BUNDLE", "NODE_EXTRA_CA_CERTS",
-                          "NVIDIA_VISIBLE_DEVICES", "CUDA_VISIBLE_DEVICES"})
+                          "NVIDIA_VISIBLE_DEVICES"})
 RESERVED_ENV_PREFIXES = ("JUPYTERHUB_", "JPY_", "DEPLOYER_", "NSS_WRAPPER_", "DOCKER_RESOURCE_")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 MAX_CPUS = 1024.0

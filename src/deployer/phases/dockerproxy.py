@@ -43,7 +43,6 @@ def policy(deployment: Deployment, layout: Layout) -> dict:
         "images": notebook_images(config),
         # The notebooks' secret environment values (hub.HubSpec.notebook_secrets), by name.
         "secret_prefix": notebook_secret_prefix(layout) if config.notebook_secret_env else "",
-        "generic_resources": ["NVIDIA-GPU"] if any(p.gpus for p in config.notebook_profiles) else [],
         "network": layout.network,
         "config_prefix": ca_config,
         "bind_roots": sorted(roots),

@@ -1,7 +1,8 @@
 """Phase: each worker's GPUs (``gpus:`` in the servers file) as Swarm node generic resources.
 
 Docker declares them per engine, in ``/etc/docker/daemon.json`` under ``node-generic-resources``
-(``NVIDIA-GPU=<device id>`` each), and reads that key only when dockerd starts: a change is written
+(``NVIDIA-GPU=<device id>`` each, or ``NVIDIA-GPU=<count>``), and reads that key only when dockerd starts
+(the swarm's node descriptions are then the GPU inventory the hub chooses from: deployer_hub.gpus): a change is written
 into the file (its other keys kept) and the engine restarted, which stops the notebooks on that
 worker. Nothing is written or restarted when the file and the running engine already match. The hub
 then waits until the node is Ready with the new resources, so the run goes on with a whole swarm.
