@@ -214,6 +214,7 @@ def test_a_forged_api_request_is_refused(options_hub: Site, options: dict) -> No
 def test_an_admin_sees_users_and_stops_another_users_server(options_hub: Site) -> None:
     from playwright.sync_api import sync_playwright
 
+    _stop_all("alice")
     alice = _start("alice", {"profile": "Standard"})  # (GET /hub/spawn shows her the form: it starts nothing)
     assert alice.get("/hub/admin").status_code == 403  # not an admin
     # (another user does not exist for her: 404, as JupyterHub answers whatever she may not see)

@@ -156,6 +156,7 @@ def _leaves(obj, prefix: str = "") -> set[str]:
 def test_every_setting_round_trips_through_hub_json_and_reaches_the_hub(tmp_path: Path) -> None:
     """The typed contract: every field, set to a value other than its default, survives hub.json and
     lands where the hub uses it. A field added without wiring makes this test fail (the two sets)."""
+    from deployer_hub.hubconfig import ADMIN_ROLE, ADMIN_SCOPES
     from deployer_hub.settings import (
         GuardSettings,
         HubSettings,
@@ -193,6 +194,8 @@ def test_every_setting_round_trips_through_hub_json_and_reaches_the_hub(tmp_path
     assert Settings.from_dict(data) == full
     c = applied(tmp_path, data)
     a, s = c.TenantOIDCAuthenticator, c.TenantSwarmSpawner
+    (admin_role,) = [r for r in c.JupyterHub.load_roles if r["name"] == ADMIN_ROLE]
+    assert admin_role["scopes"] == ADMIN_SCOPES and not {"access:servers", "tokens", "admin:users", "admin:auth_state"} & set(ADMIN_SCOPES)
     where = {
         "deployment": full.deployment == "jupyterhub.prod.x",  # informational: the hub's log names it
         "login": c.JupyterHub.authenticator_class.__name__ == "TenantOIDCAuthenticator",
@@ -200,7 +203,7 @@ def test_every_setting_round_trips_through_hub_json_and_reaches_the_hub(tmp_path
         "tenant.base_url": a.tenant_base_url == "https://id.example.org/realms/x", "tenant.ca_bundle": a.tenant_ca_bundle == "/srv/jupyterhub/tenant-ca.pem",
         "tenant.case_insensitive": a.username_case_insensitive is True, "tenant.username_claim": a.username_claim == "email",
         "tenant.groups_claim": a.groups_claim == "roles" and a.manage_groups is True,
-        "hub.admin_users": c.Authenticator.admin_users == {"boss"}, "hub.admin_groups": a.admin_groups == {"staff"},
+        "hub.admin_users": admin_role["users"] == ["boss"], "hub.admin_groups": admin_role["groups"] == ["staff"],
         "notebooks.memory_guarantee": s.mem_guarantee == 2**30, "notebooks.cpu_limit": s.cpu_limit == 2.0,
         "notebooks.cpu_guarantee": s.cpu_guarantee == 0.5, "notebooks.profiles": s.profiles == [profile],
         "notebooks.env": s.environment == {"LICENSE": "27000@lic"}, "notebooks.secret_env": s.secret_env == {"KEY": "x-nbenv-key-1"},

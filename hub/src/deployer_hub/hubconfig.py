@@ -21,6 +21,14 @@ from .spawner import NOTEBOOK_CA_BUNDLE, DockerCalls, TenantSwarmSpawner
 
 AUTHENTICATORS = {"agave": AgaveOAuthenticator, "tapis": TapisOAuthenticator, "oidc": TenantOIDCAuthenticator}
 
+#: What hub admins (admin_users, admin_groups) may do: the admin panel, users, their servers (start, stop).
+#: Not JupyterHub's admin role (which cannot be narrowed): no entering a user's server (access:servers: their
+#: files, their token files), no reading their auth state (the tenant's tokens), no tokens as them, no proxy or
+#: shutdown. An admin_groups claim comes from the tenant, so what it grants must not reach other users' data.
+ADMIN_ROLE = "deployer-admin"
+ADMIN_SCOPES = ["admin-ui", "users", "delete:users", "read:roles:users", "servers", "list:groups", "read:groups",
+                "list:services", "read:services", "read:hub", "read:metrics"]
+
 
 class Secrets:
     def __init__(self, directory: str):
@@ -73,8 +81,7 @@ def apply(c: Any, settings_path: str, secrets_dir: str = "/run/secrets") -> Sett
     c.JupyterHub.cleanup_proxy = True
     c.ConfigurableHTTPProxy.pid_file = f"{hub.data_dir}/proxy.pid"
 
-    # --- login, and who administers the hub
-    c.Authenticator.admin_users = set(hub.admin_users)
+    # --- login
     if settings.login == "local-dev":
         _local_dev_login(c, secret)
     else:
@@ -120,8 +127,10 @@ def apply(c: Any, settings_path: str, secrets_dir: str = "/run/secrets") -> Sett
         s.ca_bundle_path = NOTEBOOK_CA_BUNDLE
         c.TenantOAuthenticator.notebook_ca_bundle = NOTEBOOK_CA_BUNDLE
 
-    # --- services: idle culling; a metrics scraper that may read /hub/metrics and nothing else
-    roles, services = [], []
+    # --- roles and services: admins; idle culling; a metrics scraper that may read /hub/metrics and nothing else
+    roles: list[dict] = [{"name": ADMIN_ROLE, "description": "Hub admins: users and their servers, not into them (Deployer)",
+                          "scopes": ADMIN_SCOPES, "users": list(hub.admin_users), "groups": list(hub.admin_groups)}]
+    services: list[dict] = []
     if nb.cull_idle_timeout:
         roles.append({"name": "idle-culler", "scopes": ["list:users", "read:users:activity", "read:servers", "delete:servers"], "services": ["idle-culler"]})
         services.append({
@@ -134,8 +143,7 @@ def apply(c: Any, settings_path: str, secrets_dir: str = "/run/secrets") -> Sett
         services.append({"name": "metrics-scraper", "api_token": secret("metrics_token")})
     if hub.acme:  # (see _acme_certificate) the port 80 server and the ACME client; no scopes needed
         services.append({"name": "acme", "command": [sys.executable, "-m", "deployer_hub.acmecert", settings_path]})
-    if services:
-        c.JupyterHub.load_roles, c.JupyterHub.services = roles, services
+    c.JupyterHub.load_roles, c.JupyterHub.services = roles, services
     return settings
 
 
@@ -189,7 +197,6 @@ def _tenant_login(c: Any, settings: Settings, secret: Secrets) -> None:
     if tenant.groups_claim:  # the tenant's groups become the user's JupyterHub groups at each login
         a.groups_claim = tenant.groups_claim
         a.manage_groups = True
-        a.admin_groups = set(settings.hub.admin_groups)
     a.identity_db = f"{settings.hub.data_dir}/identities.sqlite"
     a.tas_min_id = tas.min_id
     if tas.use_uid or tas.use_gid:
