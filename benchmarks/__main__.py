@@ -29,14 +29,14 @@ SSH (fresh, then a no-op), all in one run:
 benchmarks/run              # about 18 minutes on 2 cores: 5 single spawns, 3 bursts of 10 and of 20, 3 lab deploys
 benchmarks/run --quick      # about 5 minutes: 1 repetition, bursts of 10 only
 benchmarks/run --reps 7     # more repetitions of everything
-benchmarks/run --only single,load   # a subset (single, bursts, browser, load, lab)
+benchmarks/run --only single,load   # a subset (single, bursts, browser, load, lab, images, profiles)
 ```
 
 It needs what `scripts/test` sets up (the venv, Docker in swarm mode, Chromium) and builds the
-images when they changed. It uses ports 18443/18080 (ours) and 19443/19080 (stock), names what it
-makes `bench-ours*`, `bench-stock*` and `bench-floor*`, and removes all of it at the end, also after
-a failure or Ctrl-C (the lab hosts are `bench-lab-*` containers on 10.98.0.0/24). This page is
-written by the last run.
+images when they changed. It uses ports 18443/18080 (ours), 18444/18081 (ours with profiles, for
+`profiles`) and 19443/19080 (stock), names what it makes `bench-ours*`, `bench-stock*` and
+`bench-floor*`, and removes all of it at the end, also after a failure or Ctrl-C (the lab hosts are
+`bench-lab-*` containers on 10.98.0.0/24). This page is written by the last run.
 
 What runs:
 
@@ -81,7 +81,7 @@ table), registered with `@measurement` (`lab_deploy` delegates to `benchmarks/la
 def parse(argv: list[str]) -> argparse.Namespace:
     keys = [m.key for m in MEASUREMENTS]
     parser = argparse.ArgumentParser(prog="benchmarks/run", description="Deployer's benchmarks (writes docs/benchmarks.md).")
-    parser.add_argument("--reps", type=int, default=None, help="repetitions of every measurement (default: 5 single spawns, 3 of the rest)")
+    parser.add_argument("--reps", type=int, default=None, help="repetitions of every measurement (default: 5 single and profile-form spawns, 3 of the rest)")
     parser.add_argument("--quick", action="store_true", help="1 repetition, bursts of 10 only, shorter load test")
     parser.add_argument("--only", default="", help=f"comma-separated subset of: {', '.join(keys)}")
     parser.add_argument("--output", default=str(ROOT / "docs" / "benchmarks.md"), help="where to write the tables (default: docs/benchmarks.md)")

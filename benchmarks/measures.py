@@ -587,3 +587,132 @@ def image_transfer(ctx: Context) -> Section:
     layer_mb = lab.CHANGE / 1e6
     section.targets.append(Target("one-layer change: MB sent per worker ÷ (1.2 × the layer)", median(ours) / (1.2 * layer_mb) if ours else None, 1.0))
     return section
+
+
+# --- 7. a spawn through the profile form (issue 15) ----------------------------------------------------------------
+
+FORM_KINDS = ("plain", "form", "floor")
+FORM_LABELS = {
+    "plain": "ours, plain (API request; no profiles)",
+    "form": "ours, profile form (Large)",
+    "floor": "floor (docker service create)",
+}
+FORM_PROFILE = "Large"
+NOBODY_GROUP = "bench-nobody"  # no benchmark user is in it
+
+
+def bench_profiles(user_names: list[str]) -> list[dict]:
+    """Three profiles: one for everyone (the default), one for the benchmark's users, one for a group nobody has."""
+    return [
+        {"name": "Standard", "description": "The usual server"},
+        # (more memory only: a CPU limit would slow the server's own start and measure that instead of the form)
+        {"name": FORM_PROFILE, "description": "More memory", "memory_limit": "1536M", "users": user_names},
+        {"name": "Group only", "description": "For a group nobody is in", "memory_limit": "2G", "groups": [NOBODY_GROUP]},
+    ]
+
+
+def _service_check(service: str, profile: str, memory: int, nano_cpus: int | None) -> str:
+    """'' if the notebook's service is what the profile (or none) makes, else what differs."""
+    spec = json.loads(docker("service", "inspect", service, "--format", "{{json .Spec}}"))
+    label = spec.get("Labels", {}).get("deployer.profile")
+    limits = spec["TaskTemplate"].get("Resources", {}).get("Limits", {})
+    found = (label, limits.get("MemoryBytes"), limits.get("NanoCPUs"))
+    wanted = (profile, memory, nano_cpus)
+    return "" if found == wanted else f"{service}: (profile label, memory limit, NanoCPUs) {found}, expected {wanted}"
+
+
+async def _form_spawn(hub: Hub, cookies: httpx.Cookies, user: str) -> tuple[Spawned, dict[str, float]]:
+    async with httpx.AsyncClient(verify=False, cookies=cookies, follow_redirects=False) as client:
+        start = time.monotonic()
+        return await rig.spawn_via_form(client, hub, user, FORM_PROFILE, start, ["Standard", FORM_PROFILE])
+
+
+@measurement("profiles", fresh_users=lambda ctx: ctx.reps(5))
+def profile_form(ctx: Context) -> Section:
+    r = ctx.rig
+    reps = ctx.reps(5)
+    names = [u.name for u in r.people]
+    profiled = r.deploy_profiled({"notebook_profiles": bench_profiles(names), "tenant_groups_claim": "groups"})
+    try:
+        samples: dict[str, list[float]] = {k: [] for k in FORM_KINDS}
+        errors: dict[str, list[str]] = {k: [] for k in FORM_KINDS}
+        pairs: list[tuple[str, float | None]] = []  # (which of the two hubs went first, form ÷ plain)
+        steps: dict[str, list[float]] = {}
+        wrong: list[str] = []
+        for rep in range(reps):
+            person = r.take(1)  # a new user each repetition, the same one for the three variants
+            user = person[0].name
+            cookies = rig.login_browser(profiled, person[0])
+            if rep == 0:  # the hub renders its spawn page once before the clock runs (its template compiled, as in a hub in use)
+                with httpx.Client(verify=False, cookies=cookies, timeout=60) as browser:
+                    browser.get(f"{profiled.url}/hub/spawn/{user}").raise_for_status()
+            order = FORM_KINDS[rep % 3:] + FORM_KINDS[: rep % 3]
+            this: dict[str, float | None] = {}
+            for kind in order:
+                if kind == "form":
+                    result, marks = asyncio.run(_form_spawn(profiled, cookies, user))
+                    if result.seconds is not None:
+                        for step, value in marks.items():
+                            steps.setdefault(step, []).append(value)
+                        wrong.append(_service_check(profiled.notebook(user), FORM_PROFILE, 1536 * 2**20, None))
+                    asyncio.run(rig.stop_all(profiled, [user]))
+                    time.sleep(0.5)  # as ``remove``
+                else:
+                    results, _ = spawn_at_once(ctx, "ours" if kind == "plain" else "floor", person)
+                    result = results[0]
+                    if kind == "plain" and result.seconds is not None:
+                        wrong.append(_service_check(hub_of(ctx, "ours").notebook(user), "", 2**30, None))
+                    remove(ctx, "ours" if kind == "plain" else "floor", person)
+                this[kind] = result.seconds
+                (samples[kind].append(result.seconds) if result.seconds is not None else errors[kind].append(result.error))
+            first = next(k for k in order if k != "floor")
+            pairs.append((first, ratio(this["form"], this["plain"])))
+            log(f"profile form {rep + 1}/{reps} ({', '.join(order)}): "
+                + ", ".join(f"{k} {this[k]:.2f} s" if this[k] is not None else f"{k} failed" for k in FORM_KINDS))
+    finally:
+        r.remove_profiled()
+    med = {k: median(samples[k]) for k in FORM_KINDS}
+    section = Section(
+        "7. A spawn through the profile form (issue 15) vs the plain spawn",
+        ["", "median", "min–max", "vs plain", "vs floor", "failed"],
+        how=(f"{reps} repetitions, the three variants interleaved (a different one first each time), each repetition for a new "
+             "user (the same one in the three variants; see *Reading the numbers*). **Plain**: ours as in 1 (deployment "
+             "jupyterhub.bench.sim, no `notebook_profiles`), timed from sending `POST /hub/api/users/<name>/server` with the "
+             "user's API token, through the progress events, to `GET /user/<name>/api` answering 200 through the hub's "
+             "proxy. **Profile form**: a second deployment of ours, jupyterhub.bench.sim-profiles on 18444, running beside "
+             "the first: the same deployment files, hub image and Rollout, plus `notebook_profiles` (Standard for everyone, "
+             f"the default; {FORM_PROFILE}, memory_limit 1536M and no CPU limit like plain's, for the benchmark's users; one more for a group "
+             "nobody is in) and `tenant_groups_claim: groups` (which a group-limited profile needs), with its own OAuth "
+             "client and ports. The user logged in through the tenant simulator beforehand (untimed) and the client keeps "
+             "the session's cookies, as a browser does. Timed from sending `GET /hub/spawn/<name>` (the form page, which "
+             "must offer Standard and Large and not the group's profile) through `POST` of the form to its action "
+             f"(multipart, `profile={FORM_PROFILE}`, with `_xsrf` in the action's query and the `_xsrf` cookie, as JupyterHub's "
+             "page sends it), `GET` of the spawn-pending page it redirects to and the progress events, to the same "
+             "`GET /user/<name>/api` answering 200. So the form's clock covers two page loads more than plain's, as a "
+             "browser's start does; both end alike. **Floor**: as in 1. Two deployments side by side rather than one "
+             "redeployed between the variants: both hubs stay warm and idle while the other spawns (a redeploy would "
+             "replace the hub container before every variant); they run the same image on the same engine, and each "
+             "has its own notebook names, so neither meets the other's old service names."),
+    )
+    for kind in FORM_KINDS:
+        section.rows.append([FORM_LABELS[kind], secs(med[kind]), spread(samples[kind]),
+                             times(ratio(med[kind], med["plain"])) if kind != "floor" else "",
+                             times(ratio(med[kind], med["floor"])), f"{len(errors[kind])}/{reps}"])
+        section.notes += [f"{kind} failed: {e}" for e in dict.fromkeys(errors[kind])]
+    ratios = [v for _, v in pairs if v is not None]
+    section.notes.append(f"profile form ÷ plain per repetition: {', '.join(f'{times(v)} ({first} first)' for first, v in pairs)}; "
+                         f"median {times(median(ratios))}.")
+    problems = [w for w in wrong if w]
+    section.notes.append("; ".join(problems) if problems else
+                         f"Every form spawn's service was labelled deployer.profile={FORM_PROFILE} with a 1536 MiB memory limit, "
+                         "every plain one had no profile and 1 GiB; neither had a CPU limit (checked with `docker service inspect`).")
+    section.targets.append(Target("spawn through the profile form ÷ plain spawn (medians)", ratio(med["form"], med["plain"]), 1.05))
+    if steps:
+        section.extra.append(Section(
+            "Where the profile form's time goes (client side, seconds after the GET of the form page)",
+            ["step", "median", "min–max"], [[step, secs(median(v)), spread(v)] for step, v in steps.items()],
+            notes=[("JupyterHub answers the form's POST after the spawn has run for up to 1 s (then redirects to the "
+                    "spawn-pending page); the API's POST waits up to `slow_spawn_timeout` (10 s) and answers 201 once the "
+                    "server is ready.")],
+        ))
+    return section

@@ -147,7 +147,7 @@ def print_section(console: Console, section: Section) -> None:
 def target_section(sections: list[Section]) -> Section:
     found = [t for s in sections for t in s.targets]
     return Section("Targets (shown, not asserted)", ["target", "value", "goal", ""], [t.row() for t in found],
-                   notes=["Where a target is missed, the profile tables under 1 and 2 show where the time goes."] if found else [])
+                   notes=["Where a target is missed, the profile tables under 1 and 2 (and 7's steps) show where the time goes."] if found else [])
 
 
 def _md_table(columns: list[str], rows: list[list[str]], numeric: bool = True) -> list[str]:

@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import html
 import json
 import os
+import re
 import secrets
 import shutil
 import subprocess
@@ -25,6 +27,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urljoin
 
 import docker as dockersdk
 import httpx
@@ -51,15 +54,20 @@ WORKER_CONSTRAINT = "node.labels.deployer.worker==true"
 
 OURS = Layout("jupyterhub-bench-sim")  # of jupyterhub.bench.sim: ...-hub, ...-net, ...-nb-<user>, /srv/deployer/jupyterhub-bench-sim
 OURS_PORTS = (18443, 18080)
+#: The profiles measurement's second deployment of ours (jupyterhub.bench.sim-profiles: the same files plus
+#: notebook_profiles), deployed only for it; its names start with OURS.name too.
+PROFILED = Layout("jupyterhub-bench-sim-profiles")
+PROFILED_PORTS = (18444, 18081)
 STOCK_HUB, STOCK_NET, STOCK_NB, STOCK_ROOT = "bench-stock-hub", "bench-stock-net", "bench-stock-nb", "/srv/deployer/bench-stock"
 STOCK_PORTS = (19443, 19080)
 FLOOR_NET, FLOOR_PROBE, FLOOR_NB, FLOOR_ROOT = "bench-floor-net", "bench-floor-probe", "bench-floor-nb", "/srv/deployer/bench-floor"
 #: Prefixes of everything the benchmarks make (and remove): nothing else is touched.
 MINE = (OURS.name, "bench-stock", "bench-floor")
-DIRS = (f"/srv/deployer/{OURS.name}", STOCK_ROOT, FLOOR_ROOT)
+DIRS = (f"/srv/deployer/{OURS.name}", f"/srv/deployer/{PROFILED.name}", STOCK_ROOT, FLOOR_ROOT)
 
 TENANT = "sim"
 CLIENT = ("bench-hub", "bench-client-secret-xyzzy")
+PROFILED_CLIENT = ("bench-hub-profiles", "bench-client-secret-profiles-xyzzy")  # the second deployment's OAuth client
 TAS_ROLE = ("bench-tas-role", "bench-tas-secret-plugh")
 STOCK_PASSWORD = "bench-shared-password"
 
@@ -124,7 +132,8 @@ def remove_everything() -> None:
     for container in names("container", FLOOR_PROBE):
         docker("rm", "-f", container, check=False)
     remove_services(MINE)
-    teardown.remove(OURS, LocalExecutor())  # its secrets, configs and network
+    for layout in (OURS, PROFILED):
+        teardown.remove(layout, LocalExecutor())  # its sidecars, secrets, configs and network
     deadline = time.monotonic() + 60
     while True:
         left = []
@@ -173,38 +182,44 @@ class Hub:
         return f"{self.notebook_prefix}-{user}"
 
 
-def ours_site(directory: Path, ca_pem: str, agave_url: str, tas_url: str) -> Deployment:
-    """A deployment directory like the swarm tier's (tests/swarm/conftest.py), for ours (Layout OURS)."""
-    share = OURS.share_dir
+def ours_site(directory: Path, ca_pem: str, agave_url: str, tas_url: str, *, scope_tenant: str = TENANT, port: int = OURS_PORTS[0],
+              client: tuple[str, str] = CLIENT, extra: dict | None = None) -> Deployment:
+    """A deployment directory like the swarm tier's (tests/swarm/conftest.py), for ours (Layout OURS).
+
+    With ``scope_tenant`` (the deployment jupyterhub.bench.<scope_tenant>, still of the tenant sim),
+    ``port``, ``client`` and ``extra`` settings: a second deployment of the same, side by side (PROFILED)."""
+    share = Layout(f"jupyterhub-bench-{scope_tenant}").share_dir
     (directory / "extras").mkdir(parents=True)
     (directory / "extras" / "tenant-ca.pem").write_text(ca_pem)
-    scope = f"jupyterhub.bench.{TENANT}"
+    scope = f"jupyterhub.bench.{scope_tenant}"
     (directory / "site.hosts").write_text(yaml.safe_dump({scope: {"hosts": [{"host_id": "local", "ssh_host": "127.0.0.1", "roles": ["hub", "worker"]}]}}))
     (directory / "site.configs").write_text(yaml.safe_dump({scope: {
         "tenant": TENANT, "tenant_type": "agave",
         "jupyterhub_tenant_base_url": agave_url,
         "tenant_ca_bundle": "tenant-ca.pem",
         "tas_base_url": tas_url,
-        "jupyterhub_host": f"127.0.0.1:{OURS_PORTS[0]}",
-        "jupyterhub_oauth_client_id": CLIENT[0],
+        "jupyterhub_host": f"127.0.0.1:{port}",
+        "jupyterhub_oauth_client_id": client[0],
         "jupyterhub_image": HUB_IMAGE,
         "jupyter_user_image": USER_IMAGE,
         "use_tas_uid": True, "use_tas_gid": True, "tas_role_account": TAS_ROLE[0],
         "volume_mounts": [f"{share}/data/{{tenant_id}}/{{username}}:/home/jupyter/permanent:rw", f"{share}/shared:/home/jupyter/shared:ro"],
         "notebook_memory_limit": MEMORY_LIMIT, "notebook_offer_lab": True, "cull_idle_notebook_timeout": 3600,
+        **(extra or {}),
     }}))
     passwords = directory / "site.passwords"
-    passwords.write_text(yaml.safe_dump({scope: {"jupyterhub_oauth_client_secret": CLIENT[1], "tas_role_pass": TAS_ROLE[1]}}))
+    passwords.write_text(yaml.safe_dump({scope: {"jupyterhub_oauth_client_secret": client[1], "tas_role_pass": TAS_ROLE[1]}}))
     os.chmod(passwords, 0o600)
-    return load(discover(directory), "jupyterhub", "bench", TENANT).deployments[0]
+    return load(discover(directory), "jupyterhub", "bench", scope_tenant).deployments[0]
 
 
-def deploy_ours(deployment: Deployment) -> Hub:
+def deploy_ours(deployment: Deployment, layout: Layout = OURS, ports: tuple[int, int] = OURS_PORTS, kind: str = "ours") -> Hub:
     """`deployer deploy` itself (the one Rollout, this machine's local executor), with one difference:
-    the hub is published on 18443/18080 instead of 443/80 (inside its container it is on 443 and 80)."""
+    the hub is published on 18443/18080 (PROFILED: 18444/18081) instead of 443/80 (inside its
+    container it is on 443 and 80)."""
     executors = {h.host_id: executor_for(h, deployment) for h in deployment.hosts}
-    Rollout(deployment, executors, "deploy", https_port=OURS_PORTS[0], http_port=OURS_PORTS[1]).deploy()
-    return Hub("ours", f"https://127.0.0.1:{OURS_PORTS[0]}", OURS.hub_service, OURS.notebook_prefix)
+    Rollout(deployment, executors, "deploy", https_port=ports[0], http_port=ports[1]).deploy()
+    return Hub(kind, f"https://127.0.0.1:{ports[0]}", layout.hub_service, layout.notebook_prefix)
 
 
 def start_stock(workdir: Path, user_names: list[str]) -> Hub:
@@ -272,16 +287,29 @@ def _new_token(browser: httpx.Client, user: str) -> str:
     return response.json()["token"]
 
 
+def _tenant_login(browser: httpx.Client, hub: Hub, user: User) -> None:
+    authorize = browser.get("/hub/oauth_login").headers["location"]
+    with httpx.Client(verify=False, timeout=60) as idp:
+        callback = complete_login(idp, authorize, user.name, user.password)
+    answer = browser.get(callback)
+    if answer.status_code >= 400:
+        raise RuntimeError(f"login of {user.name} at the {hub.kind} hub failed: HTTP {answer.status_code}")
+
+
 def login_ours(hub: Hub, user: User) -> str:
     """The tenant login of the swarm tier (tests/swarm/test_notebooks.py: http_login), then a token."""
     with httpx.Client(base_url=hub.url, verify=False, follow_redirects=False, timeout=60) as browser:
-        authorize = browser.get("/hub/oauth_login").headers["location"]
-        with httpx.Client(verify=False, timeout=60) as idp:
-            callback = complete_login(idp, authorize, user.name, user.password)
-        answer = browser.get(callback)
-        if answer.status_code >= 400:
-            raise RuntimeError(f"login of {user.name} at the ours hub failed: HTTP {answer.status_code}")
+        _tenant_login(browser, hub, user)
         return _new_token(browser, user.name)
+
+
+def login_browser(hub: Hub, user: User) -> httpx.Cookies:
+    """The same login, keeping the browser's cookies (the hub's session, its _xsrf cookie) for the
+    hub's pages; the user's API token goes to ``hub.tokens`` (to stop the server afterwards)."""
+    with httpx.Client(base_url=hub.url, verify=False, follow_redirects=False, timeout=60) as browser:
+        _tenant_login(browser, hub, user)
+        hub.tokens[user.name] = _new_token(browser, user.name)
+        return httpx.Cookies(browser.cookies)
 
 
 def login_stock(hub: Hub, user: User) -> str:
@@ -335,6 +363,56 @@ async def spawn_via_api(client: httpx.AsyncClient, hub: Hub, user: str, start: f
         return Spawned(user, None, f"no answer through the proxy within {timeout:.0f} s")
     except httpx.HTTPError as exc:
         return Spawned(user, None, f"{type(exc).__name__}: {exc}")
+
+
+async def spawn_via_form(client: httpx.AsyncClient, hub: Hub, user: str, profile: str, start: float, offered: list[str],
+                         timeout: float = 300) -> tuple[Spawned, dict[str, float]]:
+    """As a browser does it, with ``client`` carrying the user's session cookies: GET /hub/spawn/<user>
+    (the form, with the profiles this user may use), POST the form to its action (multipart, as the
+    page's form is; the action carries JupyterHub's _xsrf, the _xsrf cookie goes with it) choosing
+    ``profile``, GET the spawn-pending page it redirects to; then as ``spawn_via_api``: the progress
+    events until ready, GET /user/<user>/api with the user's token until it answers 200 through the
+    proxy. The form must offer exactly the profiles ``offered``. Also returns when each step was
+    done (seconds after ``start``)."""
+    headers = {"Authorization": f"token {hub.tokens[user]}"}
+    deadline = time.monotonic() + timeout
+    marks: dict[str, float] = {}
+    try:
+        page = await client.get(f"{hub.url}/hub/spawn/{user}", timeout=timeout)
+        marks["form page loaded (GET /hub/spawn/<user>)"] = time.monotonic() - start
+        action = re.search(r'<form[^>]*\saction="([^"]*)"', page.text)
+        shown = [html.unescape(v) for v in re.findall(r'<input[^>]*type="radio" name="profile"[^>]*value="([^"]*)"', page.text)]
+        if page.status_code != 200 or action is None or shown != offered or profile not in shown:
+            return Spawned(user, None, f"GET /hub/spawn/{user}: HTTP {page.status_code}, profiles offered: {shown}, expected {offered}"), marks
+        posted = await client.post(urljoin(hub.url + "/", html.unescape(action.group(1))), files={"profile": (None, profile)}, timeout=timeout)
+        marks["form posted (its redirect)"] = time.monotonic() - start
+        if posted.status_code != 302:
+            return Spawned(user, None, f"POST /hub/spawn/{user}: HTTP {posted.status_code} {_page_error(posted.text)}"), marks
+        pending = await client.get(urljoin(hub.url + "/", posted.headers["location"]), timeout=timeout)
+        marks["spawn-pending page loaded"] = time.monotonic() - start
+        if pending.status_code == 200:  # the page that shows the progress: follow it as its script does
+            failure = await _follow_progress(client, hub, user, headers, deadline)
+            if failure:
+                return Spawned(user, None, failure), marks
+        elif pending.status_code != 302:  # (302: ready already, on to /user/<user>/)
+            return Spawned(user, None, f"GET {posted.headers['location']}: HTTP {pending.status_code}"), marks
+        marks["hub: ready (progress event)"] = time.monotonic() - start
+        while time.monotonic() < deadline:
+            answer = await client.get(f"{hub.url}/user/{user}/api", headers=headers, timeout=30)
+            if answer.status_code == 200:
+                end = time.time()
+                marks["answers through the proxy"] = time.monotonic() - start
+                return Spawned(user, time.monotonic() - start, end=end), marks
+            await asyncio.sleep(0.05)
+        return Spawned(user, None, f"no answer through the proxy within {timeout:.0f} s"), marks
+    except httpx.HTTPError as exc:
+        return Spawned(user, None, f"{type(exc).__name__}: {exc}"), marks
+
+
+def _page_error(text: str) -> str:
+    """The message of a hub error page (or the spawn form's error line), shortened."""
+    found = re.search(r'class="[^"]*(?:spawn-error-msg|error)[^"]*"[^>]*>(.*?)</', text, re.DOTALL)
+    return re.sub(r"\s+", " ", html.unescape(found.group(1))).strip()[:300] if found else text[:200]
 
 
 async def _follow_progress(client: httpx.AsyncClient, hub: Hub, user: str, headers: dict, deadline: float) -> str:
@@ -510,7 +588,8 @@ class Simulator:
         ca, _, directory = server_tls(host, workdir / "tenant-tls")  # a private CA the hub trusts (tenant_ca_bundle)
         self.ca_pem = ca
         spec = {"host": host, "cert": str(directory / "cert.pem"), "key": str(directory / "key.pem"), "tenant_id": TENANT,
-                "client": [CLIENT[0], CLIENT[1], f"https://127.0.0.1:{OURS_PORTS[0]}/hub/oauth_callback"],
+                "clients": [[CLIENT[0], CLIENT[1], f"https://127.0.0.1:{OURS_PORTS[0]}/hub/oauth_callback"],
+                            [PROFILED_CLIENT[0], PROFILED_CLIENT[1], f"https://127.0.0.1:{PROFILED_PORTS[0]}/hub/oauth_callback"]],
                 "tas_role": list(TAS_ROLE), "users": [[u.name, u.password, u.uid, u.gid] for u in people]}
         spec_path = workdir / "sim.json"
         spec_path.write_text(json.dumps(spec))
@@ -575,6 +654,24 @@ class Rig:
         for hub in (self.ours, self.stock):
             wait_healthy(hub)
         log(f"both hubs answer ({time.monotonic() - started:.0f} s)")
+
+    def deploy_profiled(self, extra: dict) -> Hub:
+        """The second deployment of ours (PROFILED): the same deployment files as ours with ``extra``
+        settings, its own OAuth client and ports; removed by ``remove_profiled`` (and at the end)."""
+        assert self.sim is not None
+        started = time.monotonic()
+        deployment = ours_site(self.workdir / "site-profiles", self.sim.ca_pem, self.sim.agave_url, self.sim.tas_url,
+                               scope_tenant=PROFILED.name.removeprefix("jupyterhub-bench-"), port=PROFILED_PORTS[0],
+                               client=PROFILED_CLIENT, extra=extra)
+        hub = deploy_ours(deployment, PROFILED, PROFILED_PORTS, "ours with profiles")
+        wait_healthy(hub)
+        log(f"{PROFILED.name} deployed and answering ({time.monotonic() - started:.0f} s)")
+        return hub
+
+    def remove_profiled(self) -> None:
+        remove_services(PROFILED.name + "-")
+        teardown.remove(PROFILED, LocalExecutor())
+        shutil.rmtree(f"/srv/deployer/{PROFILED.name}", ignore_errors=True)
 
     def take(self, count: int) -> list[User]:
         """``count`` users who have not had a server yet, logged in to both hubs with API tokens."""

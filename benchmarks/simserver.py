@@ -3,7 +3,7 @@ hub (login, profile, TAS at every spawn) do not share an interpreter with the be
 
     python simserver.py SPEC.json
 
-SPEC: {"host", "cert", "key", "tenant_id", "client": [id, secret, callback],
+SPEC: {"host", "cert", "key", "tenant_id", "clients": [[id, secret, callback], ...],
        "tas_role": [account, password], "users": [[name, password, uid, gid], ...]}
 Prints one JSON line {"agave": ..., "tas": ...} when it serves, then runs until its standard
 input closes (the benchmark ends or dies) or it is terminated.
@@ -29,7 +29,8 @@ def main(spec_path: str) -> None:
         for name, password, uid, gid in spec["users"]:
             sim.add_user(name, password, uid=uid, gid=gid, home_directory=f"05/{uid}/{name}")
         sim.add_tas_role_account(*spec["tas_role"])
-        sim.add_client(*spec["client"])
+        for client in spec["clients"]:  # one per hub deployment (its own callback URL)
+            sim.add_client(*client)
         print(json.dumps({"agave": sim.agave_base_url, "tas": sim.tas_base_url}), flush=True)
         sys.stdin.read()
 
