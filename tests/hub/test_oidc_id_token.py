@@ -193,3 +193,25 @@ def test_a_provider_down_at_the_first_login_is_a_clear_page(tmp_path: Path) -> N
         assert "could not be reached" in response.text
         assert "Traceback" not in hub.log_text() and "discovery document failed" in hub.log_text()
         assert issuer in hub.log_text()
+
+
+def test_groups_from_a_real_providers_claim_make_an_admin(tmp_path: Path, provider: MockOIDCProvider) -> None:
+    """tenant_groups_claim with an OpenID Connect provider (its userinfo's claim), admin_groups as the hub's
+    configuration sets them: the admin panel for a member, 403 for a user whose claim is not a list."""
+    provider.reset()
+    extra = ("from deployer_hub.hubconfig import ADMIN_ROLE, ADMIN_SCOPES\n"
+             "c.TenantOIDCAuthenticator.groups_claim = 'groups'\nc.TenantOIDCAuthenticator.manage_groups = True\n"
+             "c.JupyterHub.load_roles.append({'name': ADMIN_ROLE, 'scopes': ADMIN_SCOPES, 'groups': ['hub-admins']})\n")
+    hub = HubProcess(tmp_path, "")
+    hub.config = hub_config(hub, provider, extra)
+    with hub:
+        provider.login_as("gina", "sub-gina", extra={"groups": ["hub-admins", "physics"]})
+        browser, response = mock_login(hub)
+        assert response.status_code == 302, response.text[-500:]
+        assert sorted(hub.api("GET", "/users/gina").json()["groups"]) == ["hub-admins", "physics"]
+        assert browser.get("/hub/admin").status_code == 200
+        provider.login_as("hal", "sub-hal", extra={"groups": "hub-admins"})  # a string, not a list: no groups
+        browser, response = mock_login(hub)
+        assert response.status_code == 302
+        assert hub.api("GET", "/users/hal").json()["groups"] == [] and browser.get("/hub/admin").status_code == 403
+    provider.reset()
