@@ -85,6 +85,9 @@ def gpu_site(lab: Lab, site: Path):
     outer("update", "--restart", "unless-stopped", lab.container("worker1"))  # its "service manager" (see above)
     lab.ssh("worker1", f"mkdir -p /etc/docker && echo '{json.dumps(OTHER_KEYS)}' >/etc/docker/daemon.json")
     yield site
+    if "NVIDIA-GPU" in text(lab.ssh("worker1", "docker info --format '{{json .GenericResources}}'", check=False)):
+        set_gpus(site, None)  # (a failed test left them: a deploy takes them off while the restart policy holds)
+        deployer(site, "deploy")
     if os.environ.get("DEPLOYER_KEEP_LAB") != "1":
         deployer(site, "destroy", "-y", "--purge-data")
     outer("update", "--restart", "no", lab.container("worker1"))
