@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -247,6 +250,12 @@ def test_named_servers_start_side_by_side(options_hub: Site) -> None:
         mounts = {m["Target"]: m["Source"] for m in spec["TaskTemplate"]["ContainerSpec"]["Mounts"]}
         assert mounts["/home/jupyter/server"] == f"{SHARE}/data/sim/jdoe/{server}"
     assert notebook_container("jdoe", "exp1") != notebook_container("jdoe", "exp2")
+    # `deployer logs` finds a named server's log, and says so when the default server is not running
+    cli = [str(Path(sys.executable).with_name("deployer")), "-i", "test", "-t", "sim", "logs", "--user", "jdoe", "-n", "50"]
+    shown = subprocess.run([*cli, "--server", "exp2"], cwd=options_hub.path, capture_output=True, text=True, timeout=180)
+    assert shown.returncode == 0 and "/user/jdoe/exp2/" in shown.stdout, shown.stderr[-2000:]
+    missing = subprocess.run(cli, cwd=options_hub.path, capture_output=True, text=True, timeout=180)
+    assert missing.returncode != 0 and f"jdoe has no notebook server in {NAME}" in missing.stderr, missing.stderr[-2000:]
     third = browser.post("/hub/api/users/jdoe/servers/exp3", headers={"X-XSRFToken": xsrf}, json={})
     assert third.status_code == 400 and "maximum of 2 named servers" in third.text, third.text  # named_server_limit_per_user
     _stop_all("jdoe")

@@ -210,18 +210,21 @@ def destroy(yes: bool, purge_data: bool) -> None:
 @main.command()
 @click.option("--hub", "hub_log", is_flag=True, help="The hub's log.")
 @click.option("--user", metavar="NAME", help="The log of NAME's notebook server, wherever it runs.")
+@click.option("--server", metavar="NAME", default="", help="With --user: the log of that named server (allow_named_servers).")
 @click.option("-n", "--tail", default=200, show_default=True, type=click.IntRange(0), help="Lines of the past to show.")
 @click.option("-f/-F", "--follow/--no-follow", default=None, help="Keep printing new lines (default: on a terminal).")
 @deployment_options
 @reported
-def logs(hub_log: bool, user: str | None, tail: int, follow: bool | None) -> None:
-    """The hub's log (--hub) or a user's notebook log (--user NAME), from whichever host runs it."""
+def logs(hub_log: bool, user: str | None, server: str, tail: int, follow: bool | None) -> None:
+    """The hub's log (--hub) or a user's notebook log (--user NAME [--server NAME]), from whichever host runs it."""
     if hub_log == bool(user):
         raise UsageError("say whose log: --hub, or --user NAME")
+    if server and not user:
+        raise UsageError("--server names one of a user's servers: give --user NAME too")
     deployment = one_deployment(load_files(click.get_current_context().obj))
     layout = Layout.of(deployment)
     ex = executor_for(deployment.hub, deployment)
-    service = hub_logs.hub_service(ex, layout) if hub_log else hub_logs.notebook_service(ex, layout, user)
+    service = hub_logs.hub_service(ex, layout) if hub_log else hub_logs.notebook_service(ex, layout, user, server)
     follow = sys.stdout.isatty() if follow is None else follow
     command = hub_logs.logs_command(service, tail, follow)
     if not follow:

@@ -8,14 +8,19 @@ from deployer.errors import DeployerError
 from deployer.hosts.commands import Command, cmd, sh
 
 
-def notebook_service(ex, layout: Layout, user: str) -> str:
-    """The user's notebook service of this deployment; a clear error when there is none."""
-    found = ex.run(cmd("docker", "service", "ls", "--filter", f"label=deployer.user={user}", "--filter", f"name={layout.notebook_prefix}-",
-                       "--format", "{{.Name}}"), check=False)
-    names = [n for n in found.stdout.split() if n.startswith(f"{layout.notebook_prefix}-")]
+def notebook_service(ex, layout: Layout, user: str, server: str = "") -> str:
+    """The user's notebook service of this deployment (a named server's with ``server``); a clear error when
+    there is none. A named server's service is <prefix>-<user>--<server>; an escaped username never holds '--'."""
+    prefix = f"{layout.notebook_prefix}-"
+    filters = ["--filter", f"label=deployer.user={user}", "--filter", f"name={prefix}"]
+    if server:
+        filters += ["--filter", f"label=deployer.server={server}"]
+    found = ex.run(cmd("docker", "service", "ls", *filters, "--format", "{{.Name}}"), check=False)
+    names = [n for n in found.stdout.split() if n.startswith(prefix) and (server or "--" not in n[len(prefix):])]
     if found.code != 0 or not names:
-        raise DeployerError(f"{ex.host}: {user} has no notebook server in {layout.name} (it is not running, or was stopped and removed); "
-                            "`deployer status` lists the running ones")
+        which = f" {server!r}" if server else ""
+        raise DeployerError(f"{ex.host}: {user} has no notebook server{which} in {layout.name} (it is not running, or was stopped "
+                            "and removed; a named server's log needs --server NAME); `deployer status` lists the running ones")
     return names[0]
 
 
