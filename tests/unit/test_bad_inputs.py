@@ -317,6 +317,8 @@ CASES = [
          configs=conf(notebook_profiles=[{"name": "A", "gpus": -1}])),
     Case("profile-mount-collides", [f"{P}/notebook_profiles/0/volume_mounts/0: container_path '/home/jupyter/permanent' is already used by volume_mounts"],
          configs=conf(notebook_profiles=[{"name": "A", "volume_mounts": ["/scratch/{username}:/home/jupyter/permanent:rw"]}])),
+    Case("profile-mount-needs-tas", [f"{P}/notebook_profiles/0/volume_mounts/0: {{tas_homeDirectory}} needs TAS integration: set use_tas_uid"],
+         configs=conf(notebook_profiles=[{"name": "A", "volume_mounts": ["/home/{tas_homeDirectory}:/home/jupyter/home:rw"]}])),
     Case("profile-env-reserved", [f"{P}/notebook_profiles/0/env: JUPYTERHUB_API_TOKEN is set by the hub or the notebook image itself"],
          configs=conf(notebook_profiles=[{"name": "A", "env": {"JUPYTERHUB_API_TOKEN": "x"}}])),
     Case("profiles-not-a-list", [f"{P}/notebook_profiles: must be a list of profiles"], configs=conf(notebook_profiles="GPU")),

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from deployer_hub import mounts, netguard, tenants
+from deployer_hub.gpus import KIND as GPU_KIND
 from deployer_hub.tenants import Flavour
 from pydantic import BaseModel, ConfigDict, Field, PlainValidator, field_validator
 
@@ -264,11 +265,11 @@ def cross_check(cfg: JupyterHubConfig) -> list[Finding]:
     elif "tas_min_id" in cfg.model_fields_set:
         found.append(Finding("tas_min_id", "ignored: use_tas_uid and use_tas_gid are false, so no id comes from TAS", error=False))
 
-    for index, mount in enumerate(cfg.volume_mounts):
+    for key, index, mount in all_mounts(cfg):
         tas_vars = mount.variables & TAS_TEMPLATE_VARIABLES
         if tas_vars and not cfg.uses_tas:
             var = "{" + sorted(tas_vars)[0] + "}"
-            found.append(Finding(f"volume_mounts/{index}", f"{var} needs TAS integration: set use_tas_uid and use_tas_gid to true (with tas_role_account and tas_role_pass), or remove {var}"))
+            found.append(Finding(f"{key}/{index}", f"{var} needs TAS integration: set use_tas_uid and use_tas_gid to true (with tas_role_account and tas_role_pass), or remove {var}"))
     seen: dict[str, int] = {}
     for index, mount in enumerate(cfg.volume_mounts):
         target = mount.container_path.rstrip("/")
@@ -279,6 +280,12 @@ def cross_check(cfg: JupyterHubConfig) -> list[Finding]:
         found.append(Finding("volume_mounts", "no mounts: users' files are lost when their notebook server stops; mount a per-user directory such as /data/{username}:/home/jupyter/permanent:rw", error=False))
     found += server_options_check(cfg)
     return found
+
+
+def all_mounts(cfg: JupyterHubConfig) -> list[tuple[str, int, mounts.VolumeMount]]:
+    """(key, index, mount) of every volume_mounts entry: the deployment's and each profile's."""
+    return [("volume_mounts", i, m) for i, m in enumerate(cfg.volume_mounts)] + [
+        (f"notebook_profiles/{p}/volume_mounts", i, m) for p, profile in enumerate(cfg.notebook_profiles) for i, m in enumerate(profile.volume_mounts)]
 
 
 def server_options_check(cfg: JupyterHubConfig) -> list[Finding]:
@@ -315,11 +322,7 @@ def server_options_check(cfg: JupyterHubConfig) -> list[Finding]:
             if target in targets or target in own:
                 found.append(Finding(f"{at}volume_mounts/{m_index}", f"container_path {mount.container_path!r} is already used by {targets.get(target, 'this profile')}; each mount needs its own container path"))
             own.add(target)
-            if mount.variables & TAS_TEMPLATE_VARIABLES and not cfg.uses_tas:
-                found.append(Finding(f"{at}volume_mounts/{m_index}", "{tas_homeDirectory} needs TAS integration: set use_tas_uid and use_tas_gid to true"))
-    all_mounts = [("volume_mounts", i, m) for i, m in enumerate(cfg.volume_mounts)] + [
-        (f"notebook_profiles/{p}/volume_mounts", i, m) for p, profile in enumerate(cfg.notebook_profiles) for i, m in enumerate(profile.volume_mounts)]
-    for key, index, mount in all_mounts:
+    for key, index, mount in all_mounts(cfg):
         if "servername" in mounts.template_variables(mount.container_path):
             found.append(Finding(f"{key}/{index}", "{servername} may only be used in the host path (the default server has no name)"))
         elif "servername" in mounts.template_variables(mount.host_path):
@@ -347,8 +350,7 @@ def server_options_check(cfg: JupyterHubConfig) -> list[Finding]:
 
 HOST_KEYS = ("host_id", "ssh_host", "private_ip", "roles", "ssh_user", "ssh_key", "ssh_port", "ssh_known_hosts", "gpus")
 ROLES = ("hub", "worker")
-#: The Swarm generic resource kind of a GPU, as Docker and NVIDIA's container runtime document it.
-GPU_KIND = "NVIDIA-GPU"
+#: GPU_KIND (deployer_hub.gpus.KIND): the Swarm generic resource of a GPU, as Docker documents it; the hub reads it back.
 _GPU_ID = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 _GPUS_INSTEAD = ("list the worker's GPU UUIDs instead, e.g. gpus: [GPU-3f2a91c4-...] "
                  "(nvidia-smi --query-gpu=uuid --format=csv,noheader prints them)")
