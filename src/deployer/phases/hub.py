@@ -160,7 +160,7 @@ def expect_service(ctx: Context, facts: Facts, planned: Planned) -> None:
     spec, _ = hub_spec(ctx, hub)
     objects = hub.objects = hub.objects or SwarmFacts()
     objects.networks.add(ctx.layout.network)
-    objects.secrets |= set(spec.all_secret_names())
+    objects.secrets |= set(spec.secret_objects())
     objects.configs |= {spec.config_name(p) for p in spec.config_files()}
     objects.hub_spec_hash = spec.spec_hash
     hub.relay = (hubrelay.sidecar(ctx.deployment, ctx.layout).spec_hash, True)

@@ -88,10 +88,10 @@ class HubSpec:
             digest = hmac.new(self.name_key.encode(), value.encode(), hashlib.sha256).hexdigest()[:12]
         return names.fit(f"{self.layout.name}-{what}-{digest}", names.OBJECT_NAME_MAX)
 
-    def all_secret_names(self) -> dict[str, str]:
-        """Every secret this spec needs: its name -> what it is (for plans)."""
-        return {**{self.secret_name(k): f"secret {k}" for k in self.secrets},
-                **{self.notebook_secret_name(v): f"notebooks' secret variable {v}" for v in self.notebook_secrets}}
+    def secret_objects(self) -> dict[str, tuple[str, str]]:
+        """Every Docker secret this spec needs: its name -> (its value, what it is, for plans)."""
+        return {**{self.secret_name(k): (v, f"secret {k}") for k, v in self.secrets.items()},
+                **{self.notebook_secret_name(k): (v, f"notebooks' secret variable {k}") for k, v in self.notebook_secrets.items()}}
 
     def config_files(self) -> dict[str, str]:
         files = {f"{HUB_ROOT}/hub.json": json.dumps(self.settings, indent=2, sort_keys=True), CONFIG_PY_PATH: CONFIG_PY}
@@ -104,7 +104,7 @@ class HubSpec:
     @property
     def spec_hash(self) -> str:
         parts = [self.image, self.image_id, str(self.https_port), str(self.http_port), self.layout.name]
-        parts += sorted(self.all_secret_names())
+        parts += sorted(self.secret_objects())
         parts += sorted(self.config_name(p) for p in self.config_files())
         if any("<" in part for part in parts):  # plan: a value only the run will make
             return "<new spec hash>"
@@ -131,9 +131,7 @@ def network_commands(layout: Layout, facts: SwarmFacts) -> list[Command]:
 def object_commands(spec: HubSpec, facts: SwarmFacts) -> list[Command]:
     """Docker secrets and configs the service needs and that do not exist yet."""
     commands = []
-    values = {**{spec.secret_name(k): (v, f"secret {k}") for k, v in spec.secrets.items()},
-              **{spec.notebook_secret_name(k): (v, f"notebooks' secret variable {k}") for k, v in spec.notebook_secrets.items()}}
-    for name, (value, why) in sorted(values.items()):
+    for name, (value, why) in sorted(spec.secret_objects().items()):
         if name not in facts.secrets:
             commands.append(cmd("docker", "secret", "create", "--label", f"deployer={spec.layout.name}", name, "-",
                                 input=value.encode(), why=why))
@@ -149,7 +147,7 @@ def stale_commands(spec: HubSpec, facts: SwarmFacts) -> list[Command]:
     """The deployment's secrets and configs the new spec no longer uses (an old hub.json, a rotated key):
     removed once the new hub runs. One still held by a running notebook (an old tenant CA) is refused by
     Docker and stays until a later run."""
-    secrets = sorted(facts.secrets - set(spec.all_secret_names()))
+    secrets = sorted(facts.secrets - set(spec.secret_objects()))
     configs = sorted(facts.configs - {spec.config_name(p) for p in spec.config_files()})
     return ([cmd("docker", "secret", "rm", name, why=f"remove the unused secret {name}") for name in secrets]
             + [cmd("docker", "config", "rm", name, why=f"remove the unused config {name}") for name in configs])
