@@ -68,6 +68,11 @@ def _is_safe(name: str) -> bool:
     return True
 
 
+def is_safe_keeping_case(part: object) -> bool:
+    """One path component that cannot escape, any ASCII case (a TAS home directory's parts, project ids)."""
+    return isinstance(part, str) and bool(_SAFE_ANY_CASE.fullmatch(part)) and ".." not in part
+
+
 def safe_relative_path(value: str, what: str) -> str:
     """A relative path of safe components, case kept (e.g. TAS's ``04/12345/JDoe``), or raise."""
     if not isinstance(value, str):
@@ -76,7 +81,7 @@ def safe_relative_path(value: str, what: str) -> str:
     if not parts:
         raise UnsafeName(f"{what} is empty")
     for part in parts:
-        if not _SAFE_ANY_CASE.fullmatch(part) or ".." in part:
+        if not is_safe_keeping_case(part):
             raise UnsafeName(f"{what} {value!r} cannot be used in a path: each part may only hold A-Z, a-z, 0-9 and . _ @ + -")
     return "/".join(parts)
 

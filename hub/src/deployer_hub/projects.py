@@ -65,7 +65,7 @@ def check_project(project_id: object, name: object) -> Project:
     """A :class:`Project` from untrusted values, or raise ProjectsError saying what is wrong (no raw value)."""
     if not isinstance(project_id, str):
         raise ProjectsError(f"a project id is not a string but {type(project_id).__name__}")
-    if not paths._SAFE_ANY_CASE.fullmatch(project_id) or ".." in project_id:
+    if not paths.is_safe_keeping_case(project_id):
         raise ProjectsError("a project id cannot be used in a path: only A-Z, a-z, 0-9 and . _ @ + - are allowed, up to 128")
     if not isinstance(name, str):
         raise ProjectsError(f"the name of project {project_id} is not a string but {type(name).__name__}")

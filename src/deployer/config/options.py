@@ -134,13 +134,10 @@ def _container_dir(value: Any) -> str:
 
 
 def _project_id(value: Any) -> str:
-    if not isinstance(value, str) or "/" in value:
-        fail(f"must be one path component (A-Z a-z 0-9 . _ @ + -), got {value!r}")
-    try:
-        return paths.safe_relative_path(value, "project id")
-    except paths.UnsafeName as exc:
-        fail(str(exc))
-        raise  # unreachable
+    # The hub's own rule (deployer_hub.projects.check_project): one component, case kept.
+    if not paths.is_safe_keeping_case(value):
+        fail(f"must be one path component (A-Z a-z 0-9 . _ @ + -, no '..'), got {value!r}")
+    return value
 
 
 Cpus = Annotated[float | None, PlainValidator(_cpus)]
