@@ -46,7 +46,7 @@ from traitlets import Bool, Float, Instance, Integer, List, Unicode, default
 
 from . import mounts, names, netguard, paths, tokenfiles
 from .auth import IMAGE_GID, IMAGE_UID, Identity, UserFacingError
-from .serveroptions import SECRET_ENV_FILE, GpuAssignment, ServerOptions  # noqa: F401 (SECRET_ENV_FILE: the image's contract)
+from .serveroptions import GpuAssignment, ServerOptions
 
 #: Where the tenant's extra CA certificates (a Docker config) appear in a notebook container.
 NOTEBOOK_TENANT_CA = "/etc/deployer/tenant-ca.pem"
