@@ -34,3 +34,17 @@ def test_the_proxy_container_has_no_network_no_capabilities_and_only_its_socket_
     assert argv[argv.index("--network") + 1] == "none" and argv[argv.index("--cap-drop") + 1] == "ALL" and "--cap-add" not in argv
     assert f"type=bind,src={layout.docker_proxy_dir},dst=/run/deployer-proxy" in argv
     assert argv[-4:] == (d.config.jupyterhub_image, "python3", "-m", "deployer_hub.dockerproxy")
+
+
+def test_notebook_secrets_are_named_below_the_prefix_the_proxy_allows(site) -> None:
+    from conftest import base_passwords
+
+    from deployer.phases.hubservice import HubSpec
+
+    passwords = base_passwords()
+    passwords[SCOPE]["notebook_secret_env"] = {"MATLAB_LICENSE": "lic-value-0123456789"}
+    d = deployment_of(site(passwords=passwords))
+    layout = Layout.of(d)
+    prefix = Policy.from_json(json.dumps(dockerproxy.policy(d, layout))).secret_prefix
+    spec = HubSpec(layout, "img", {}, {}, name_key="k" * 32, notebook_secrets={"MATLAB_LICENSE": "lic-value-0123456789"})
+    assert prefix and spec.notebook_secret_name("MATLAB_LICENSE").startswith(prefix)

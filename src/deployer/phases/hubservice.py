@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from deployer_hub import names
 
-from deployer.config.hubsettings import DOCKER_PROXY_DIR, HUB_ROOT, Layout
+from deployer.config.hubsettings import DOCKER_PROXY_DIR, HUB_ROOT, Layout, notebook_secret_prefix
 from deployer.hosts.commands import Command, cmd
 
 CONFIG_PY = (
@@ -76,17 +76,18 @@ class HubSpec:
     notebook_secrets: dict[str, str] = field(default_factory=dict, repr=False)
 
     def secret_name(self, key: str) -> str:
-        return self._secret_name(key.replace("_", "-"), self.secrets[key])
+        return self._secret_name(f"{self.layout.name}-{key.replace('_', '-')}", self.secrets[key])
 
     def notebook_secret_name(self, variable: str) -> str:
-        return self._secret_name(f"nbenv-{variable.lower().replace('_', '-')}", self.notebook_secrets[variable])
+        # Below the prefix the Docker proxy allows notebooks' secrets by (dockerproxy.policy's secret_prefix).
+        return self._secret_name(f"{notebook_secret_prefix(self.layout)}{variable.lower().replace('_', '-')}", self.notebook_secrets[variable])
 
-    def _secret_name(self, what: str, value: str) -> str:
+    def _secret_name(self, stem: str, value: str) -> str:
         if _content_digest(value) == "<new>" or _content_digest(self.name_key) == "<new>":
             digest = "<new>"
         else:
             digest = hmac.new(self.name_key.encode(), value.encode(), hashlib.sha256).hexdigest()[:12]
-        return names.fit(f"{self.layout.name}-{what}-{digest}", names.OBJECT_NAME_MAX)
+        return names.fit(f"{stem}-{digest}", names.OBJECT_NAME_MAX)
 
     def secret_objects(self) -> dict[str, tuple[str, str]]:
         """Every Docker secret this spec needs: its name -> (its value, what it is, for plans)."""
