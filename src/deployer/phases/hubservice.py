@@ -43,13 +43,23 @@ def config_name(layout: Layout, path: str, content: str) -> str:
     return names.fit(f"{layout.name}-{stem}-{_content_digest(content)}", names.OBJECT_NAME_MAX)
 
 
+#: Parts a deployment's name may not have: the Docker proxy allows a hub the objects named ``<name>-nb-...`` and
+#: ``<name>-nbenv-...``, so a deployment named ``<name>-nb-x`` would have its notebooks there (and ``x-nb`` ...).
+RESERVED_NAME_PARTS = ("nb", "nbenv")
+
+
 def name_problems(layout: Layout) -> list[str]:
     """What the deployment's own Docker names would break. Config and secret names are fitted
     (names.fit: shortened with a hash when over 64), so only the service names can be too long:
-    the hub service, and the notebooks' prefix (which must leave room for a name and its hash)."""
-    problems = []
+    the hub service, and the notebooks' prefix (which must leave room for a name and its hash).
+    And no part of the name may be one the Docker proxy's prefixes use: prefixes then delimit themselves,
+    so no deployment sharing a swarm can reach another's notebooks or secrets through its proxy."""
+    problems = [f"the deployment's name {layout.name!r} has a part {part!r} (between dashes): its Docker objects and those of a "
+                f"deployment named like its start would overlap (the notebooks are named <deployment>-nb-..., their secrets "
+                f"<deployment>-nbenv-...); use another project, instance or tenant name"
+                for part in RESERVED_NAME_PARTS if part in layout.name.split("-")]
     for what, name, limit in (("the hub service", layout.hub_service, names.SERVICE_NAME_MAX),
-                              ("the notebooks' prefix", f"{layout.notebook_prefix}-x-12345678", names.SERVICE_NAME_MAX)):
+                              ("the notebooks' prefix", f"{layout.notebook_prefix}-x{names.SHORTENED}12345678", names.SERVICE_NAME_MAX)):
         if len(name) > limit:
             problems.append(f"{what} would be named {name!r} ({len(name)} characters); Docker allows {limit}: "
                             "use a shorter project, instance or tenant scope")
