@@ -167,3 +167,24 @@ def test_nonces_are_bound_to_the_login_state() -> None:
     assert oidc.nonce_for(b"secret", "state-1") == oidc.nonce_for(b"secret", "state-1")
     assert oidc.nonce_for(b"secret", "state-1") != oidc.nonce_for(b"secret", "state-2")
     assert oidc.nonce_for(b"secret", "state-1") != oidc.nonce_for(b"other", "state-1")
+
+
+def test_each_user_gets_their_own_id_from_the_range_once_and_keeps_it(tmp_path) -> None:
+    """notebook_uid_range: ids are given lowest first, kept (across a new store on the same file, and when the range
+    changes), never shared, and a full range is said to be full."""
+    import pytest
+    from deployer_hub import identities
+
+    store = identities.IdentityStore(str(tmp_path / "identities.sqlite"))
+    assert [store.user_id(name, 200000, 200002) for name in ("jdoe", "alice", "bob")] == [(200000, False), (200001, False), (200002, False)]
+    with pytest.raises(identities.NoIdLeft, match="200000-200002"):
+        store.user_id("carol", 200000, 200002)
+    store.reowned("alice")
+    again = identities.IdentityStore(str(tmp_path / "identities.sqlite"))  # a restarted hub (or one restored from a backup)
+    assert again.user_id("alice", 200000, 200002) == (200001, True)
+    assert again.user_id("jdoe", 300000, 300009) == (200000, False)  # a changed range keeps what was given
+    assert again.user_id("carol", 300000, 300009) == (300000, False)
+    # An id is never given twice, even where a row went missing: files of a user who left may still carry it.
+    again._db.execute("DELETE FROM user_ids WHERE hub_name = 'jdoe'")
+    with pytest.raises(identities.NoIdLeft):
+        identities.IdentityStore(str(tmp_path / "identities.sqlite")).user_id("dave", 200000, 200002)

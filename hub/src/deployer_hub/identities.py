@@ -9,6 +9,10 @@ A small SQLite file beside the hub's database (standard library only):
 * ``posix``: hub name -> uid, gid, home directory from the last successful TAS lookup, so token
   files can be written on every refresh (also after a hub restart) without asking TAS on the
   page path.
+* ``user_ids``: without TAS, with ``notebook_uid_range``: hub name -> the user's own uid (and gid of
+  the same number), given once and kept (in backups too, as this file is), so no file or token of one
+  user is ever owned by another's uid; and whether their directories were re-owned to it (once, when
+  the deployment switched from one shared uid).
 """
 
 from __future__ import annotations
@@ -26,6 +30,12 @@ CREATE TABLE IF NOT EXISTS accounts (
     bound_at REAL NOT NULL,
     UNIQUE (issuer, subject)
 );
+CREATE TABLE IF NOT EXISTS user_ids (
+    hub_name TEXT PRIMARY KEY,
+    uid INTEGER NOT NULL UNIQUE,
+    reowned INTEGER NOT NULL DEFAULT 0,
+    given_at REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS posix (
     hub_name TEXT PRIMARY KEY,
     uid INTEGER,
@@ -34,6 +44,10 @@ CREATE TABLE IF NOT EXISTS posix (
     looked_up_at REAL NOT NULL
 );
 """
+
+
+class NoIdLeft(Exception):
+    """Every id of the range is some user's."""
 
 
 class AccountConflict(Exception):
@@ -59,6 +73,7 @@ class IdentityStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.executescript(SCHEMA)
         self._posix: dict[str, Posix] = {}
+        self._ids: dict[str, tuple[int, bool]] = {}
 
     def close(self) -> None:
         self._db.close()
@@ -82,6 +97,34 @@ class IdentityStore:
             if other is not None:
                 raise AccountConflict(f"subject {subject!r} of {issuer!r} is hub user {other!r}, not {hub_name!r}")
             self._db.execute("INSERT INTO accounts VALUES (?, ?, ?, ?)", (hub_name, issuer, subject, time.time()))
+
+    # --- each user's own id (without TAS)
+
+    def user_id(self, hub_name: str, first: int, last: int) -> tuple[int, bool]:
+        """(the user's own uid, whether their directories were re-owned to it): given the first time, the id after the
+        highest given in first..last (an id is never given twice: files of a user who left may still carry it), then
+        kept, also when the range changes later. Raises NoIdLeft."""
+        found = self._ids.get(hub_name)
+        if found is not None:
+            return found
+        with self._db:
+            self._db.execute("BEGIN IMMEDIATE")  # one transaction: no two users get one id
+            row = self._db.execute("SELECT uid, reowned FROM user_ids WHERE hub_name = ?", (hub_name,)).fetchone()
+            if row is None:
+                (highest,) = self._db.execute("SELECT MAX(uid) FROM user_ids WHERE uid BETWEEN ? AND ?", (first, last)).fetchone()
+                free = first if highest is None else highest + 1
+                if free > last:
+                    raise NoIdLeft(f"every id of {first}-{last} is given")
+                self._db.execute("INSERT INTO user_ids VALUES (?, ?, 0, ?)", (hub_name, free, time.time()))
+                row = (free, 0)
+        self._ids[hub_name] = (int(row[0]), bool(row[1]))
+        return self._ids[hub_name]
+
+    def reowned(self, hub_name: str) -> None:
+        """The user's directories now belong to their own id: never re-owned again."""
+        self._db.execute("UPDATE user_ids SET reowned = 1 WHERE hub_name = ?", (hub_name,))
+        if hub_name in self._ids:
+            self._ids[hub_name] = (self._ids[hub_name][0], True)
 
     # --- POSIX identity (cached in memory: read on every refresh)
 
