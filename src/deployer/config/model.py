@@ -31,6 +31,7 @@ from deployer.config.values import (
     OptionalSecret,
     PosixId,
     Secret,
+    UidRange,
     _base_url,
     _egress_rules,
     _egress_targets,
@@ -101,6 +102,8 @@ class JupyterHubConfig(BaseModel):
     jupyter_user_image: Image = DEFAULT_USER_IMAGE
     jupyteruser_uid: PosixId = None
     jupyteruser_gid: PosixId = None
+    #: Without TAS: each user's own uid (and a gid of the same number) from this range, kept by the hub.
+    notebook_uid_range: UidRange = None
     use_tas_uid: bool = False
     use_tas_gid: bool = False
     tas_role_account: str | None = Field(default=None, min_length=1)
@@ -264,6 +267,15 @@ def cross_check(cfg: JupyterHubConfig) -> list[Finding]:
                 found.append(Finding(key, f"ignored: {flag} is true, so notebooks run with the user's TAS id", error=False))
     elif "tas_min_id" in cfg.model_fields_set:
         found.append(Finding("tas_min_id", "ignored: use_tas_uid and use_tas_gid are false, so no id comes from TAS", error=False))
+    if cfg.notebook_uid_range is not None:
+        if cfg.uses_tas:
+            found.append(Finding("notebook_uid_range", "TAS gives each user's ids (use_tas_uid/use_tas_gid): remove notebook_uid_range, or TAS integration"))
+        for key in ("jupyteruser_uid", "jupyteruser_gid"):
+            if getattr(cfg, key) is not None:
+                found.append(Finding(key, f"{key} runs every notebook with one id, notebook_uid_range gives each user their own: keep one of them"))
+        if cfg.login == "local-dev":
+            found.append(Finding("notebook_uid_range", "the local-dev login keeps no users' identities, so it cannot give them their own ids: "
+                                                       "remove notebook_uid_range (or use a tenant login)"))
 
     for key, index, mount in all_mounts(cfg):
         tas_vars = mount.variables & TAS_TEMPLATE_VARIABLES

@@ -171,6 +171,32 @@ def _posix_id(value: Any) -> int | None:
     return value
 
 
+#: The least id notebook_uid_range may start at: below it are the system's and the image's own users.
+MIN_RANGE_ID = 1000
+
+
+def _uid_range(value: Any) -> tuple[int, int] | None:
+    """notebook_uid_range: 'FIRST-LAST' (or [FIRST, LAST]), each user's own uid (and gid) from it."""
+    if value is None:
+        return None
+    parts: list[Any]
+    if isinstance(value, str) and value.count("-") == 1:
+        parts = [p.strip() for p in value.split("-")]
+        parts = [int(p) if p.isdigit() else p for p in parts]
+    elif isinstance(value, list) and len(value) == 2:
+        parts = value
+    else:
+        fail(f"must be FIRST-LAST, e.g. 200000-299999, got {value!r}")
+    if not all(isinstance(p, int) and not isinstance(p, bool) for p in parts):
+        fail(f"must be two whole numbers FIRST-LAST, e.g. 200000-299999, got {value!r}")
+    first, last = parts
+    if not MIN_RANGE_ID <= first <= last < 2**31 - 1:
+        fail(f"must run from at least {MIN_RANGE_ID} up to at most 2147483646, FIRST not above LAST, got {first}-{last}")
+    if first <= 65534 <= last:
+        fail("must not include 65534 (nobody: what root is to an NFS server that squashes it); start above it, e.g. 200000-299999")
+    return first, last
+
+
 def _tas_min_id(value: Any) -> int:
     # Strict like the other ids: YAML's true is not 1 and 1.5 is not 1.
     if isinstance(value, bool) or not isinstance(value, int):
@@ -240,4 +266,5 @@ Secret = Annotated[SecretStr, BeforeValidator(_secret)]
 OptionalSecret = Annotated[SecretStr | None, BeforeValidator(_secret)]
 Mount = Annotated[mounts.VolumeMount, PlainValidator(_mount)]
 PosixId = Annotated[int | None, PlainValidator(_posix_id)]
+UidRange = Annotated[tuple[int, int] | None, PlainValidator(_uid_range)]
 MemorySize = Annotated[int | None, PlainValidator(parse_memory)]
