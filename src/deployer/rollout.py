@@ -30,7 +30,7 @@ from deployer.hosts.lock import HubLock, LockedError, operator
 from deployer.hosts.ssh import ConnectError
 from deployer.phases import facts as host_facts
 from deployer.phases import hub as hub_phases
-from deployer.phases import images, members, netguard, nfs, pipeline, preflight, teardown
+from deployer.phases import images, members, mountguard, netguard, nfs, pipeline, preflight, teardown
 from deployer.phases.base import Context, Facts, Phase, Planned, shown
 from deployer.phases.facts import HostFacts
 
@@ -351,6 +351,8 @@ class Rollout:
         def unguard(host_id: str) -> None:
             if "removed" in self.ex[host_id].run(netguard.remove_command(layout)).stdout:
                 self.report.results[host_id].changes.append("removed the network guard")
+            if "removed" in self.ex[host_id].run(mountguard.remove_command(layout)).stdout:
+                self.report.results[host_id].changes.append("removed the mount guard")
 
         self.each([h.host_id for h in self.d.hosts], unguard)
         self.phase("the share: worker mounts and the NFS export")
@@ -386,7 +388,8 @@ class Rollout:
                 for host in self.d.hosts:
                     node = self.ex[host.host_id].run(cmd("docker", "info", "--format", "{{.Swarm.NodeID}}")).stdout.strip()
                     if node:
-                        self.hub_ex.run(cmd("docker", "node", "update", "--label-rm", "deployer.hub", "--label-rm", "deployer.worker", node), check=False)
+                        for label in ("deployer.hub", "deployer.worker", self.layout.worker_label):  # (one by one: a missing one fails)
+                            self.hub_ex.run(cmd("docker", "node", "update", "--label-rm", label, node), check=False)
                 return
 
         def leave(host_id: str) -> None:

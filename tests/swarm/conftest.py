@@ -138,3 +138,20 @@ def hub(site: Site):
     yield deploy_here(deployment)
     if os.environ.get("DEPLOYER_KEEP_SWARM") != "1":
         remove_everything(deployment)
+
+
+def mount_sources(container_spec: dict) -> dict[str, str]:
+    """Target -> the host directory each mount of a service's container spec comes from: a volume of the
+    deployment's mount guard names it in its driver options (notebooks get no bind mounts)."""
+    found = {}
+    for mount in container_spec.get("Mounts") or []:
+        assert mount["Type"] == "volume" and mount["VolumeOptions"]["DriverConfig"]["Name"] == f"{NAME}-mounts", mount
+        found[mount["Target"]] = mount["VolumeOptions"]["DriverConfig"]["Options"]["source"]
+    return found
+
+
+def same_directory(container: str, path_in_container: str, host_path: str) -> bool:
+    """The directory a container sees at a path is the host's directory (same device and inode)."""
+    inside = docker("exec", container, "stat", "-c", "%d %i", path_in_container).split()
+    host = os.stat(host_path)
+    return (int(inside[0]), int(inside[1])) == (host.st_dev, host.st_ino)

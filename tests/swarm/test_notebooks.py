@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from sim.tenant import complete_login
-from swarm.conftest import NAME, SHARE, USERS, Site, deploy_here, docker
+from swarm.conftest import NAME, SHARE, USERS, Site, deploy_here, docker, mount_sources, same_directory
 
 pytestmark = pytest.mark.swarm
 
@@ -152,16 +152,16 @@ def test_two_users_get_separate_containers_and_mounts(hub) -> None:
     assert spawn(jdoe, "jdoe") == "ready" and spawn(alice, "alice") == "ready"
     a, b = notebook_container("jdoe"), notebook_container("alice")
     assert a != b
-    mounts_alice = json.loads(docker("inspect", b, "--format", "{{json .Mounts}}"))
-    sources = [m["Source"] for m in mounts_alice]
-    assert not any("/jdoe" in s for s in sources), sources
-    assert f"{SHARE}/data/sim/alice" in sources
+    spec = json.loads(docker("service", "inspect", f"{NAME}-nb-alice", "--format", "{{json .Spec.TaskTemplate}}"))
+    sources = mount_sources(spec["ContainerSpec"])
+    assert not any("/jdoe" in s for s in sources.values()), sources
+    assert sources["/home/jupyter/permanent"] == f"{SHARE}/data/sim/alice"
+    assert same_directory(b, "/home/jupyter/permanent", f"{SHARE}/data/sim/alice")  # (the mount guard's mount is that directory)
     listing = docker("exec", b, "ls", "-la", "/home/jupyter/permanent")
     assert "from-notebook.txt" not in listing
     assert docker("exec", b, "id", "-u") == "5003"
-    spec = json.loads(docker("service", "inspect", f"{NAME}-nb-alice", "--format", "{{json .Spec.TaskTemplate}}"))
     assert spec["Resources"]["Limits"]["MemoryBytes"] == 1024**3  # notebook_memory_limit: 1G
-    assert spec["Placement"]["Constraints"] == ["node.labels.deployer.worker==true"]  # workers only
+    assert spec["Placement"]["Constraints"] == [f"node.labels.deployer.worker.{NAME}==true"]  # this deployment's workers only
     assert spec["ContainerSpec"]["User"] == "5003:6003"
     # nor through the host path: it is simply not in her container
     result = subprocess.run(["docker", "exec", b, "ls", f"{SHARE}/data/sim/jdoe"], capture_output=True)

@@ -83,7 +83,8 @@ def test_fresh_hosts_get_swarm_and_images(site) -> None:
     assert [c.why for c in p.commands["worker1"]] == ["join the swarm as a worker", "install the NFS client",
                                                      "mount the share from the hub (10.10.0.10) on this worker",
                                                      f"send image {USER_IMAGE} from this machine (docker save | ssh docker load)",
-                                                     f"pull image {GUARD_IMAGE} (not on this machine)", "the notebooks' network guard"]
+                                                     f"pull image {GUARD_IMAGE} (not on this machine)", "the notebooks' network guard",
+                                                     "the notebooks' mount guard"]
     assert "hub1" not in [h for h, cs in p.commands.items() if any("netguard" in str(c) for c in cs)]  # the hub runs no notebooks
     join = p.commands["worker2"][0]
     assert "10.10.0.10" in join.argv and str(join) == "docker swarm join --advertise-addr 10.10.0.12 --token <worker token> 10.10.0.10:2377 < (hidden input)"
@@ -92,7 +93,9 @@ def test_fresh_hosts_get_swarm_and_images(site) -> None:
     assert "the share" in hub and "install the NFS server" in hub and "export the share to the workers" in hub
     assert "generate the hub's cookie secret (kept on the hub)" in hub and "the hub service" in hub and "the hub's Docker proxy" in hub
     # labels go to nodes whose IDs only exist once they have joined: shown as placeholders
-    assert "docker node update --label-add deployer.worker=true '<node ID of worker1>'" in [str(c) for c in p.commands["hub1"]]
+    # a worker's labels: the common one, and the one unique to this deployment that its notebooks' placement requires
+    assert (f"docker node update --label-add deployer.worker=true --label-add {Layout.of(d).worker_label}=true '<node ID of worker1>'"
+            in [str(c) for c in p.commands["hub1"]])
     assert not p.problems
 
 

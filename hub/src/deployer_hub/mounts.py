@@ -10,6 +10,7 @@ its template (the text before the first variable), so no value can escape it.
 from __future__ import annotations
 
 import posixpath
+import re
 import string
 from dataclasses import dataclass
 
@@ -175,3 +176,36 @@ def check_project_host_path(path: str) -> str:
     if "project_id" not in template_variables(path, PROJECT_VARIABLES, "project_mounts host_path "):
         raise MountError(f"project_mounts host_path {path!r} must contain {{project_id}} (each project has its own directory)")
     return normal(path)
+
+
+#: One rendered template variable: a safe path component, any case (TAS home parts and project ids keep theirs).
+_COMPONENT = "[A-Za-z0-9][A-Za-z0-9._@+-]{0,127}"
+
+
+def pattern(template: str, fixed: dict[str, str] | None = None) -> str:
+    """A regular expression matching every rendering of a host or container path ``template`` (for
+    :func:`re.fullmatch`): each variable one safe component (``{tas_homeDirectory}`` one or more), a
+    variable of ``fixed`` its value, ``{servername}`` possibly empty (the default server has none).
+
+    The Docker proxy and the mount guard allow a notebook only the mounts these describe."""
+    fixed = fixed or {}
+    regex = ""
+    for part in normal(template).split("/")[1:]:
+        if part == "{servername}" and "servername" not in fixed:
+            regex += f"(?:/{_COMPONENT})?"  # rendered empty, the component disappears
+            continue
+        text = ""
+        for literal, name, _, _ in string.Formatter().parse(part):
+            text += re.escape(literal)
+            if name is None:
+                continue
+            if name in fixed:
+                text += re.escape(fixed[name])
+            elif name == "tas_homeDirectory":
+                text += f"{_COMPONENT}(?:/{_COMPONENT})*"
+            elif name == "servername":
+                text += f"(?:{_COMPONENT})?"
+            else:
+                text += _COMPONENT
+        regex += "/" + text
+    return regex or "/"

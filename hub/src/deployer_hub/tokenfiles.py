@@ -28,6 +28,8 @@ from typing import Any
 from . import paths
 from .tenants import Flavour
 
+#: Where the user's token directory appears in a notebook: agavepy's default cache directory (``~/.agave``).
+MOUNT_PATH = "/home/jupyter/.agave"
 FILE_MODE = 0o600
 DIR_MODE = 0o700
 TENANT_DIR_MODE = 0o711  # users may pass through to their own directory, not list the others

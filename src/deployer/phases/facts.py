@@ -20,7 +20,7 @@ from deployer.hosts import layers
 from deployer.hosts.commands import cmd, sh
 from deployer.hosts.executor import Executor
 from deployer.hosts.ssh import ConnectError
-from deployer.phases import dockerproxy, gpus, hubrelay, images, netguard, nfs, sidecars
+from deployer.phases import dockerproxy, gpus, hubrelay, images, mountguard, netguard, nfs, sidecars
 from deployer.phases.hubservice import SwarmFacts
 
 #: The hub's kept state (below ``<state_root>/<name>/state`` on the hub): generated once, kept across deploys.
@@ -41,6 +41,8 @@ class HostFacts:
     listening: set[int] = field(default_factory=set)
     holders: dict[int, set[str]] = field(default_factory=dict)  # listening port -> names of the programs holding it
     guard: tuple[str, bool] | None = None  # the network guard's (spec hash, running), None when absent
+    mount_guard: tuple[str, bool] | None = None  # the mount guard's, likewise
+    socket_gids: set[int] = field(default_factory=set)  # groups that own a group-writable socket here (docker's): never a notebook's
     proxy: tuple[str, bool] | None = None  # the hub's Docker proxy's, likewise
     relay: tuple[str, bool] | None = None  # the hub API's relay's, likewise
     published: dict[int, set[str]] = field(default_factory=dict)  # on a manager: port -> the swarm services publishing it
@@ -139,6 +141,8 @@ def published_ports(ex: Executor) -> dict[int, set[str]]:
     return ports
 
 
+#: The groups of group-writable sockets in /run (docker.sock's docker group, and the like): a notebook never runs as one.
+SOCKET_GROUPS = sh("find /run /var/run -maxdepth 3 -type s -perm -020 -printf '%G\\n' 2>/dev/null | sort -u")
 LAYERS = sh('ids=$(docker image ls -q); [ -z "$ids" ] || docker image inspect --format "{{json .RootFS.Layers}}" $ids')
 NODE_LABELS = sh('ids=$(docker node ls -q); [ -z "$ids" ] || docker node inspect $ids --format \'{{.ID}} {{json .Spec.Labels}}\'')
 
@@ -165,6 +169,7 @@ def gather_one(host: Host, ex: Executor, deployment: Deployment) -> HostFacts:
     facts.daemon_json = gpus.read_daemon_json(ex)  # on every host: one that is no worker any more loses its GPUs
     if host.has("worker"):
         facts.guard = sidecars.current(ex, netguard.container_name(layout))
+        facts.mount_guard = sidecars.current(ex, mountguard.container_name(layout))
         for path in static_paths(deployment):
             facts.paths[path] = ex.run(cmd("test", "-d", path), check=False).code == 0
     others = [w for w in deployment.workers if w.host_id != hub.host_id]
@@ -187,6 +192,7 @@ def gather_one(host: Host, ex: Executor, deployment: Deployment) -> HostFacts:
         facts.marker = ex.run(nfs.read_marker(layout)).stdout.strip()
     if host in others:
         facts.nfs_client = ex.run(sh('command -v mount.nfs4 >/dev/null || [ -x /sbin/mount.nfs4 ]'), check=False).code == 0
+    facts.socket_gids = {int(g) for g in ex.run(SOCKET_GROUPS, check=False).stdout.split() if g.isdigit() and int(g)}
     ss = ex.run(cmd("ss", "-Htlnp"), check=False)  # 80/443 on the hub, 2377/7946 on every host, with their programs
     for line in ss.stdout.splitlines():
         parts = line.split()

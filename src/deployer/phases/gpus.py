@@ -78,8 +78,8 @@ else
 fi
 for i in $(seq 90); do docker info >/dev/null 2>&1 && break; sleep 1; done
 docker info >/dev/null 2>&1 || { echo "the Docker engine did not answer within 90 s of its restart" >&2; exit 1; }
-[ -n "$guard" ] && docker inspect "$guard" >/dev/null 2>&1 || exit 0
-for i in $(seq 60); do [ "$(docker inspect -f '{{.State.Running}}' "$guard")" = true ] && exit 0; sleep 1; done
+[ -n "$guard" ] && docker container inspect "$guard" >/dev/null 2>&1 || exit 0
+for i in $(seq 60); do [ "$(docker container inspect -f '{{.State.Running}}' "$guard")" = true ] && exit 0; sleep 1; done
 echo "$guard did not run again after the engine's restart" >&2; exit 1
 """
 

@@ -49,7 +49,7 @@ healthy() { curl -ksf -o /dev/null "https://127.0.0.1:$port/hub/health" 2>/dev/n
   "import ssl, sys, urllib.request as u; u.urlopen(sys.argv[1], context=ssl._create_unverified_context(), timeout=5)" \
   "https://127.0.0.1:$port/hub/health" 2>/dev/null; }
 old=$(docker ps -q --filter "label=com.docker.swarm.service.name=$svc" | head -n 1)
-old_image=$([ -z "$old" ] || docker inspect --format '{{.Image}}' "$old" 2>/dev/null)
+old_image=$([ -z "$old" ] || docker container inspect --format '{{.Image}}' "$old" 2>/dev/null)
 new_image=$(docker image inspect --format '{{.Id}}' "$image") || exit 1
 umask 077
 dir="$keep/$(date -u +%Y%m%dT%H%M%SZ)"

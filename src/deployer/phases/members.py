@@ -12,7 +12,7 @@ from dataclasses import replace
 
 from deployer.config.model import Host
 from deployer.hosts.commands import Command, sh
-from deployer.phases import netguard, nfs
+from deployer.phases import mountguard, netguard, nfs
 from deployer.phases.base import Context, Facts, Phase, Planned
 from deployer.phases.facts import state_dir
 
@@ -28,7 +28,8 @@ DRAIN = ('node=$(docker node ls -q | xargs -r docker node inspect --format "{{.I
          'for svc in $(docker node ps "$node" --filter desired-state=running --format "{{.Name}}" | sed "s/\\.[0-9]*$//" | sort -u); do\n'
          '  case "$svc" in "$2"*) docker service update --detach --replicas 0 --label-add "deployer.taken-out=$3" "$svc" >/dev/null ;; esac\n'
          'done\n'
-         'docker node update --availability drain --label-rm deployer.worker "$node" >/dev/null 2>&1 || docker node update --availability drain "$node" >/dev/null\n'
+         'docker node update --availability drain "$node" >/dev/null\n'
+         'for label in deployer.worker "$4"; do docker node update --label-rm "$label" "$node" >/dev/null 2>&1; done\n'
          'for i in $(seq 120); do [ -z "$(docker node ps -q --filter desired-state=running "$node")" ] && exit 0; sleep 0.5; done\n'
          'echo "the notebooks on $1 did not stop within 60 s" >&2; exit 1')
 FORGET = ('node=$(docker node ls -q | xargs -r docker node inspect --format "{{.ID}} {{.Status.Addr}}" | awk -v a="$1" \'$2 == a {print $1}\')\n'
@@ -54,7 +55,7 @@ def removed(ctx: Context, facts: Facts) -> list[Host]:
 def plan_drain(ctx: Context, facts: Facts) -> Planned:
     planned, hub = Planned(), ctx.deployment.hub
     for host in removed(ctx, facts):
-        planned.add(hub.host_id, replace(sh(DRAIN, host.address, f"{ctx.layout.notebook_prefix}-", host.host_id, why=f"take out {host.host_id} (removed from the servers file): drain it, "
+        planned.add(hub.host_id, replace(sh(DRAIN, host.address, f"{ctx.layout.notebook_prefix}-", host.host_id, ctx.layout.worker_label, why=f"take out {host.host_id} (removed from the servers file): drain it, "
                                              "stopping its notebooks, and remove its worker label"), timeout=90))
     return planned
 
@@ -63,7 +64,7 @@ def plan_leave(ctx: Context, facts: Facts) -> Planned:
     """Run on each removed worker itself (reached as the last deploy did)."""
     planned = Planned()
     for host in removed(ctx, facts):
-        planned.add(host.host_id, nfs.unmount_command(ctx.layout), netguard.remove_command(ctx.layout),
+        planned.add(host.host_id, nfs.unmount_command(ctx.layout), netguard.remove_command(ctx.layout), mountguard.remove_command(ctx.layout),
                     sh("docker swarm leave --force >/dev/null 2>&1 || true", why="leave the swarm"))
     return planned
 
@@ -94,6 +95,6 @@ def expect_record(ctx: Context, facts: Facts, planned: Planned) -> None:
 
 DRAIN_PHASE = Phase("workers removed from the servers file: drain them", plan_drain)
 # A removed worker may be gone for good: what cannot be done there is reported, and its node removed anyway.
-LEAVE_PHASE = Phase("workers removed from the servers file: unmount, remove the guard, leave the swarm", plan_leave, best_effort=True)
+LEAVE_PHASE = Phase("workers removed from the servers file: unmount, remove the guards, leave the swarm", plan_leave, best_effort=True)
 FORGET_PHASE = Phase("workers removed from the servers file: remove their nodes", plan_forget)
 RECORD_PHASE = Phase("record the deployed workers", plan_record, expect_record)

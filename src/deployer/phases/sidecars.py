@@ -43,7 +43,7 @@ class Sidecar:
 
 def read_command(name: str) -> Command:
     """Prints '<spec hash> <running>' of the container, nothing when there is none."""
-    return sh('docker inspect --format \'{{index .Config.Labels "deployer.spec"}} {{.State.Running}}\' "$1" 2>/dev/null || true', name)
+    return sh('docker container inspect --format \'{{index .Config.Labels "deployer.spec"}} {{.State.Running}}\' "$1" 2>/dev/null || true', name)
 
 
 def parse_current(output: str) -> tuple[str, bool] | None:
@@ -68,4 +68,4 @@ def commands(sidecar: Sidecar, current: tuple[str, bool] | None) -> list[Command
 
 def remove_command(name: str, what: str) -> Command:
     """Removes the container; prints 'removed' when there was one."""
-    return sh('if docker inspect "$1" >/dev/null 2>&1; then docker rm --force "$1" >/dev/null && echo removed; fi', name, why=f"remove {what}")
+    return sh('if docker container inspect "$1" >/dev/null 2>&1; then docker rm --force "$1" >/dev/null && echo removed; fi', name, why=f"remove {what}")

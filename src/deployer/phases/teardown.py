@@ -10,7 +10,7 @@ from deployer.config.hubsettings import Layout
 from deployer.errors import DeployerError
 from deployer.hosts.commands import cmd
 from deployer.hosts.executor import Executor
-from deployer.phases import dockerproxy, hubrelay, netguard
+from deployer.phases import dockerproxy, hubrelay, mountguard, netguard
 
 
 def _lines(ex: Executor, *argv: str) -> set[str]:
@@ -24,6 +24,7 @@ def remove(layout: Layout, ex: Executor) -> bool:
     ex.run(dockerproxy.remove_command(layout))
     ex.run(hubrelay.remove_command(layout))  # (before the network it is attached to)
     if ex.run(cmd("docker", "info", "--format", "{{.Swarm.ControlAvailable}}"), check=False).stdout.strip() != "true":
+        ex.run(mountguard.remove_command(layout))
         return guard_removed  # not a manager (no swarm any more): no services, secrets or configs to remove
     services = _lines(ex, "docker", "service", "ls", "--filter", label, "--format", "{{.Name}}")
     services |= _lines(ex, "docker", "service", "ls", "--filter", f"name={layout.notebook_prefix}", "--format", "{{.Name}}")
@@ -41,7 +42,8 @@ def remove(layout: Layout, ex: Executor) -> bool:
         left |= _lines(ex, "docker", "secret", "ls", "--filter", label, "--format", "{{.Name}}")
         # Notebooks hold the tenant CA config until their tasks have left, as they hold the network.
         left |= _lines(ex, "docker", "config", "ls", "--filter", label, "--format", "{{.Name}}")
-        if not left:
+        if not left:  # no notebook left: the mount guard has nothing mounted any more
+            ex.run(mountguard.remove_command(layout))
             return guard_removed
         time.sleep(1)
     raise DeployerError(f"Docker objects of {layout.name} are still in use after 60 s: {', '.join(sorted(left))}")
