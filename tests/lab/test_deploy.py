@@ -98,7 +98,8 @@ def test_fresh_deploy_reports_phases_and_every_host(deployed, lab: Lab) -> None:
     assert lab.ssh("hub", "docker image inspect deployer/jupyteruser:0.2.0", check=False).returncode != 0
     assert lab.ssh("worker1", "docker image inspect deployer/jupyterhub:0.2.0", check=False).returncode != 0
     labels = text(lab.ssh("hub", "docker node ls --format '{{.Hostname}}' | sort | xargs -n1 docker node inspect --format '{{.Description.Hostname}} {{json .Spec.Labels}}'"))
-    assert 'hub {"deployer.hub":"true"}' in labels and 'worker1 {"deployer.worker":"true"}' in labels
+    assert 'hub {"deployer.hub":"true"}' in labels
+    assert f'worker1 {{"deployer.worker":"true","deployer.worker.{NAME}":"true"}}' in labels  # and the label unique to this deployment
 
 
 def test_second_deploy_changes_nothing_and_restarts_nothing(deployed, lab: Lab, site: Path) -> None:
@@ -504,7 +505,7 @@ def test_a_worker_removed_from_the_servers_file_is_taken_out_cleanly_and_joins_a
         ran = assert_ran_as_planned(planned, added)
         assert "join the swarm as a worker" in row(added.stdout, leaving) and "the notebooks' network guard" in row(added.stdout, leaving)
         labels = text(lab.ssh("hub", f"docker node inspect {leaving} --format '{{{{json .Spec.Labels}}}}'"))
-        assert labels == '{"deployer.worker":"true"}'
+        assert labels == f'{{"deployer.worker":"true","deployer.worker.{NAME}":"true"}}'
         assert hub_container(lab) == hub_before and text(lab.ssh("hub", notebooks.format(staying))) == staying_before
     finally:
         (site / "site.hosts").write_text(servers)

@@ -1,6 +1,7 @@
 """The allowlisting Docker API proxy (deployer_hub.dockerproxy) against the real engine: the real
 spawner works through it, and everything a compromised hub would try instead is refused with 403
-before it reaches the engine."""
+before it reaches the engine. Notebooks' storage comes from a real mount guard (deployer_hub.mountguard,
+run here as a process), which refuses at the engine's mount what the proxy cannot see: a link in the share."""
 
 from __future__ import annotations
 
@@ -26,17 +27,21 @@ from urllib.parse import quote
 
 import docker
 import docker.errors
+import proxyspec
 import pytest
+from deployer_hub import mountguard
 from deployer_hub.auth import UserFacingError
 from deployer_hub.spawner import TenantSwarmSpawner
-from docker.types import ContainerSpec, EndpointSpec, Mount, Placement, Resources, RestartPolicy, TaskTemplate
 from jupyterhub.objects import Hub
+from proxyspec import policy as proxy_policy
+from proxyspec import start_mount_guard, stop_mount_guard, volume
 
 from swarm.conftest import docker as docker_cli
 
 pytestmark = pytest.mark.swarm
 
 ROOT = Path(__file__).resolve().parents[2]
+DEPLOYMENT = "pxtest"
 PREFIX = "pxtest-nb"  # the deployment's notebooks; every object of this test is named pxtest-*
 NETWORK = "pxtest-net"
 OTHER_NETWORK = "pxtest-other-net"
@@ -47,6 +52,8 @@ NB_SECRET = "pxtest-nbenv-license"  # a notebook_secret_env value (below the pol
 OTHER_SECRET = "pxtest-xsecret"  # someone else's secret
 IMAGE = "deployer/jupyteruser:0.2.0"
 WORKER = "node.labels.deployer.worker==true"
+#: The group of the engine's socket here (docker's, or root's): a notebook never runs as it.
+DOCKER_GID = os.stat("/var/run/docker.sock").st_gid or 998
 
 
 def cleanup() -> None:
@@ -69,6 +76,7 @@ class Proxy:
     log: Path
     share: Path
     process: subprocess.Popen
+    guard: subprocess.Popen
 
     def client(self) -> docker.APIClient:
         return docker.APIClient(base_url=f"unix://{self.socket}", version="auto", timeout=60)
@@ -89,17 +97,20 @@ def proxy(worker_node, tmp_path_factory) -> Iterator[Proxy]:
     docker_cli("service", "create", "--detach", "--quiet", "--no-resolve-image", "--name", OUTSIDER, "--restart-condition", "none", IMAGE, "sleep", "600")
     base = tmp_path_factory.mktemp("docker-proxy")
     share = base / "share"
-    (share / "data" / "sim" / "jdoe").mkdir(parents=True)
-    policy = {
-        "listen": str(base / "run" / "docker.sock"), "upstream": "/var/run/docker.sock", "service_prefix": PREFIX,
-        "images": [IMAGE], "network": NETWORK, "config_prefix": CA_CONFIG, "bind_roots": [str(share)],
-        "constraints": [WORKER], "secret_prefix": "pxtest-nbenv-",
-    }
+    for directory in ("data/sim/jdoe", "shared"):
+        (share / directory).mkdir(parents=True)
+    policy = proxy_policy(DEPLOYMENT, str(share), network=NETWORK, constraint=WORKER, service_prefix=PREFIX,
+                          listen=str(base / "run" / "docker.sock"), upstream="/var/run/docker.sock", config_prefix=CA_CONFIG,
+                          secret_prefix="pxtest-nbenv-", refused_gids=[65534, DOCKER_GID])
     (base / "policy.json").write_text(json.dumps(policy))
-    p = Proxy(policy["listen"], base / "proxy.log", share, start_proxy(base / "proxy.log", policy["listen"], base / "policy.json", verbose=True))
+    guard_policy = mountguard.Policy(DEPLOYMENT, tuple(mountguard.Rule.from_dict(r) for r in policy["mounts"]),
+                                     staging=str(base / "staging"), state=str(base / "guard" / "volumes.json"))
+    guard = start_mount_guard(guard_policy.to_json(), str(base / "mountguard.log"))
+    p = Proxy(policy["listen"], base / "proxy.log", share, start_proxy(base / "proxy.log", policy["listen"], base / "policy.json", verbose=True), guard)
     yield p
     stop_proxy(p.process, p.socket)
     cleanup()
+    stop_mount_guard(guard, DEPLOYMENT)
 
 
 def start_proxy(log: Path, listen: str, policy_file: Path | None = None, env_policy: dict | None = None, verbose: bool = False) -> subprocess.Popen:
@@ -147,25 +158,17 @@ def wait_for_task(client: docker.APIClient, name: str, state: str = "running", t
 # --- the spec the spawner sends -------------------------------------------------------------
 
 
-def notebook_service(share: Path, name: str = f"{PREFIX}-probe", mounts: list[Mount] | None = None) -> dict[str, Any]:
+def notebook_service(share: Path, name: str = f"{PREFIX}-probe", mounts: list | None = None) -> dict[str, Any]:
     """create_service's arguments as TenantSwarmSpawner.create_object builds them."""
-    if mounts is None:
-        mounts = [Mount(target="/home/jupyter/permanent", source=str(share / "data" / "sim" / "jdoe"), type="bind", read_only=False)]
-    container = ContainerSpec(image=IMAGE, env={"HOME": "/home/jupyter", "JUPYTERHUB_API_TOKEN": "s3cr3t-in-env"}, args=["sleep", "300"],
-                              mounts=mounts, user="5001:6001", cap_drop=["ALL"])
-    resources = Resources(mem_limit=256 * 1024**2)  # the spawner's mem_limit trait gives bytes
-    resources.setdefault("Limits", {})["Pids"] = 4096
-    task = TaskTemplate(container_spec=container, resources=resources, networks=[NETWORK], placement=Placement(constraints=[WORKER]),
-                        restart_policy=RestartPolicy(condition="none"))
-    return {"task_template": task, "endpoint_spec": EndpointSpec(mode="dnsrr"), "name": name,
-            "labels": {"deployer.user": "jdoe", "deployer.tenant": "sim"}}
+    return proxyspec.notebook_service(DEPLOYMENT, str(share), network=NETWORK, constraint=WORKER, name=name, mounts=mounts)
 
 
 def test_version_and_ping_with_or_without_an_api_version(client: docker.APIClient) -> None:
     assert client.version()["ApiVersion"] == docker.APIClient(version="auto").version()["ApiVersion"]
     assert client.ping() is True
-    for path in ("/version", "/v1.41/version", "/v1.24/_ping", "/_ping"):
+    for path in ("/version", "/v1.41/version", "/v1.41/_ping", "/_ping"):
         assert client._get(f"http+docker://localhost{path}").status_code == 200, path
+    assert client._get("http+docker://localhost/v1.24/_ping").status_code == 403  # one API version only
 
 
 def test_a_notebook_service_is_created_runs_and_is_listed_inspected_and_removed(client: docker.APIClient, proxy: Proxy) -> None:
@@ -216,7 +219,7 @@ def proxied_spawner(proxy: Proxy, user: str) -> TenantSwarmSpawner:
 
     spawner = Proxied(
         user=FakeUser(user), hub=Hub(), tenant_id="sim", prefix=PREFIX, image=IMAGE, network_name=NETWORK,
-        volume_mounts=[f"{proxy.share}/data/{{tenant_id}}/{{username}}:/home/jupyter/permanent:rw"],
+        volume_mounts=[f"{proxy.share}/data/{{tenant_id}}/{{username}}:/home/jupyter/permanent:rw"], mount_guard=DEPLOYMENT, guard_label=DEPLOYMENT,
         notebook_uid=5001, notebook_gid=6001, ca_config=CA_CONFIG, mem_limit="256M", secret_env={"LICENSE_KEY": NB_SECRET},
         cmd=["sleep", "600"], http_timeout=1, task_timeout=60,
         client_kwargs={"base_url": f"unix://{proxy.socket}"},
@@ -251,7 +254,7 @@ def test_the_real_spawner_starts_polls_and_stops_a_notebook_through_the_proxy(pr
 
     (ip, port), running, stopped, secret = asyncio.run(lifecycle())
     spawner.client.close()
-    assert port == 8888 and ip.count(".") == 3 and running is None and stopped == 0
+    assert port == spawner.guarded_port and ip.count(".") == 3 and running is None and stopped == 0
     assert secret == f"lic-value-{NB_SECRET}"
     assert not service_exists(f"{PREFIX}-jdoe")
 
@@ -303,6 +306,14 @@ def _set(path: str, value: Any) -> Callable[[dict], None]:
     return change
 
 
+def _guard_options(spec: dict) -> dict:
+    return _container(spec)["Mounts"][0]["VolumeOptions"]["DriverConfig"]["Options"]
+
+
+def _guard_source(spec: dict) -> str:
+    return _guard_options(spec)["source"]
+
+
 def _network_id(name: str) -> str:
     return docker_cli("network", "inspect", name, "--format", "{{.Id}}")
 
@@ -335,17 +346,50 @@ FORBIDDEN: dict[str, tuple[Callable[[dict], None], str]] = {
         {"DiscreteResourceSpec": {"Kind": "NVIDIA-GPU", "Value": 1}}]}}), "GenericResources"),
     "command": (_set("task_template.ContainerSpec.Command", ["/bin/sh", "-c", "id"]), "Command"),
     "case-trick": (_set("task_template.ContainerSpec.privileges", {"SELinuxContext": {"Disable": True}}), "privileges"),
-    "bind-root": (_set(f"{MOUNT}.Source", "/"), "Source"),
-    "bind-docker-socket": (_set(f"{MOUNT}.Source", "/var/run/docker.sock"), "Source"),
-    "bind-escape": (lambda s: _container(s)["Mounts"][0].update(Source=_container(s)["Mounts"][0]["Source"] + "/../../../../../etc"), "'..'"),
+    "bind-root": (_set(MOUNT, {"Type": "bind", "Source": "/", "Target": "/home/jupyter/permanent"}), "not allowed"),
+    "bind-docker-socket": (_set(MOUNT, {"Type": "bind", "Source": "/var/run/docker.sock", "Target": "/home/jupyter/permanent"}), "not allowed"),
+    "bind-in-the-share": (lambda s: _container(s)["Mounts"].__setitem__(0, {"Type": "bind", "Source": _guard_source(s), "Target": "/home/jupyter/permanent"}),
+                          "not allowed"),
+    "guard-volume-of-root": (lambda s: _container(s)["Mounts"].__setitem__(0, volume(DEPLOYMENT, "/", "/home/jupyter/permanent")), "not a directory this"),
+    "guard-volume-of-the-docker-socket": (lambda s: _container(s)["Mounts"].__setitem__(0, volume(DEPLOYMENT, "/var/run/docker.sock", "/home/jupyter/permanent")),
+                                          "not a directory this"),
+    "guard-volume-escaping": (lambda s: _container(s)["Mounts"].__setitem__(0, volume(DEPLOYMENT, _guard_source(s) + "/../../../../../etc", "/home/jupyter/permanent")),
+                              "clean absolute path"),
+    "guard-volume-named-for-another-source": (lambda s: _guard_options(s).update(source=_guard_source(s).replace("jdoe", "bob")), "named for its source"),
+    "guard-volume-mounted-elsewhere": (_set(f"{MOUNT}.Target", "/etc"), "is not where"),
+    "guard-volume-copying-image-files": (_set(f"{MOUNT}.VolumeOptions.NoCopy", False), "NoCopy"),
+    "guard-volume-more-options": (lambda s: _guard_options(s).update(o="bind"), "exactly"),
+    "read-only-made-writable": (lambda s: _container(s)["Mounts"].__setitem__(0, volume(DEPLOYMENT, str(Path(_guard_source(s)).parents[2] / "shared"),
+                                                                                        "/home/jupyter/shared", read_only=False)), "ReadOnly must be true"),
     "bind-propagation": (_set(f"{MOUNT}.BindOptions", {"Propagation": "rshared"}), "BindOptions"),
     "volume-binding-a-host-path": (_set(MOUNT, {"Type": "volume", "Source": "pxtest-evil", "Target": "/host", "VolumeOptions": {
-        "DriverConfig": {"Name": "local", "Options": {"type": "none", "o": "bind", "device": "/"}}}}), "not allowed"),
+        "DriverConfig": {"Name": "local", "Options": {"type": "none", "o": "bind", "device": "/"}}}}), "no other volume driver"),
     "nfs-volume": (_set(MOUNT, {"Type": "volume", "Source": "pxtest-nfs", "Target": "/x", "VolumeOptions": {
-        "DriverConfig": {"Name": "local", "Options": {"type": "nfs", "o": "addr=10.9.9.9,rw", "device": ":/x"}}}}), "not allowed"),
-    "existing-volume": (_set(MOUNT, {"Type": "volume", "Source": "pxtest-existing", "Target": "/x"}), "not allowed"),
-    "uid-0": (_set("task_template.ContainerSpec.User", "0"), "root"),
-    "root": (_set("task_template.ContainerSpec.User", "root"), "root"),
+        "DriverConfig": {"Name": "local", "Options": {"type": "nfs", "o": "addr=10.9.9.9,rw", "device": ":/x"}}}}), "no other volume driver"),
+    "existing-volume": (_set(MOUNT, {"Type": "volume", "Source": "pxtest-existing", "Target": "/x"}), "VolumeOptions must be an object"),
+    "tmpfs": (_set(MOUNT, {"Type": "tmpfs", "Target": "/home/jupyter/permanent"}), "not allowed"),
+    # the network guard firewalls only the containers its label names (with this deployment's value)
+    "no-guard-label": (_set("task_template.ContainerSpec.Labels", {"deployer.user": "jdoe"}), "deployer.notebook=pxtest"),
+    "another-deployments-guard-label": (_set("task_template.ContainerSpec.Labels", {"deployer.notebook": "other"}), "deployer.notebook=pxtest"),
+    # keys the engine reads differently: Go matches them case-insensitively, with Unicode folding, the last one winning
+    "folded-null-constraints": (lambda s: s["task_template"]["Placement"].update({"Con\u017ftraints": None}), "same field"),
+    "folded-null-capability-drop": (lambda s: _container(s).update({"CapabilityDrop": ["ALL"], "capabilitydrop": None}), "same field"),
+    "kelvin-task-template": (lambda s: s.update(top={"Tas\u212aTemplate": None}), "same field"),  # (a key beside the body's own)
+    "folded-user": (lambda s: _container(s).update({"U\u017fer": _container(s).pop("User")}), "not spelled as the field User"),
+    "folded-read-only-in-a-mount": (lambda s: _container(s)["Mounts"][0].update({"readonly": None}), "same field"),
+    # who it runs as, where, how much
+    "no-user": (lambda s: _container(s).pop("User"), "uid:gid"),
+    "uid-below-the-floor": (_set("task_template.ContainerSpec.User", "999:6001"), "floors"),
+    "gid-below-the-floor": (_set("task_template.ContainerSpec.User", "5001:99"), "floors"),
+    "the-docker-group": (_set("task_template.ContainerSpec.User", f"5001:{DOCKER_GID}"), "refused"),
+    "supplementary-groups": (_set("task_template.ContainerSpec.Groups", [str(DOCKER_GID)]), "Groups"),
+    "another-deployments-worker": (_set("task_template.Placement.Constraints", [WORKER, "node.hostname==their-worker"]), "exactly"),
+    "no-memory-limit": (lambda s: s["task_template"]["Resources"]["Limits"].pop("MemoryBytes"), "MemoryBytes must be set"),
+    "more-memory-than-any-profile": (_set("task_template.Resources.Limits.MemoryBytes", 2 * 1024**3), "MemoryBytes must be set"),
+    "no-pids-limit": (lambda s: s["task_template"]["Resources"]["Limits"].pop("Pids"), "Pids must be set"),
+    "restarted-forever": (_set("task_template.RestartPolicy", {"Condition": "any"}), "Condition must be none"),
+    "uid-0": (_set("task_template.ContainerSpec.User", "0"), "uid:gid"),
+    "root": (_set("task_template.ContainerSpec.User", "root"), "uid:gid"),
     "gid-0": (_set("task_template.ContainerSpec.User", "5001:0"), "root"),
     "uid-00": (_set("task_template.ContainerSpec.User", "00:6001"), "root"),
     "uid-without-group": (_set("task_template.ContainerSpec.User", "5001"), "gid 0"),  # Docker gives it gid 0
@@ -373,8 +417,9 @@ def test_a_service_the_spawner_would_never_create_is_refused(case: str, client: 
     change, field = FORBIDDEN[case]
     spec = copy.deepcopy(notebook_service(proxy.share, f"{PREFIX}-bad-{case}"))
     change(spec)
+    data = {**proxyspec.body(spec), **spec.get("top", {})}  # the JSON create_service posts
     with pytest.raises(docker.errors.APIError) as refused:
-        client.create_service(**spec)
+        client._result(client._post_json(client._url("/services/create"), data=data), True)
     assert refused.value.status_code == 403
     assert refused.value.explanation.startswith("deployer docker proxy: POST /v1.41/services/create is not allowed")
     assert field in refused.value.explanation
@@ -389,6 +434,74 @@ def test_a_create_body_over_one_mebibyte_is_refused(proxy: Proxy) -> None:
                            b"Content-Length: %d\r\n\r\n" % len(body) + body)
     assert status == 413
     assert not service_exists(spec["name"])
+
+
+@pytest.mark.parametrize("version", ["1.40", "1.24", "1.12", "1.041", "1.41.0", "1.42"])
+def test_a_create_in_another_api_version_is_refused(version: str, client: docker.APIClient, proxy: Proxy) -> None:
+    """The engine drops CapabilityDrop, CapabilityAdd, Ulimits and Pids of a spec sent as an older version (1.041
+    and 1.41.0 are 1.41 to the engine, but not one spelling a check could trust); the proxy reads only 1.41."""
+    spec = notebook_service(proxy.share, f"{PREFIX}-v{version.replace('.', '-')}")
+    with pytest.raises(docker.errors.APIError) as refused:
+        client._result(client._post_json(f"http+docker://localhost/v{version}/services/create", data=proxyspec.body(spec)), True)
+    assert refused.value.status_code == 403 and "version" in refused.value.explanation
+    assert not service_exists(spec["name"])
+    # ...and without a version the engine would read it as its newest: refused too (only /_ping and /version are not)
+    status, _ = raw(proxy, b"POST /services/create HTTP/1.1\r\nHost: d\r\nContent-Length: 2\r\n\r\n{}")
+    assert status == 403
+
+
+def test_the_proxy_tells_clients_no_newer_version_than_it_reads(client: docker.APIClient) -> None:
+    assert client.version()["ApiVersion"] == "1.41" == client._version
+
+
+def _task_error(client: docker.APIClient, name: str) -> str:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        tasks = client.tasks(filters={"service": name})
+        if tasks and tasks[0]["Status"]["State"] in ("rejected", "failed", "running"):
+            return tasks[0]["Status"].get("Err") or tasks[0]["Status"]["State"]
+        time.sleep(0.3)
+    raise AssertionError(f"{name}: no task settled within 60 s: {tasks}")
+
+
+@pytest.mark.parametrize("link", ["/var/run", "/", "../jdoe"])
+def test_a_link_the_hub_planted_in_the_share_is_never_mounted(link: str, client: docker.APIClient, proxy: Proxy) -> None:
+    """A compromised hub writes the share: it plants a link where a user's directory is expected (to the
+    directory of the host's Docker socket, to /, to another user's files) and asks for it. The proxy cannot see
+    the share, and allows the volume; the mount guard on the worker opens the source without following
+    links, so the task fails with its reason and no container ever has the host's socket or root."""
+    planted = proxy.share / "data" / "sim" / "mallory"
+    planted.symlink_to(link)
+    name = f"{PREFIX}-planted-{abs(hash(link)) % 1000}"
+    spec = notebook_service(proxy.share, name, mounts=[volume(DEPLOYMENT, str(planted), "/home/jupyter/permanent")])
+    try:
+        client.create_service(**spec)
+        error = _task_error(client, name)
+        assert f"{mountguard.REFUSED} {planted}: {planted} is a symbolic link" in error, error
+        assert not docker_cli("ps", "-aq", "--filter", f"label=com.docker.swarm.service.name={name}")
+    finally:
+        if service_exists(name):
+            client.remove_service(name)
+        planted.unlink()
+
+
+def test_a_read_only_mount_is_read_only_in_the_container(client: docker.APIClient, proxy: Proxy) -> None:
+    name = f"{PREFIX}-readonly"
+    shared = volume(DEPLOYMENT, str(proxy.share / "shared"), "/home/jupyter/shared", read_only=True)
+    spec = notebook_service(proxy.share, name, mounts=[shared])
+    spec["task_template"]["ContainerSpec"]["Args"] = ["sh", "-c", "touch /home/jupyter/shared/x 2>&1; sleep 300"]
+    client.create_service(**spec)
+    try:
+        wait_for_task(client, name)
+        container = docker_cli("ps", "-q", "--filter", f"label=com.docker.swarm.service.name={name}")
+        deadline = time.monotonic() + 30
+        while "Read-only file system" not in docker_cli("logs", container, check=False) + subprocess.run(
+                ["docker", "logs", container], capture_output=True, text=True).stderr:
+            assert time.monotonic() < deadline, "the write to the read-only mount did not fail"
+            time.sleep(0.3)
+        assert not (proxy.share / "shared" / "x").exists()
+    finally:
+        client.remove_service(name)
 
 
 ENDPOINTS: dict[str, Callable[[docker.APIClient], Any]] = {
@@ -560,7 +673,7 @@ def test_the_proxy_costs_next_to_nothing(proxy: Proxy) -> None:
 
 
 def test_the_policy_comes_from_the_file_else_the_environment_and_a_stale_socket_is_replaced(tmp_path: Path) -> None:
-    policy = {"service_prefix": PREFIX, "images": [IMAGE], "network": NETWORK}
+    policy = {"service_prefix": PREFIX, "images": [IMAGE], "network": NETWORK, "constraints": [WORKER]}
     in_file, in_env = str(tmp_path / "file.sock"), str(tmp_path / "env.sock")
     (tmp_path / "policy.json").write_text(json.dumps({**policy, "listen": in_file}))
     stale = socket.socket(socket.AF_UNIX)
@@ -576,14 +689,23 @@ def test_the_policy_comes_from_the_file_else_the_environment_and_a_stale_socket_
     assert not os.path.exists(in_env)  # the file won: the environment's socket was never made again
 
 
+GOOD = {"service_prefix": PREFIX, "images": [IMAGE], "network": NETWORK, "constraints": [WORKER]}
+RULE = {"source": "/srv/x/[a-z]+", "target": "/home/jupyter/x", "anchor": "/srv/x"}
+
+
 @pytest.mark.parametrize("policy, error", [
     (None, "no policy"),
-    ({"service_prefix": "nb", "images": [IMAGE], "network": NETWORK}, "service_prefix"),
-    ({"service_prefix": PREFIX, "images": [IMAGE], "network": NETWORK, "bind_roots": ["/"]}, "bind root"),
-    ({"service_prefix": PREFIX, "images": [IMAGE], "network": NETWORK, "bind_roots": ["/srv/x/../.."]}, "bind root"),
-    ({"service_prefix": PREFIX, "images": [IMAGE], "network": NETWORK, "listen_mode": "0666"}, "listen_mode"),
-    ({"service_prefix": PREFIX, "images": [], "network": NETWORK}, "required"),
-    ({"service_prefix": PREFIX, "images": [IMAGE], "network": NETWORK, "upstreams": "x"}, "unknown policy keys"),
+    ({**GOOD, "service_prefix": "nb"}, "service_prefix"),
+    ({**GOOD, "mounts": [RULE]}, "mount_driver"),
+    ({**GOOD, "deployment": "pxtest", "mount_driver": "pxtest-mounts", "mounts": [{**RULE, "anchor": "/"}]}, "anchor"),
+    ({**GOOD, "deployment": "pxtest", "mount_driver": "pxtest-mounts", "mounts": [{**RULE, "anchor": "/srv/x/../.."}]}, "anchor"),
+    ({**GOOD, "deployment": "pxtest", "mount_driver": "pxtest-mounts", "mounts": [{**RULE, "source": "/srv/x/("}]}, "regular expression"),
+    ({**GOOD, "constraints": []}, "constraints are required"),
+    ({**GOOD, "min_uid": 0}, "never root"),
+    ({**GOOD, "listen_mode": "0666"}, "listen_mode"),
+    ({**GOOD, "images": []}, "required"),
+    ({**GOOD, "upstreams": "x"}, "unknown policy keys"),
+    ({**GOOD, "bind_roots": ["/srv"]}, "unknown policy keys"),  # (bind mounts are gone: only the mount guard's volumes)
 ])
 def test_a_policy_that_would_not_hold_is_refused_at_start(policy: dict | None, error: str) -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT / "hub" / "src")}

@@ -5,6 +5,7 @@ environment (issue 15). The deployment is the session's, with these keys added f
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -16,7 +17,7 @@ import httpx
 import pytest
 import yaml
 
-from swarm.conftest import NAME, SHARE, USERS, Site, deploy_here, docker
+from swarm.conftest import NAME, SHARE, USERS, Site, deploy_here, docker, mount_sources
 from swarm.test_notebooks import ARTIFACTS, CHROMIUM_ARGS, failure_message, http_login, notebook_container
 
 pytestmark = pytest.mark.swarm
@@ -27,7 +28,9 @@ PROFILES = [
     {"name": "Standard", "description": "The usual server"},
     {"name": "Large memory", "description": "More memory and CPUs", "users": ["alice"],
      "memory_limit": "1536M", "memory_guarantee": "256M", "cpu_limit": 1.5, "cpu_guarantee": 0.25,
-     "env": {"PROFILE_NAME": "large"}, "volume_mounts": [f"{SHARE}/scratch/{{username}}:/home/jupyter/scratch:rw"]},
+     "env": {"PROFILE_NAME": "large"}, "volume_mounts": [f"{SHARE}/scratch/{{username}}:/home/jupyter/scratch:rw",
+                                                          # below the user's own directory, which her default server mounts writable
+                                                          f"{SHARE}/data/{{tenant_id}}/{{username}}/big:/home/jupyter/big:rw"]},
     {"name": "Staff", "description": "Staff tools", "groups": ["staff"], "image": ALT_IMAGE},
 ]
 OPTIONS = {
@@ -160,7 +163,7 @@ def test_the_form_offers_each_user_their_profiles_and_the_choice_shapes_the_serv
     assert spec["Labels"]["deployer.profile"] == "Large memory"
     env = dict(item.split("=", 1) for item in task["ContainerSpec"]["Env"])
     assert env["PROFILE_NAME"] == "large" and env["SITE_NOTICE"] == "hello from the operator"
-    targets = {m["Target"]: m["Source"] for m in task["ContainerSpec"]["Mounts"]}
+    targets = mount_sources(task["ContainerSpec"])
     assert targets["/home/jupyter/scratch"] == f"{SHARE}/scratch/alice"
     assert targets["/home/jupyter/server"] == f"{SHARE}/data/sim/alice"  # {servername}: none for the default server
     # The secret value: a Docker secret readable by her uid only, exported by the entrypoint; never in inspect.
@@ -247,7 +250,7 @@ def test_named_servers_start_side_by_side(options_hub: Site) -> None:
         spec = _service("jdoe", server)
         assert spec["Labels"]["deployer.server"] == server
         assert spec["TaskTemplate"]["ContainerSpec"]["Image"].split("@")[0] == ALT_IMAGE  # the staff profile's image
-        mounts = {m["Target"]: m["Source"] for m in spec["TaskTemplate"]["ContainerSpec"]["Mounts"]}
+        mounts = mount_sources(spec["TaskTemplate"]["ContainerSpec"])
         assert mounts["/home/jupyter/server"] == f"{SHARE}/data/sim/jdoe/{server}"
     assert notebook_container("jdoe", "exp1") != notebook_container("jdoe", "exp2")
     # `deployer logs` finds a named server's log, and says so when the default server is not running
@@ -283,6 +286,80 @@ def test_leaving_a_group_takes_its_profile_away(options_hub: Site) -> None:
     finally:
         options_hub.tenant.set_groups("jdoe", ["staff"])
         _stop_all("jdoe")
+
+
+def _spawn_page(browser: httpx.Client, user: str, server: str, profile: str, timeout: float = 180) -> str:
+    """Start a named server through its spawn page (the form's POST); 'running' or the failure the page shows."""
+    response = browser.post(f"/hub/spawn/{user}/{server}", data={"profile": profile, "_xsrf": _xsrf(browser)})
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if response.status_code >= 400:
+            return failure_message(response.text)
+        page = browser.get(f"/hub/spawn-pending/{user}/{server}")
+        if page.status_code >= 400:
+            return failure_message(page.text)
+        if page.status_code == 302 and f"/user/{user}/{server}/" in page.headers.get("location", ""):
+            return "running"
+        time.sleep(1)
+    raise AssertionError(f"{user}'s server {server} neither started nor failed within {timeout} s")
+
+
+def _forget(browser: httpx.Client, user: str, server: str) -> None:
+    response = browser.request("DELETE", f"/hub/api/users/{user}/servers/{server}", headers={"X-XSRFToken": _xsrf(browser)}, json={"remove": True})
+    assert response.status_code in (202, 204), response.text
+
+
+#: Where alice's links point: the worker's /, another user's files, another user's tokens.
+LINKS = ("/", "../jdoe", f"{SHARE}/tokens/sim/jdoe")
+
+
+def test_a_link_planted_from_inside_a_notebook_never_becomes_a_mount(options_hub: Site) -> None:
+    """Issue 21: alice's default server sees her whole directory (/data/{username}/{servername} with no server
+    name). From inside it she makes links where her named servers' and her profile's directories will be, then
+    starts those servers: each start is refused on a page naming the mount, and no service is made. A directory
+    swapped for a link under a running server is refused too when the engine starts its task again (the worker's
+    mount guard opens the source at every start, not only the hub at the spawn)."""
+    _stop_all("alice")
+    browser = _start("alice", {"profile": "Standard"})
+    container = notebook_container("alice", timeout=60)
+
+    def as_alice(*argv: str) -> str:
+        return docker("exec", "-u", "5003:6003", container, *argv)
+
+    own = f"{SHARE}/data/sim/alice"
+    try:
+        for i, target in enumerate(LINKS):
+            as_alice("ln", "-s", target, f"/home/jupyter/server/x{i}")  # (her default server's view of her directory)
+            assert os.readlink(f"{own}/x{i}") == target
+            page = _spawn_page(browser, "alice", f"x{i}", "Standard")
+            assert "Your storage at /home/jupyter/server cannot be mounted" in page and f"{own}/x{i} is a symbolic link" in page, page
+            assert not docker("service", "ls", "-q", "--filter", f"name={NAME}-nb-alice--x{i}")
+            _forget(browser, "alice", f"x{i}")  # (a named server counts against the limit until it is removed)
+        as_alice("ln", "-s", "../jdoe", "/home/jupyter/server/big")  # the Large memory profile's mount
+        page = _spawn_page(browser, "alice", "y", "Large memory")
+        assert "Your storage at /home/jupyter/big cannot be mounted" in page and f"{own}/big is a symbolic link" in page, page
+        assert not docker("service", "ls", "-q", "--filter", f"name={NAME}-nb-alice--y")
+        _forget(browser, "alice", "y")
+
+        # A server that started with a real directory; then the directory becomes a link, and its task starts again.
+        assert _spawn_page(browser, "alice", "z", "Standard") == "running"
+        service = f"{NAME}-nb-alice--z"
+        as_alice("sh", "-c", "mv /home/jupyter/server/z /home/jupyter/server/z.old && ln -s / /home/jupyter/server/z")
+        docker("service", "update", "--force", "--detach", service)  # what any restart of the task does: mount again, on its worker
+        deadline = time.monotonic() + 120
+        while True:
+            latest = docker("service", "ps", service, "--no-trunc", "--format", "{{.CurrentState}}|{{.Error}}").splitlines()[0]
+            if latest.startswith(("Rejected", "Failed")):
+                break
+            assert time.monotonic() < deadline and not latest.startswith("Running"), latest
+            time.sleep(1)
+        assert f"deployer mount guard refused {own}/z: {own}/z is a symbolic link" in latest, latest
+        assert not docker("ps", "-q", "--filter", f"label=com.docker.swarm.service.name={service}")
+    finally:
+        _stop_all("alice")
+        for entry in os.listdir(own):
+            if entry.startswith(("x", "z", "big", "y")) and os.path.islink(f"{own}/{entry}"):
+                os.unlink(f"{own}/{entry}")
 
 
 def _start(user: str, options: dict) -> httpx.Client:

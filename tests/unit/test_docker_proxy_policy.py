@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from conftest import SCOPE, base_configs
-from deployer_hub.dockerproxy import Policy
+from deployer_hub import mountguard
+from deployer_hub.dockerpolicy import Policy
 from unit.test_phase_plans import deployment_of
 
 from deployer.config.hubsettings import Layout
@@ -23,8 +25,20 @@ def test_the_policy_is_the_spawners_configuration_and_the_proxy_accepts_it(site)
     assert policy.service_prefix == "jupyterhub-prod-designsafe-nb-"
     assert policy.images == (d.config.jupyter_user_image,)
     assert policy.network == layout.network
-    assert set(policy.bind_roots) == {layout.share_dir, "/data", "/srv/shared"}
     assert policy.config_prefix == ""  # no tenant CA configured: notebooks get no config at all
+    # Mounts: only volumes of this deployment's mount guard, for exactly the configured kinds of mounts.
+    assert policy.mount_driver == f"{layout.name}-mounts" and policy.deployment == layout.name
+    by_anchor = {(r.anchor, r.read_only) for r in policy.mounts}
+    assert by_anchor == {(layout.share_dir, False), ("/data", False), ("/srv/shared", True)}  # tokens, users' data, shared
+    assert mountguard.placement(policy.mounts, "/data/designsafe/jdoe") == ("/data", False)
+    assert mountguard.placement(policy.mounts, "/srv/shared") == ("/srv/shared", True)
+    assert mountguard.placement(policy.mounts, f"{layout.token_root}/designsafe/jdoe") == (layout.share_dir, False)
+    for outside in ("/data/other-tenant/jdoe", "/data/designsafe/jdoe/deeper", "/srv/shared/x", "/srv", f"{layout.share_dir}/tokens/designsafe"):
+        with pytest.raises(mountguard.Refused):
+            mountguard.placement(policy.mounts, outside)
+    # Notebooks run on this deployment's workers only, as a uid:gid at or above the image's 1000:100, behind the guard.
+    assert policy.constraints == (f"node.labels.deployer.worker.{layout.name}==true",)
+    assert (policy.min_uid, policy.min_gid, policy.guard_label) == (1000, 100, layout.name)
 
 
 def test_the_proxy_container_has_no_network_no_capabilities_and_only_its_socket_directory(site) -> None:

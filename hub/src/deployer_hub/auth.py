@@ -34,19 +34,17 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 from oauthenticator.oauth2 import OAuthenticator, OAuthLoginHandler, OAuthLogoutHandler, _deserialize_state
 from tornado import web
 from tornado.httpclient import HTTPClientError, HTTPRequest
-from traitlets import Bool, Float, Integer, Unicode, default
+from traitlets import Bool, Float, Integer, List, Unicode, default
 
 from . import groups, identities, oidc, paths, tenants, tokenfiles, tokenlife
 from .errors import ReplyError, UserFacingError, describe, is_refusal, is_transient
+from .settings import IMAGE_GID, IMAGE_UID
 from .singleflight import SingleFlight
 from .tas import DEFAULT_MIN_ID, TASClient, TASError, TASMissingIds
 from .tenants import Flavour
 
 __all__ = ["AgaveOAuthenticator", "TapisOAuthenticator", "TenantOIDCAuthenticator", "UserFacingError", "Identity", "page_notice"]
 
-#: The user image's own user and group (deployer/jupyteruser): the owner of what the hub
-#: creates for a notebook whose uid/gid is neither configured nor given by TAS.
-IMAGE_UID, IMAGE_GID = 1000, 100
 
 TOKENS_UNAVAILABLE = ("Your API tokens could not be placed in your notebook right now (~/.agave is not up to date). "
                       "The hub keeps trying; if this persists, please contact support.")
@@ -59,6 +57,8 @@ class Identity:
     uid: int | None = None
     gid: int | None = None
     home_directory: str | None = None
+    #: The user's own id from notebook_uid_range, and their directories not yet re-owned to it (the spawner does, once).
+    reown: bool = False
 
 
 def page_notice(user: Any) -> str:
@@ -131,6 +131,11 @@ class TenantOAuthenticator(OAuthenticator):
     tas_min_id = Integer(DEFAULT_MIN_ID, config=True, help="Smallest uid/gid accepted from TAS (0 is never accepted).")
     notebook_uid = Integer(None, allow_none=True, config=True, help="uid for notebooks when TAS is not used (None: the image's user).")
     notebook_gid = Integer(None, allow_none=True, config=True, help="gid for notebooks when TAS is not used (None: the image's group).")
+    notebook_uid_range = List(
+        Integer(), config=True,
+        help="[first, last]: without TAS, each user runs as their own uid, with a gid of the same number, given from this "
+        "range at their first login or start and kept in the identity database (empty: notebook_uid/gid for everyone).",
+    )
     token_file_uid = Integer(IMAGE_UID, config=True, help="Owner of token files when the notebook uid is the image's own (not known here).")
     token_file_gid = Integer(IMAGE_GID, config=True, help="Group of token files when the notebook gid is the image's own.")
     groups_claim = Unicode(
@@ -495,10 +500,25 @@ class TenantOAuthenticator(OAuthenticator):
         return TASClient(self.tas_url, self.tas_role_account, self.tas_role_password, timeout=self.tas_timeout,
                          ssl_context=self._ssl_context, min_id=self.tas_min_id)
 
+    def own_identity(self, name: str) -> Identity:
+        """Without TAS: the user's own id from notebook_uid_range (raises identities.NoIdLeft), else the configured ids."""
+        if len(self.notebook_uid_range) == 2 and self.notebook_uid is None and self.notebook_gid is None:
+            uid, reowned = self.store.user_id(name, *self.notebook_uid_range)
+            return Identity(uid, uid, reown=not reowned)
+        return Identity(self.notebook_uid, self.notebook_gid)
+
+    def identity_reowned(self, name: str) -> None:
+        """Called by the spawner once the user's directories belong to their own id."""
+        self.store.reowned(name)
+
     def known_identity(self, name: str) -> Identity | None:
         """The identity to own token files now, without asking TAS (None: not known yet)."""
         if not self.uses_tas:
-            return Identity(self.notebook_uid, self.notebook_gid)
+            try:
+                return self.own_identity(name)
+            except identities.NoIdLeft as exc:
+                self.log.error("No uid for %s: %s (raise the end of notebook_uid_range)", name, exc)
+                return None
         posix = self.store.posix(name)
         if posix is None:
             return None
@@ -506,9 +526,9 @@ class TenantOAuthenticator(OAuthenticator):
                         posix.home_directory)
 
     async def resolve_identity(self, tenant_username: str, hub_name: str) -> Identity:
-        """TAS uid/gid/home when TAS is on, else the configured ids. Raises TASError."""
+        """TAS uid/gid/home when TAS is on, else the user's own or the configured ids. Raises TASError, NoIdLeft."""
         if not self.uses_tas:
-            return Identity(self.notebook_uid, self.notebook_gid)
+            return self.own_identity(hub_name)
         tas_user = await self._tas().lookup(tenant_username)
         uid = tas_user.uid if self.use_tas_uid else self.notebook_uid
         gid = tas_user.gid if self.use_tas_gid else self.notebook_gid
@@ -548,6 +568,9 @@ class TenantOAuthenticator(OAuthenticator):
         except TASError as exc:
             self.log.error("Not starting %s's server: %s", user.name, exc)
             raise UserFacingError(503, exc.user_message) from None
+        except identities.NoIdLeft as exc:
+            self.log.error("Not starting %s's server: %s (raise the end of notebook_uid_range)", user.name, exc)
+            raise UserFacingError(503, "Your server cannot start: this hub has no user id left to give you. Please contact support.") from None
         if auth_state:
             self._deliver_tokens(user.name, auth_state, identity)
         apply = getattr(spawner, "apply_identity", None)

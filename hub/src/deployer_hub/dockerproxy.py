@@ -5,19 +5,17 @@ container that bind-mounts ``/``, so a hub that holds it turns any hub compromis
 authenticator bug, a leaked admin token used against an extension, ...) into root on the hub node,
 and through the swarm on every worker and on every other deployment sharing the swarm.
 
+Threat model: the hub process is compromised and writes to this socket directly; the proxy's policy is
+the wall. What such a hub can and cannot still do is listed in :mod:`deployer_hub.dockerpolicy`, which
+makes every decision (pure, tested without an engine); this module is the HTTP around it.
+
 This proxy listens on a unix socket of its own (mode 0600), forwards to the real socket only the
 calls TenantSwarmSpawner makes (read from spawner.py and dockerspawner, confirmed by logging a real
-spawn through it), and refuses everything else with 403 ``{"message": "deployer docker proxy: ..."}``:
+spawn through it), only in API version 1.41, and refuses everything else with 403
+``{"message": "deployer docker proxy: ..."}``:
 
-* ``GET /_ping``, ``GET /version`` (docker-py's ``version="auto"``);
-* ``POST /services/create``, checked field by field against the policy: the name starts with
-  ``service_prefix``; the image is one of ``images``; the container spec has only the keys the
-  spawner sends (no capabilities added, no privileges, no sysctls, no devices, no secrets), drops
-  ALL capabilities and never runs as uid or gid 0 (nor as a bare numeric uid: Docker gives it gid 0);
-  bind mounts only below ``bind_roots`` (no volumes: a local-driver volume can bind any host path);
-  configs only named ``config_prefix``..., secrets only named ``secret_prefix``... (notebook_secret_env);
-  no generic resources (the hub places GPU notebooks itself: deployer_hub.gpus); networks only ``network``;
-  the placement keeps every policy constraint; one replica; DNS round robin, no published port;
+* ``GET /_ping``, ``GET /version`` (docker-py's ``version="auto"``; the answer's ApiVersion capped at 1.41);
+* ``POST /services/create``, checked field by field, keys as Go reads them (dockerpolicy.check_service_spec);
 * ``GET`` and ``DELETE /services/{id}``: only services named ``service_prefix``... (a delete goes to
   the full ID just inspected, so a name cannot be swapped in between);
 * ``GET /services?filters=``, ``GET /tasks?filters=``: only filtered to the deployment's services;
@@ -30,9 +28,7 @@ events. Each refusal is logged on stderr as one line (method, path, reason; neve
 the notebook's environment, tokens included).
 
 It is worth something only where the hub cannot reach the real socket: run it in its own container
-(or on the host) and give the hub only the directory of ``listen``. Two limits remain: a bind root
-the hub can write to lets it plant a symlink, which the proxy follows only where the path is
-visible to it, and a notebook (unprivileged, no capabilities) still runs any image of ``images``.
+(or on the host) and give the hub only the directory of ``listen``.
 
 Run: ``python -m deployer_hub.dockerproxy --policy FILE`` (or the policy JSON in
 DEPLOYER_DOCKER_PROXY_POLICY; the file wins). Standard library only.
@@ -46,7 +42,6 @@ import contextlib
 import json
 import logging
 import os
-import posixpath
 import re
 import signal
 import socket
@@ -56,6 +51,9 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, quote
+
+from . import dockerpolicy
+from .dockerpolicy import Policy, Refused, check_service_spec, parse_body, route, scoped_filters
 
 log = logging.getLogger("deployer.dockerproxy")
 
@@ -68,23 +66,11 @@ BODY_TIMEOUT = 30.0  # the rest of a request once its head arrived
 UPSTREAM_TIMEOUT = 300.0  # the engine's answer, and each read of a streamed body
 MAX_CONNECTIONS = 64
 
-_VERSION_PREFIX = re.compile(r"/v1\.\d{1,3}(?=/)")
-_ID = r"([A-Za-z0-9][A-Za-z0-9_.-]{0,127})"  # an object ID or name: no '/', no '%', never '..'
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # a bare LF in a value would start a header of its own upstream
 _TARGET = re.compile(r"/[\x21-\x7e]*")  # printable, no spaces: anything else is not HTTP
-_DIGEST = re.compile(r"@sha256:[0-9a-f]{64}")
 _HOP_BY_HOP = {"connection", "keep-alive", "proxy-connection", "te", "trailer", "upgrade"}
 _FORWARDED = {"user-agent", "accept", "content-type"}  # the rest of the client's headers stay here
-
-
-class Refused(Exception):
-    """A request the policy does not allow: 403 with ``message``, logged with ``reason``."""
-
-    def __init__(self, reason: str, status: int = 403) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.status = status
 
 
 class Broken(Exception):
@@ -99,74 +85,14 @@ class BadRequest(Exception):
         self.status = status
 
 
-# --- the policy -----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Policy:
-    service_prefix: str
-    images: tuple[str, ...]
-    network: str
-    listen: str = "/run/deployer-proxy/docker.sock"
-    upstream: str = "/var/run/docker.sock"
-    config_prefix: str = ""  # empty: no configs in notebooks
-    secret_prefix: str = ""  # empty: no secrets in notebooks
-    bind_roots: tuple[str, ...] = ()
-    constraints: tuple[str, ...] = ("node.labels.deployer.worker==true",)
-    listen_mode: int = 0o600
-
-    @classmethod
-    def from_json(cls, text: str) -> Policy:
-        data = json.loads(text)
-        if not isinstance(data, dict):
-            raise TypeError("the policy must be a JSON object")
-        known = set(cls.__dataclass_fields__)
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown policy keys: {', '.join(unknown)}")
-        for key in ("images", "bind_roots", "constraints"):
-            if key in data:
-                if not isinstance(data[key], list) or not all(isinstance(v, str) and v for v in data[key]):
-                    raise ValueError(f"policy {key} must be a list of non-empty strings")
-                data[key] = tuple(data[key])
-        if "listen_mode" in data and isinstance(data["listen_mode"], str):
-            data["listen_mode"] = int(data["listen_mode"], 8)
-        try:
-            policy = cls(**data)
-        except TypeError as exc:
-            raise TypeError(f"policy: {exc}") from None
-        policy.validate()
-        return policy
-
-    def validate(self) -> None:
-        for key in ("service_prefix", "network", "listen", "upstream", "config_prefix", "secret_prefix"):
-            if not isinstance(getattr(self, key), str):
-                raise TypeError(f"policy {key} must be a string")
-        if not self.service_prefix or not self.network or not self.images:
-            raise ValueError("policy service_prefix, network and images are required")
-        # Docker resolves a task filter that names no service as an ID prefix: a prefix that
-        # cannot be part of an ID ([0-9a-z]) keeps that from reaching other services' tasks.
-        if re.fullmatch(r"[0-9a-z]*", self.service_prefix):
-            raise ValueError("policy service_prefix must contain a character other than 0-9 a-z (e.g. '-')")
-        for root in self.bind_roots:
-            if not _is_clean_absolute(root) or root == "/":
-                raise ValueError(f"policy bind root {root!r} must be a normalised absolute path other than /")
-        if not isinstance(self.listen_mode, int) or self.listen_mode & ~0o660:
-            raise ValueError("policy listen_mode may give read/write to owner and group only")
-
-
-def _is_clean_absolute(path: str) -> bool:
-    return path.startswith("/") and "\0" not in path and posixpath.normpath(path) == path and not path.startswith("//")
-
-
 def load_policy(path: str | None, environ: dict[str, str] | os._Environ = os.environ) -> Policy:
     """The policy file if given, else the JSON in DEPLOYER_DOCKER_PROXY_POLICY."""
-    if path:
-        with open(path, encoding="utf-8") as f:
-            return Policy.from_json(f.read())
-    if environ.get(POLICY_ENV):
-        return Policy.from_json(environ[POLICY_ENV])
-    raise ValueError(f"no policy: give --policy FILE or set {POLICY_ENV}")
+    try:
+        return dockerpolicy.load_policy(path, environ.get(POLICY_ENV))
+    except ValueError as exc:
+        if str(exc) == "no policy":
+            raise ValueError(f"no policy: give --policy FILE or set {POLICY_ENV}") from None
+        raise
 
 
 # --- HTTP -----------------------------------------------------------------------------------
@@ -176,8 +102,8 @@ def load_policy(path: str | None, environ: dict[str, str] | os._Environ = os.env
 class Request:
     method: str
     target: str  # as received: path and query
-    path: str  # without the /v1.NN prefix and the query
-    prefix: str  # the /v1.NN prefix, or ""
+    path: str  # without the query (and, once dispatched, without the /v1.NN prefix)
+    prefix: str  # the /v1.NN prefix, or "" (set when the request is dispatched)
     query: dict[str, list[str]]
     headers: dict[str, str]  # lower-case names
     body: bytes = b""
@@ -233,10 +159,8 @@ async def read_request(reader: asyncio.StreamReader) -> Request | None:
             raise BadRequest(f"repeated {name} header")
         headers[name] = f"{headers[name]}, {value}" if name in headers else value
     path, _, query = target.partition("?")  # not urlsplit: "//host/..." would lose its first part
-    prefix_match = _VERSION_PREFIX.match(path)
-    prefix = prefix_match.group(0) if prefix_match else ""
     close = parts[2] == b"HTTP/1.0" or "close" in headers.get("connection", "").lower()
-    request = Request(method, target, path[len(prefix):], prefix, parse_qs(query, keep_blank_values=True), headers, close=close)
+    request = Request(method, target, path, "", parse_qs(query, keep_blank_values=True), headers, close=close)
     request.body = await _read_request_body(reader, headers)
     return request
 
@@ -426,258 +350,6 @@ def with_body(response: Response, body: bytes) -> Response:
     return Response(response.status, response.reason, headers, "length", len(body), body=body)
 
 
-# --- what the spawner may do -----------------------------------------------------------------
-
-ROUTES: list[tuple[str, re.Pattern[str], str]] = [
-    ("GET", re.compile(r"/_ping"), "passthrough"),
-    ("GET", re.compile(r"/version"), "passthrough"),
-    ("GET", re.compile(r"/services"), "list_services"),
-    ("POST", re.compile(r"/services/create"), "create_service"),
-    ("GET", re.compile(rf"/services/{_ID}"), "inspect_service"),
-    ("DELETE", re.compile(rf"/services/{_ID}"), "remove_service"),
-    ("GET", re.compile(r"/tasks"), "list_tasks"),
-    ("GET", re.compile(rf"/nodes/{_ID}"), "passthrough"),
-    ("GET", re.compile(r"/nodes"), "passthrough"),
-    ("GET", re.compile(rf"/configs/{_ID}"), "inspect_config"),
-    ("GET", re.compile(rf"/secrets/{_ID}"), "inspect_secret"),
-]
-
-
-def route(method: str, path: str) -> tuple[str, str]:
-    """The handler's name and the object named in the path ("" if none)."""
-    for allowed_method, pattern, handler in ROUTES:
-        match = pattern.fullmatch(path)
-        if match and method == allowed_method:
-            return handler, (match.group(1) if pattern.groups else "")
-    raise Refused("")
-
-
-def scoped_filters(query: dict[str, list[str]], key: str, prefix: str) -> None:
-    """``filters`` must name services by ``key``, every one with ``prefix`` (filters of other
-    keys only narrow the answer: Docker ANDs keys)."""
-    raw = query.get("filters", [])
-    if len(raw) != 1:
-        raise Refused(f"needs filters with {key}={prefix}...")
-    try:
-        filters = json.loads(raw[0])
-    except ValueError:
-        raise Refused("filters are not JSON") from None
-    if not isinstance(filters, dict):
-        raise Refused("filters are not a JSON object")
-    values = filters.get(key)
-    names = list(values) if isinstance(values, (dict, list)) else []  # {"name": {"x": true}} or {"name": ["x"]}
-    if not names or not all(isinstance(n, str) and n.startswith(prefix) for n in names):
-        raise Refused(f"filters must name only services {prefix}... by {key}")
-
-
-@dataclass
-class Needs:
-    """What a service spec names that only the engine can confirm."""
-
-    networks: list[str] = field(default_factory=list)  # targets other than the policy's name
-    configs: list[tuple[str, str]] = field(default_factory=list)  # (ConfigID, ConfigName)
-    secrets: list[tuple[str, str]] = field(default_factory=list)  # (SecretID, SecretName)
-
-
-def _only(obj: Any, allowed: set[str], where: str) -> dict:
-    """``obj`` is an object with only ``allowed`` keys (null values count as absent, as in Go)."""
-    if not isinstance(obj, dict):
-        raise Refused(f"{where} must be an object")
-    for key, value in obj.items():
-        if value is not None and key not in allowed:
-            raise Refused(f"{where}.{key} is not allowed")
-    return {k: v for k, v in obj.items() if v is not None}
-
-
-def _strings(obj: Any, where: str) -> list[str]:
-    if not isinstance(obj, list) or not all(isinstance(v, str) for v in obj):
-        raise Refused(f"{where} must be a list of strings")
-    return obj
-
-
-def _labels(obj: Any, where: str) -> None:
-    if not isinstance(obj, dict) or not all(isinstance(v, str) for v in obj.values()):
-        raise Refused(f"{where} must map names to strings")
-
-
-def _count(obj: Any, where: str) -> None:
-    if not isinstance(obj, int) or isinstance(obj, bool) or obj < 0:
-        raise Refused(f"{where} must be a non-negative integer")
-
-
-def check_service_spec(spec: Any, policy: Policy) -> Needs:
-    """Refuse anything in a ``POST /services/create`` body the spawner never sends."""
-    needs = Needs()
-    spec = _only(spec, {"Name", "Labels", "TaskTemplate", "Mode", "EndpointSpec", "Networks"}, "spec")
-    name = spec.get("Name")
-    if not isinstance(name, str) or not name.startswith(policy.service_prefix):
-        raise Refused(f"Name must start with {policy.service_prefix}")
-    if "Labels" in spec:
-        _labels(spec["Labels"], "Labels")
-    _check_networks(spec.get("Networks"), policy, needs, "Networks")
-    _check_mode(spec.get("Mode"))
-    endpoint = _only(spec.get("EndpointSpec"), {"Mode", "Ports"}, "EndpointSpec")
-    if endpoint.get("Mode") != "dnsrr":
-        raise Refused("EndpointSpec.Mode must be dnsrr")
-    if endpoint.get("Ports"):
-        raise Refused("EndpointSpec.Ports: no published ports")
-    task = _only(spec.get("TaskTemplate"), {"ContainerSpec", "Resources", "RestartPolicy", "Placement", "Networks"}, "TaskTemplate")
-    _check_container(task.get("ContainerSpec"), policy, needs)
-    _check_resources(task.get("Resources"))
-    _check_restart(task.get("RestartPolicy"))
-    _check_placement(task.get("Placement"), policy)
-    _check_networks(task.get("Networks"), policy, needs, "TaskTemplate.Networks")
-    return needs
-
-
-def _check_resources(resources: Any) -> None:
-    where = "TaskTemplate.Resources"
-    resources = _only(resources or {}, {"Limits", "Reservations"}, where)
-    for key, allowed in (("Limits", {"NanoCPUs", "MemoryBytes", "Pids"}), ("Reservations", {"NanoCPUs", "MemoryBytes"})):
-        for name, value in _only(resources.get(key, {}), allowed, f"{where}.{key}").items():
-            _count(value, f"{where}.{key}.{name}")
-
-
-def _check_restart(policy: Any) -> None:
-    where = "TaskTemplate.RestartPolicy"
-    restart = _only(policy or {}, {"Condition", "Delay", "MaxAttempts", "Window"}, where)
-    if restart.get("Condition", "none") not in ("none", "on-failure", "any"):
-        raise Refused(f"{where}.Condition must be none, on-failure or any")
-    for key in ("Delay", "MaxAttempts", "Window"):
-        if key in restart:
-            _count(restart[key], f"{where}.{key}")
-
-
-def _check_placement(placement: Any, policy: Policy) -> None:
-    where = "TaskTemplate.Placement"
-    constraints = _only(placement or {}, {"Constraints"}, where).get("Constraints", [])
-    given = {re.sub(r"\s", "", c) for c in _strings(constraints, f"{where}.Constraints")}
-    missing = [c for c in policy.constraints if re.sub(r"\s", "", c) not in given]
-    if missing:
-        raise Refused(f"{where}.Constraints must include {', '.join(missing)}")
-
-
-def _check_mode(mode: Any) -> None:
-    if mode is None:
-        return
-    replicated = _only(mode, {"Replicated"}, "Mode").get("Replicated")
-    if replicated is None:
-        raise Refused("Mode must be replicated")
-    replicas = _only(replicated, {"Replicas"}, "Mode.Replicated").get("Replicas", 1)
-    if replicas != 1 or isinstance(replicas, bool):
-        raise Refused("Mode.Replicated.Replicas must be 1")
-
-
-def _check_networks(networks: Any, policy: Policy, needs: Needs, where: str) -> None:
-    if networks is None:
-        return
-    if not isinstance(networks, list):
-        raise Refused(f"{where} must be a list")
-    for network in networks:
-        target = _only(network, {"Target"}, where).get("Target")  # no Aliases: a notebook could take the hub's name
-        if not isinstance(target, str) or not target:
-            raise Refused(f"{where}.Target must be a network")
-        if target != policy.network:
-            needs.networks.append(target)
-
-
-_CONTAINER_KEYS = {"Image", "Command", "Args", "Env", "User", "Mounts", "Configs", "Secrets", "CapabilityDrop", "Labels", "Hostname", "Dir"}
-
-
-def _check_container(container: Any, policy: Policy, needs: Needs) -> None:
-    where = "TaskTemplate.ContainerSpec"
-    container = _only(container, _CONTAINER_KEYS, where)
-    image = container.get("Image")
-    if not isinstance(image, str) or not any(image == i or (image.startswith(i + "@") and _DIGEST.fullmatch(image[len(i):])) for i in policy.images):
-        raise Refused(f"{where}.Image {image!r} is not an allowed image")
-    if "Command" in container:  # dockerspawner sends null: the image's entrypoint always runs
-        raise Refused(f"{where}.Command is not allowed")
-    for key in ("Args", "Env"):
-        if key in container:
-            _strings(container[key], f"{where}.{key}")
-    for key in ("Hostname", "Dir"):
-        if key in container and not isinstance(container[key], str):
-            raise Refused(f"{where}.{key} must be a string")
-    if "Labels" in container:
-        _labels(container["Labels"], f"{where}.Labels")
-    if "User" in container:
-        _check_user(container["User"], where)
-    drop = _strings(container.get("CapabilityDrop"), f"{where}.CapabilityDrop") if "CapabilityDrop" in container else []
-    if "ALL" not in (c.upper() for c in drop):
-        raise Refused(f"{where}.CapabilityDrop must contain ALL")
-    for i, mount in enumerate(container.get("Mounts") or []):
-        _check_mount(mount, policy, f"{where}.Mounts[{i}]")
-    for i, config in enumerate(container.get("Configs") or []):
-        needs.configs.append(_check_reference(config, "Config", policy.config_prefix, f"{where}.Configs[{i}]"))
-    for i, secret in enumerate(container.get("Secrets") or []):
-        needs.secrets.append(_check_reference(secret, "Secret", policy.secret_prefix, f"{where}.Secrets[{i}]"))
-
-
-def _check_user(user: Any, where: str) -> None:
-    if not isinstance(user, str):
-        raise Refused(f"{where}.User must be a string")
-    parts = user.split(":")
-    if len(parts) > 2 or not all(re.fullmatch(r"\d{1,9}|[A-Za-z_][A-Za-z0-9_.-]{0,31}", p) for p in parts):
-        raise Refused(f"{where}.User {user!r} is not user[:group]")
-    if any(p == "root" or (p.isdigit() and int(p) == 0) for p in parts):
-        raise Refused(f"{where}.User {user!r}: never root (uid or gid 0)")
-    if len(parts) == 1 and user.isdigit():  # a uid the image's passwd does not know gets gid 0
-        raise Refused(f"{where}.User {user!r}: a numeric uid needs its group (uid:gid), else it runs as gid 0")
-
-
-def _under(path: str, roots: tuple[str, ...]) -> bool:
-    return any(path == root or path.startswith(root.rstrip("/") + "/") for root in roots)
-
-
-def _check_mount(mount: Any, policy: Policy, where: str) -> None:
-    mount = _only(mount, {"Type", "Source", "Target", "ReadOnly", "VolumeOptions", "TmpfsOptions"}, where)
-    kind, source, target = mount.get("Type"), mount.get("Source"), mount.get("Target")
-    if not isinstance(target, str) or not target.startswith("/"):
-        raise Refused(f"{where}.Target must be an absolute path")
-    if "ReadOnly" in mount and not isinstance(mount["ReadOnly"], bool):
-        raise Refused(f"{where}.ReadOnly must be true or false")
-    if kind == "tmpfs":
-        if source or "VolumeOptions" in mount:
-            raise Refused(f"{where}: a tmpfs has no source")
-        options = _only(mount.get("TmpfsOptions", {}), {"SizeBytes", "Mode"}, f"{where}.TmpfsOptions")
-        for key, value in options.items():
-            _count(value, f"{where}.TmpfsOptions.{key}")
-    elif kind == "bind":
-        if "VolumeOptions" in mount or "TmpfsOptions" in mount:
-            raise Refused(f"{where}: a bind mount has no volume or tmpfs options")
-        _check_bind_source(source, policy, where)
-    else:  # a volume could be a local-driver "volume" binding any host path (type none, o=bind)
-        raise Refused(f"{where}.Type {kind!r} is not allowed (bind or tmpfs)")
-
-
-def _check_bind_source(source: Any, policy: Policy, where: str) -> None:
-    if not isinstance(source, str) or not source.startswith("/") or "\0" in source or ".." in source.split("/"):
-        raise Refused(f"{where}.Source must be an absolute path without '..'")
-    normal = posixpath.normpath(source)
-    if normal.startswith("//") or not _under(normal, policy.bind_roots):
-        raise Refused(f"{where}.Source {source} is not below an allowed bind root")
-    # The engine follows symlinks when it binds: so does the check, as far as the path exists here.
-    if not _under(os.path.realpath(normal), tuple(os.path.realpath(r) for r in policy.bind_roots)):
-        raise Refused(f"{where}.Source {source} leads out of the allowed bind roots")
-
-
-def _check_reference(ref: Any, kind: str, prefix: str, where: str) -> tuple[str, str]:
-    """A Config or Secret reference: its name below ``prefix``, its ID an ID (the engine's answer is compared
-    with both before the create is forwarded), a secret's file a plain name under /run/secrets."""
-    ref = _only(ref, {f"{kind}ID", f"{kind}Name", "File"}, where)
-    ref_id, name = ref.get(f"{kind}ID"), ref.get(f"{kind}Name")
-    if not prefix or not isinstance(name, str) or not name.startswith(prefix):
-        raise Refused(f"{where}.{kind}Name must start with {prefix or f'(no {kind.lower()}s allowed)'}")
-    if not isinstance(ref_id, str) or not re.fullmatch(_ID, ref_id):
-        raise Refused(f"{where}.{kind}ID must be an ID")
-    file = _only(ref.get("File"), {"Name", "UID", "GID", "Mode"}, f"{where}.File")
-    if not isinstance(file.get("Name"), str):
-        raise Refused(f"{where}.File.Name must be a path")
-    if kind == "Secret" and "/" in file["Name"]:
-        raise Refused(f"{where}.File.Name must be a file name under /run/secrets")
-    return ref_id, name
-
-
 # --- serving --------------------------------------------------------------------------------
 
 
@@ -767,6 +439,7 @@ class Proxy:
     async def _dispatch(self, request: Request, writer: asyncio.StreamWriter, upstream: Upstream) -> bool:
         if "upgrade" in request.headers or "upgrade" in request.headers.get("connection", "").lower():
             raise Refused("no connection upgrades (attach, exec)")
+        request.prefix, request.path = dockerpolicy.split_version(request.method, request.path)
         handler, name = route(request.method, request.path)
         if request.method != "POST" and request.body:
             raise Refused("a body is only accepted with POST")
@@ -808,6 +481,14 @@ class Proxy:
     async def _passthrough(self, request: Request, name: str, writer: asyncio.StreamWriter, upstream: Upstream) -> bool:
         return await self._forward(request, writer, upstream)
 
+    async def _version(self, request: Request, name: str, writer: asyncio.StreamWriter, upstream: Upstream) -> bool:
+        # Read whole and capped: a client that asks the engine's newest version next would be refused.
+        response, found = await self._fetch(upstream, request.target)
+        if found:
+            body = json.dumps(dockerpolicy.capped_version(found)).encode()
+            response = with_body(response, body)
+        return await self._send(writer, response, request.close)
+
     async def _list_services(self, request: Request, name: str, writer: asyncio.StreamWriter, upstream: Upstream) -> bool:
         scoped_filters(request.query, "name", self.policy.service_prefix)  # Docker matches name as a prefix
         return await self._forward(request, writer, upstream)
@@ -846,11 +527,7 @@ class Proxy:
         return await self._forward(request, writer, upstream, f"{request.prefix}/services/{quote(found['ID'])}")
 
     async def _create_service(self, request: Request, name: str, writer: asyncio.StreamWriter, upstream: Upstream) -> bool:
-        try:
-            spec = json.loads(request.body, object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise Refused(f"the body is not a JSON service spec ({exc})") from None
-        needs = check_service_spec(spec, self.policy)
+        needs = check_service_spec(parse_body(request.body), self.policy)
         for target in needs.networks:
             await self._check_network_id(upstream, request.prefix, target)
         for kind, references in (("config", needs.configs), ("secret", needs.secrets)):
@@ -874,18 +551,6 @@ def _get(obj: Any, *keys: str) -> Any:
     for key in keys:
         obj = obj.get(key) if isinstance(obj, dict) else None
     return obj
-
-
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict:
-    # Go takes the last of repeated keys (and matches them case-insensitively): one of each, exactly.
-    keys = [k for k, _ in pairs]
-    if len({k.lower() for k in keys}) != len(keys):
-        raise ValueError("repeated keys")
-    return dict(pairs)
-
-
-def _no_constant(name: str) -> None:
-    raise ValueError(f"{name} is not JSON")
 
 
 def listen_socket(path: str, mode: int) -> socket.socket:

@@ -31,10 +31,11 @@ class Worker:
     devices: tuple[str, ...]  # ids, or indexes "0".."N-1" when the worker declares a count
 
 
-def inventory(node: dict) -> Worker | None:
-    """The node's GPUs if it can take notebooks now (a Ready, active worker that declares any), else None."""
+def inventory(node: dict, worker_label: str = "deployer.worker") -> Worker | None:
+    """The node's GPUs if it can take notebooks now (a Ready, active worker of the deployment, its label
+    ``worker_label``, that declares any), else None."""
     spec, status = node.get("Spec") or {}, node.get("Status") or {}
-    if (spec.get("Labels") or {}).get("deployer.worker") != "true" or spec.get("Availability") != "active" or status.get("State") != "ready":
+    if (spec.get("Labels") or {}).get(worker_label) != "true" or spec.get("Availability") != "active" or status.get("State") != "ready":
         return None
     description = node.get("Description") or {}
     devices: list[str] = []

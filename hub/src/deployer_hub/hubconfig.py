@@ -99,7 +99,8 @@ def apply(c: Any, settings_path: str, secrets_dir: str = "/run/secrets") -> Sett
     s.prefix = nb.service_prefix
     s.notebook_uid, s.notebook_gid = nb.uid, nb.gid
     s.offer_lab = nb.offer_lab
-    s.worker_constraints = nb.constraints
+    s.worker_constraints, s.worker_label = nb.constraints, nb.worker_label
+    s.mount_guard = nb.mount_guard or ""
     # Resources for every server; a profile may set its own (deployer_hub.profiles).
     s.mem_limit, s.mem_guarantee = nb.memory_limit, nb.memory_guarantee
     s.cpu_limit, s.cpu_guarantee = nb.cpu_limit, nb.cpu_guarantee
@@ -206,3 +207,4 @@ def _tenant_login(c: Any, settings: Settings, secret: Secrets) -> None:
         a.tas_role_password = secret("tas_role_pass")
     # The configured ids reach the token files through the identity (resolve_identity).
     a.notebook_uid, a.notebook_gid = nb.uid, nb.gid
+    a.notebook_uid_range = list(nb.uid_range or [])

@@ -15,8 +15,8 @@ from docker.types import SecretReference
 from traitlets import Dict, HasTraits, Instance, Integer, List, Unicode, default
 
 from . import gpus, mounts, paths, profiles, projects
-from .auth import IMAGE_GID, IMAGE_UID, UserFacingError
-from .settings import ProfileSettings, ProjectMountSettings
+from .auth import UserFacingError
+from .settings import IMAGE_GID, IMAGE_UID, ProfileSettings, ProjectMountSettings
 
 #: What a profile sets; the deployment's values come back at the next start.
 _PROFILE_TRAITS = ("image", "mem_limit", "mem_guarantee", "cpu_limit", "cpu_guarantee", "gpus", "volume_mounts")
@@ -174,7 +174,7 @@ class ServerOptions(HasTraits):
         nodes = await self.docker("nodes")
         held = gpus.in_use(await self.docker("services", filters={"name": f"{self.prefix}-", "label": gpus.LABEL}))
         try:
-            worker, devices = gpus.choose(filter(None, map(gpus.inventory, nodes)), held, self.gpus)
+            worker, devices = gpus.choose(filter(None, (gpus.inventory(n, self.worker_label) for n in nodes)), held, self.gpus)
         except gpus.NoFreeGpus as exc:
             self.log.warning("No GPUs for %s's server: %s", self.user.name, exc)
             raise UserFacingError(503, str(exc)) from None

@@ -15,6 +15,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 
+#: The user image's own user (jupyter, 1000:100, as in the Jupyter docker-stacks): a notebook's ids when
+#: neither TAS nor the configuration gives any.
+IMAGE_UID, IMAGE_GID = 1000, 100
+
+
 @dataclass(frozen=True)
 class TenantSettings:
     id: str
@@ -119,6 +124,7 @@ class NotebookSettings:
     volume_mounts: list[str] = field(default_factory=list)
     uid: int | None = None
     gid: int | None = None
+    uid_range: list[int] | None = None  # [first, last]: without TAS, each user's own uid and gid (deployer_hub.identities)
     memory_limit: int | None = None
     pids_limit: int = 4096
     start_timeout: int = 180
@@ -128,6 +134,8 @@ class NotebookSettings:
     token_root: str = ""
     managed_root: str = ""
     constraints: list[str] = field(default_factory=lambda: ["node.labels.deployer.worker==true"])
+    worker_label: str = "deployer.worker"  # the node label (value true) of this deployment's workers: where GPUs are looked for
+    mount_guard: str | None = None  # the deployment whose mount guard mounts notebooks' storage (deployer_hub.mountguard)
     docker_host: str | None = None  # the Docker proxy's socket; None: the client's default
     guard: GuardSettings | None = None
     ca_config: str | None = None  # the Docker config with the tenant's CAs, attached to notebooks

@@ -4,7 +4,9 @@ It keeps dockerspawner's ``SwarmSpawner`` (service naming, state, polling) and f
 what that one lacks for a TACC-style hub:
 
 * ``volume_mounts`` rendered per user with ``{username}``, ``{tenant_id}`` and
-  ``{tas_homeDirectory}``, every value sanitised (:mod:`deployer_hub.mounts`);
+  ``{tas_homeDirectory}``, every value sanitised (:mod:`deployer_hub.mounts`), each mounted as a volume of
+  the deployment's mount guard (:mod:`deployer_hub.mountguard`), which on the worker opens the source
+  without following a link, at every start: never a bind mount the engine would resolve, links and all;
 * the container runs as the TAS uid/gid, else the configured ids, else the image's user;
 * the user's token directory mounted where agavepy and tapipy look;
 * the tenant's extra CA certificates (a Docker config) in every notebook, where the image's
@@ -26,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -34,6 +37,7 @@ import docker.errors
 from docker.types import (
     ConfigReference,
     ContainerSpec,
+    DriverConfig,
     EndpointSpec,
     Mount,
     Placement,
@@ -44,9 +48,10 @@ from docker.types import (
 from dockerspawner import SwarmSpawner
 from traitlets import Bool, Float, Instance, Integer, List, Unicode, default
 
-from . import mounts, names, netguard, paths, tokenfiles
-from .auth import IMAGE_GID, IMAGE_UID, Identity, UserFacingError
+from . import mountguard, mounts, names, netguard, paths, tokenfiles
+from .auth import Identity, UserFacingError
 from .serveroptions import GpuAssignment, ServerOptions
+from .settings import IMAGE_GID, IMAGE_UID
 
 #: Where the tenant's extra CA certificates (a Docker config) appear in a notebook container.
 NOTEBOOK_TENANT_CA = "/etc/deployer/tenant-ca.pem"
@@ -78,10 +83,11 @@ class TenantSwarmSpawner(ServerOptions, SwarmSpawner):
     tenant_id = Unicode(config=True, help="Tenant id, for {tenant_id} in volume_mounts and the token directory.")
     volume_mounts = List(Unicode(), config=True, help="host_path:container_path:ro|rw templates, rendered per user.")
     token_root = Unicode("", config=True, help="Root of the per-user token directories (as the authenticator's); empty: none mounted.")
-    token_mount_path = Unicode("/home/jupyter/.agave", config=True, help="Where the user's token directory appears in the container.")
+    token_mount_path = Unicode(tokenfiles.MOUNT_PATH, config=True, help="Where the user's token directory appears in the container.")
     notebook_uid = Integer(None, allow_none=True, config=True, help="uid when TAS gives none (None: the image's user).")
     notebook_gid = Integer(None, allow_none=True, config=True, help="gid when TAS gives none (None: the image's group).")
     worker_constraints = List(Unicode(), ["node.labels.deployer.worker==true"], config=True, help="Placement constraints: workers only.")
+    worker_label = Unicode("deployer.worker", config=True, help="The node label (value true) of the deployment's workers (where GPUs are looked for).")
     docker_threads = Integer(16, config=True, help="Threads for Docker API calls, shared by all users' spawns.")
     ready_interval = Float(0.1, config=True, help="Seconds between checks that a started notebook accepts connections.")
     task_timeout = Float(120.0, config=True, help="Seconds to wait for the notebook's task to run before giving up with a message.")
@@ -108,7 +114,12 @@ class TenantSwarmSpawner(ServerOptions, SwarmSpawner):
         "reaches notebooks only there, so it never routes a user to an unguarded server.",
     )
     guard_timeout = Float(30.0, config=True, help="Seconds a started server may wait for its worker's network guard before the start fails.")
-    image_user = Unicode("jupyter", config=True, help="The image's user name, used when only a gid is configured.")
+    mount_guard = Unicode(
+        "", config=True,
+        help="The deployment whose mount guard (deployer_hub.mountguard, a volume driver on every worker) mounts the "
+        "notebooks' storage: each mount is a volume of that driver, whose source the guard opens on the worker without "
+        "following a link. Empty: plain bind mounts (a hub without the guard; the deployment's Docker proxy refuses them).",
+    )
     managed_root = Unicode(
         "", config=True,
         help="Mount sources below this directory (the share the hub exports) are created by the hub when missing, "
@@ -194,8 +205,12 @@ class TenantSwarmSpawner(ServerOptions, SwarmSpawner):
         return rendered
 
     def _docker_mount(self, m: mounts.RenderedMount) -> Mount:
-        # Bind mounts only: the share reaches the workers by their own NFS mount (deploy's fstab line).
-        return Mount(target=m.target, source=m.source, type="bind", read_only=m.read_only)
+        # The share reaches the workers by their own NFS mount (deploy's fstab line); the mount guard there opens it.
+        if not self.mount_guard:
+            return Mount(target=m.target, source=m.source, type="bind", read_only=m.read_only)
+        # no_copy: else the engine copies the image's files at the target into an empty source.
+        return Mount(target=m.target, source=mountguard.volume_name(self.mount_guard, m.source), type="volume", read_only=m.read_only,
+                     no_copy=True, driver_config=DriverConfig(mountguard.driver_name(self.mount_guard), {mountguard.SOURCE_OPTION: m.source}))
 
     @property
     def mounts(self) -> list[Mount]:  # rendered per user, unlike the stock property's
@@ -228,17 +243,55 @@ class TenantSwarmSpawner(ServerOptions, SwarmSpawner):
             raise UserFacingError(503, "Your server cannot be set up: the tenant's CA certificates are missing on the swarm. Please contact support.") from None
         return [ConfigReference(found["ID"], self.ca_config, filename=self.ca_mount_path, uid="0", gid="0", mode=0o444)]
 
-    def _create_managed_dirs(self, rendered: list[mounts.RenderedMount], uid: int | None, gid: int | None) -> None:
+    def _prepare_managed(self, rendered: list[mounts.RenderedMount], created: list[mounts.RenderedMount], uid: int, gid: int) -> None:
+        """Below the share (which the hub sees as the workers do): make the missing directories of ``created``,
+        owned by the user, and check every source there as the workers' mount guards will, so a user reads at
+        once which of her mounts passes through a link. Neither ever follows a link a user could have made."""
         root = self.managed_root.rstrip("/")
         if not root:
             return
         for m in rendered:
-            local = m.source
-            if m.read_only or not local.startswith(root + "/") or os.path.isdir(local):
+            if not m.source.startswith(root + "/"):
                 continue
-            os.makedirs(local, mode=0o750)
-            os.chown(local, uid if uid is not None else IMAGE_UID, gid if gid is not None else IMAGE_GID)
-            self.log.info("Created %s for %s", local, self.user.name)
+            try:
+                if m in created and not m.read_only:
+                    for path in mountguard.make_dirs_beneath(root, m.source, 0o750, uid, gid):
+                        self.log.info("Created %s for %s", path, self.user.name)
+                os.close(mountguard.open_beneath(root, m.source))
+            except mountguard.Refused as exc:
+                self.log.error("Refused %s's mount %s: %s", self.user.name, m.target, exc)
+                raise UserFacingError(403, f"Your storage at {m.target} cannot be mounted: {exc}. Please contact support.") from None
+
+    def _personal_dirs(self) -> list[str]:
+        """The user's own directories below the share: the sources of templates with {username} (not a shared or
+        a project directory), and the token directory."""
+        root = self.managed_root.rstrip("/")
+        values = mounts.template_values(self.user.name, self.tenant_id, self._identity.home_directory if self._identity else None, "")
+        own = [m.source for spec in self.volume_mounts if "{username}" in spec.split(":", 1)[0]
+               for m in mounts.render([spec], values) if not m.read_only]
+        if self.token_root:
+            own.append(tokenfiles.user_dir(self.token_root, self.tenant_id, self.user.name))
+        return [d for d in dict.fromkeys(own) if root and d.startswith(root + "/")]
+
+    def _reown(self, uid: int, gid: int) -> None:
+        """Once, when the deployment switched from one shared uid to each user's own (notebook_uid_range): everything
+        in the user's own directories that root does not own becomes theirs, never following a link."""
+        for top in self._personal_dirs():
+            changed = 0
+            try:
+                for _, dirs, files, dir_fd in os.fwalk(top, follow_symlinks=False):
+                    for name in (".", *dirs, *files):
+                        info = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+                        if info.st_uid != 0 and (info.st_uid, info.st_gid) != (uid, gid):
+                            os.chown(name, uid, gid if info.st_gid != 0 else -1, dir_fd=dir_fd, follow_symlinks=False)
+                            changed += 1
+            except OSError as exc:
+                self.log.error("Re-owning %s's %s to %s:%s failed: %s", self.user.name, top, uid, gid, exc)
+                raise UserFacingError(503, "Your files could not be moved to your own user id. Please contact support.") from None
+            self.log.info("Re-owned %d entries of %s to %s's own id %s:%s", changed, top, self.user.name, uid, gid)
+        done = getattr(self.authenticator, "identity_reowned", None)
+        if done is not None:
+            done(self.user.name)
 
     async def create_object(self) -> dict:
         uid, gid = self.run_as
@@ -246,8 +299,12 @@ class TenantSwarmSpawner(ServerOptions, SwarmSpawner):
             self.log.error("Refusing to start %s's notebook as uid/gid %s:%s", self.user.name, uid, gid)
             raise UserFacingError(403, "Your server cannot start: it would run as the root user or group. Please contact support.")
         await self.find_projects()
+        rendered = self.rendered_mounts()
         # (a project's directory is the site's: never made here, owned by whoever started first)
-        self._create_managed_dirs([m for m in self.rendered_mounts() if m not in self._project_mounts], uid, gid)
+        self._prepare_managed(rendered, [m for m in rendered if m not in self._project_mounts],
+                              uid if uid is not None else IMAGE_UID, gid if gid is not None else IMAGE_GID)
+        if self._identity is not None and self._identity.reown and uid is not None and gid is not None:
+            await asyncio.get_running_loop().run_in_executor(self.executor, self._reown, uid, gid)
         async with self.calls.gpu_lock if self.gpus else contextlib.nullcontext():
             gpu = await self.gpu_assignment()
             return await self._create(uid, gid, gpu)
@@ -260,10 +317,9 @@ class TenantSwarmSpawner(ServerOptions, SwarmSpawner):
                          # No capabilities at all, even for a process that became uid 0 somehow; the image's
                          # entrypoint also sets no_new_privs, so no setuid program can raise privileges.
                          cap_drop=["ALL"])
-        if uid is not None or gid is not None:
-            user = str(uid) if uid is not None else self.image_user
-            # A bare uid the image does not know runs with gid 0 (Docker's default): never; the image's group instead.
-            container["user"] = f"{user}:{gid if gid is not None else IMAGE_GID}"
+        # Always numeric uid:gid (the image's own 1000:100 where neither TAS nor the configuration gives one): a bare
+        # uid runs with gid 0, and the Docker proxy refuses what it cannot check against the deployment's floors.
+        container["user"] = f"{uid if uid is not None else IMAGE_UID}:{gid if gid is not None else IMAGE_GID}"
         container.update(self.extra_container_spec)
         resources = Resources(
             mem_limit=self.mem_limit,
@@ -401,6 +457,13 @@ class TenantSwarmSpawner(ServerOptions, SwarmSpawner):
         lowered = error.lower()
         if "no such image" in lowered or "image" in lowered and ("not found" in lowered or "pull access denied" in lowered):
             return f"The notebook image {self.image} is not available{where}. Please contact support (the operator must load it onto the workers)."
+        refused = re.search(rf"{mountguard.REFUSED} (/\S*): (.*)", error)
+        if refused:  # the worker's mount guard: name the mount as the user sees it
+            source, reason = refused.groups()
+            target = next((m.target for m in self.rendered_mounts() if m.source == source), source)
+            if "does not exist" in reason:
+                return f"A storage directory for your server is missing{where}: {reason.split(' does not exist')[0]} (for {target}). Please contact support."
+            return f"Your storage at {target} cannot be mounted{where}: {reason}. Please contact support."
         if "bind source path does not exist" in lowered or "invalid mount config" in lowered:
             path = error.rsplit(":", 1)[-1].strip()
             return f"A storage directory for your server is missing{where}: {path}. Please contact support."

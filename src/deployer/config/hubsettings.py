@@ -92,17 +92,33 @@ class Layout:
     def notebook_prefix(self) -> str:
         return f"{self.name}-nb"
 
+    @property
+    def worker_label(self) -> str:
+        """The node label of this deployment's workers: unique to it, so a hub cannot place a notebook on a
+        node of another deployment sharing the swarm (they all carry the older, common deployer.worker too)."""
+        return f"deployer.worker.{self.name}"
+
+    @property
+    def worker_constraint(self) -> str:
+        return f"node.labels.{self.worker_label}==true"
+
+
+def tenant_id(deployment: Deployment) -> str:
+    """The tenant's id as the hub renders it into paths ({tenant_id})."""
+    config = deployment.config
+    return config.tenant if config.login == "local-dev" else config.tenant_info.id
+
 
 def settings(deployment: Deployment, layout: Layout, *, ssl: bool = True, https_port: int = 443, http_port: int = 80) -> dict:
     """hub.json: the typed contract (deployer_hub.settings) as written for the hub."""
     config = deployment.config
     local_dev = config.login == "local-dev"
     if local_dev:
-        tenant = TenantSettings(id=config.tenant)
+        tenant = TenantSettings(id=tenant_id(deployment))
     else:
         info = config.tenant_info
         tenant = TenantSettings(
-            id=info.id, flavour=info.flavour.value, base_url=info.base_url,
+            id=tenant_id(deployment), flavour=info.flavour.value, base_url=info.base_url,
             ca_bundle=TENANT_CA if config.tenant_ca_bundle else None,
             case_insensitive=config.tenant_case_insensitive,
             # Only an OpenID Connect provider is asked for a claim; Agave and Tapis name the user in their profile.
@@ -133,12 +149,15 @@ def settings(deployment: Deployment, layout: Layout, *, ssl: bool = True, https_
             image=config.jupyter_user_image, network=layout.network, service_prefix=layout.notebook_prefix,
             volume_mounts=[str(m) for m in config.volume_mounts],
             uid=config.jupyteruser_uid, gid=config.jupyteruser_gid,
+            uid_range=list(config.notebook_uid_range) if config.notebook_uid_range else None,
             memory_limit=config.notebook_memory_limit, pids_limit=config.notebook_pids_limit,
             start_timeout=config.notebook_start_timeout, node_down_timeout=config.notebook_node_down_timeout, offer_lab=config.notebook_offer_lab,
             cull_idle_timeout=config.cull_idle_notebook_timeout,
             token_root="" if local_dev else layout.token_root,  # no tenant tokens to deliver
             managed_root=layout.share_dir,
-            constraints=["node.labels.deployer.worker==true"],
+            constraints=[layout.worker_constraint], worker_label=layout.worker_label,
+            # Notebooks' storage: volumes of the mount guard on each worker (deployer_hub.mountguard), never bind mounts.
+            mount_guard=layout.name,
             # The hub's only way to the engine: the Docker proxy's socket (deployer_hub.dockerproxy).
             docker_host=f"unix://{DOCKER_PROXY_SOCKET}",
             # The network guard on each worker firewalls the containers with this label and opens the

@@ -115,10 +115,15 @@ def _hub_image_id(ctx: Context, facts: Facts, what: str) -> str:
     return image_id
 
 
+def socket_groups(facts: Facts) -> set[int]:
+    """Groups owning a group-writable socket on any host (docker's): the Docker proxy never lets a notebook run as one."""
+    return set().union(*(f.socket_gids for f in facts.values()))
+
+
 def plan_proxy(ctx: Context, facts: Facts) -> Planned:
     """Start or replace the hub host's Docker proxy (before the hub service, which mounts its socket)."""
     planned, hub = Planned(), ctx.deployment.hub
-    proxy = dockerproxy.sidecar(ctx.deployment, ctx.layout, _hub_image_id(ctx, facts, dockerproxy.WHAT))
+    proxy = dockerproxy.sidecar(ctx.deployment, ctx.layout, _hub_image_id(ctx, facts, dockerproxy.WHAT), socket_groups(facts))
     planned.add(hub.host_id, *sidecars.commands(proxy, facts[hub.host_id].proxy))
     if not planned.commands:
         planned.ok(hub.host_id, "Docker proxy running")
@@ -128,7 +133,8 @@ def plan_proxy(ctx: Context, facts: Facts) -> Planned:
 def expect_proxy(ctx: Context, facts: Facts, planned: Planned) -> None:
     if planned.commands:
         hub = facts[ctx.deployment.hub.host_id]
-        hub.proxy = (dockerproxy.sidecar(ctx.deployment, ctx.layout, hub.images[ctx.deployment.config.jupyterhub_image] or "").spec_hash, True)
+        hub.proxy = (dockerproxy.sidecar(ctx.deployment, ctx.layout, hub.images[ctx.deployment.config.jupyterhub_image] or "",
+                                         socket_groups(facts)).spec_hash, True)
 
 
 def remove_and_wait(layout) -> Command:

@@ -79,13 +79,19 @@ def expect_join(ctx: Context, facts: Facts, planned: Planned) -> None:
         f.swarm_state, f.managers, f.node_id = "active", {ctx.deployment.hub.address}, placeholder(f"node ID of {host_id}")
 
 
+def role_labels(ctx: Context, host) -> list[str]:
+    """The labels (value true) of a host's node: its roles, and a worker's label unique to this deployment,
+    which its notebooks' placement requires (deployer.worker is common to every deployment sharing a swarm)."""
+    return [f"deployer.{role}" for role in host.roles] + ([ctx.layout.worker_label] if host.has("worker") else [])
+
+
 def wanted_labels(ctx: Context, facts: Facts) -> dict[str, list[str]]:
     """host -> the role labels its node lacks."""
     labels = facts[ctx.deployment.hub.host_id].node_labels
     missing = {}
     for host in ctx.deployment.hosts:
         have = labels.get(facts[host.host_id].node_id, {})
-        lacking = [f"deployer.{role}=true" for role in host.roles if have.get(f"deployer.{role}") != "true"]
+        lacking = [f"{label}=true" for label in role_labels(ctx, host) if have.get(label) != "true"]
         if lacking:
             missing[host.host_id] = lacking
     return missing
@@ -98,7 +104,7 @@ def plan_labels(ctx: Context, facts: Facts) -> Planned:
     for host in ctx.deployment.hosts:
         lacking = missing.get(host.host_id)
         if not lacking:
-            planned.ok(host.host_id, "node labelled " + ", ".join(f"deployer.{r}" for r in host.roles))
+            planned.ok(host.host_id, "node labelled " + ", ".join(role_labels(ctx, host)))
             continue
         argv = ["docker", "node", "update"] + sum((["--label-add", label] for label in lacking), []) + [facts[host.host_id].node_id]
         planned.add(hub.host_id, cmd(*argv, why=f"label the node of {host.host_id} {', '.join(lacking)}"))
@@ -109,7 +115,7 @@ def expect_labels(ctx: Context, facts: Facts, planned: Planned) -> None:
     labels = facts[ctx.deployment.hub.host_id].node_labels
     for host in ctx.deployment.hosts:
         node = labels.setdefault(facts[host.host_id].node_id, {})
-        node.update({f"deployer.{role}": "true" for role in host.roles})
+        node.update(dict.fromkeys(role_labels(ctx, host), "true"))
 
 
 INIT = Phase("swarm: initialise it on the hub", plan_init, expect_init)
