@@ -114,3 +114,13 @@ def expect(ctx: Context, facts: Facts, planned: Planned) -> None:
 
 
 PHASE = Phase("images", plan, expect)
+
+
+def guards_image_id(ctx: Context, facts: Facts, host_id: str, what: str) -> str:
+    """The ID of the guards' image (network_guard_image: both guards run from it) on a worker, or ImageError."""
+    image = ctx.deployment.config.network_guard_image
+    image_id = facts[host_id].images.get(image)
+    if not image_id:
+        raise ImageError(f"{host_id}: the image of {what}, {image}, is not there; build it with scripts/build-images "
+                         "(or set network_guard_image to an image the host has)")
+    return image_id

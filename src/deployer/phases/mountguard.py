@@ -95,22 +95,17 @@ def policy_paths(layout: Layout) -> mountguard.Policy:
 
 #: On a manager: until the swarm lists the volume driver $2 on node $1 (its scheduler places a notebook, whose
 #: mounts need it, only on such nodes). The engine reports it once the new guard has made itself known.
-LISTED = ('for i in $(seq 120); do docker node inspect "$1" --format "{{json .Description.Engine.Plugins}}" | grep -qF "\"Name\":\"$2\"" && exit 0; '
-          'sleep 0.5; done; echo "the swarm does not list the volume driver $2 on node $1 after 60 s (docker logs the mount guard there)" >&2; exit 1')
+LISTED = ('for i in $(seq 120); do docker node inspect "$1" --format "{{range .Description.Engine.Plugins}}{{println .Name}}{{end}}" | grep -qxF "$2" '
+          '&& exit 0; sleep 0.5; done; echo "the swarm does not list the volume driver $2 on node $1 after 60 s (docker logs the mount guard there)" >&2; exit 1')
 
 
 def plan(ctx: Context, facts: Facts) -> Planned:
     """Start or replace each worker's mount guard when its spec (image ID, policy) differs from the running one; a
     new one is waited for until the swarm lists its driver on that node."""
     planned, hub = Planned(), ctx.deployment.hub
-    image = ctx.deployment.config.network_guard_image
     for host in ctx.deployment.workers:
         f = facts[host.host_id]
-        image_id = f.images.get(image)
-        if not image_id:
-            raise images.ImageError(f"{host.host_id}: the image of {WHAT}, {image}, is not there; build it with scripts/build-images "
-                                    "(or set network_guard_image to an image the host has)")
-        commands = sidecars.commands(sidecar(ctx.deployment, ctx.layout, image_id), f.mount_guard)
+        commands = sidecars.commands(sidecar(ctx.deployment, ctx.layout, images.guards_image_id(ctx, facts, host.host_id, WHAT)), f.mount_guard)
         planned.add(host.host_id, *commands)
         if commands and f.mount_guard is None:
             planned.add(hub.host_id, replace(sh(LISTED, f.node_id, mountguard.driver_name(ctx.layout.name),

@@ -67,13 +67,9 @@ def remove_command(layout: Layout):
 def plan(ctx: Context, facts: Facts) -> Planned:
     """Start or replace each worker's guard when its spec (image ID, policy) differs from the running one."""
     planned = Planned()
-    image = ctx.deployment.config.network_guard_image
     for host in ctx.deployment.workers:
         f = facts[host.host_id]
-        image_id = f.images.get(image)
-        if not image_id:
-            raise images.ImageError(f"{host.host_id}: the image of {WHAT}, {image}, is not there; build it with scripts/build-images "
-                                    "(or set network_guard_image to an image the host has)")
+        image_id = images.guards_image_id(ctx, facts, host.host_id, WHAT)
         commands = sidecars.commands(sidecar(ctx.deployment, ctx.layout, image_id, https_port=ctx.https_port, http_port=ctx.http_port), f.guard)
         planned.add(host.host_id, *commands)
         if not commands:
