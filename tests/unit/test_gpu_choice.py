@@ -53,3 +53,13 @@ def test_no_room_is_told_with_how_things_stand(held: dict, count: int, message: 
 def test_no_worker_with_gpus_is_told_so() -> None:
     with pytest.raises(gpus.NoFreeGpus, match="No worker with GPUs can take a server right now"):
         gpus.choose([], {}, 1)
+
+
+def test_only_this_deployments_workers_are_in_its_inventory() -> None:
+    """Workers carry a label unique to their deployment (and the common deployer.worker): another deployment's worker
+    sharing the swarm is not where this hub places a GPU server."""
+    ours, theirs = node("n1", "w1", named=["GPU-a"]), node("n2", "w2", named=["GPU-b"])
+    ours["Spec"]["Labels"]["deployer.worker.jh-prod-x"] = "true"
+    theirs["Spec"]["Labels"]["deployer.worker.jh-prod-y"] = "true"
+    assert gpus.inventory(ours, "deployer.worker.jh-prod-x") == gpus.Worker("n1", "w1", ("GPU-a",))
+    assert gpus.inventory(theirs, "deployer.worker.jh-prod-x") is None
