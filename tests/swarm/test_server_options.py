@@ -335,7 +335,9 @@ def test_a_link_planted_from_inside_a_notebook_never_becomes_a_mount(options_hub
             assert "Your storage at /home/jupyter/server cannot be mounted" in page and f"{own}/x{i} is a symbolic link" in page, page
             assert not docker("service", "ls", "-q", "--filter", f"name={NAME}-nb-alice--x{i}")
             _forget(browser, "alice", f"x{i}")  # (a named server counts against the limit until it is removed)
-        as_alice("ln", "-s", "../jdoe", "/home/jupyter/server/big")  # the Large memory profile's mount
+        # The Large memory profile's mount (a directory already, from her earlier start: she replaces it).
+        as_alice("sh", "-c", "rm -rf /home/jupyter/server/big && ln -s ../jdoe /home/jupyter/server/big")
+        assert os.readlink(f"{own}/big") == "../jdoe"
         page = _spawn_page(browser, "alice", "y", "Large memory")
         assert "Your storage at /home/jupyter/big cannot be mounted" in page and f"{own}/big is a symbolic link" in page, page
         assert not docker("service", "ls", "-q", "--filter", f"name={NAME}-nb-alice--y")
@@ -355,11 +357,14 @@ def test_a_link_planted_from_inside_a_notebook_never_becomes_a_mount(options_hub
             time.sleep(1)
         assert f"deployer mount guard refused {own}/z: {own}/z is a symbolic link" in latest, latest
         assert not docker("ps", "-q", "--filter", f"label=com.docker.swarm.service.name={service}")
+        docker("service", "rm", service)  # (the task was started again behind the hub's back: the hub saw it stop)
     finally:
         _stop_all("alice")
         for entry in os.listdir(own):
             if entry.startswith(("x", "z", "big", "y")) and os.path.islink(f"{own}/{entry}"):
                 os.unlink(f"{own}/{entry}")
+        os.makedirs(f"{own}/big", exist_ok=True)  # (as the hub made it, for a later start of the profile)
+        os.chown(f"{own}/big", 5003, 6003)
 
 
 def _start(user: str, options: dict) -> httpx.Client:

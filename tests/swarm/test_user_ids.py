@@ -34,9 +34,14 @@ def _configure(site: Site, **values) -> None:
 
 @pytest.fixture(scope="module")
 def shared_ids(hub, site: Site) -> Iterator[Site]:
-    """The session's hub without TAS: every notebook runs as the image's 1000:100, as before the switch."""
+    """The session's hub without TAS: every notebook runs as the image's 1000:100, as before the switch (the users'
+    directories, made in the session's TAS-era by their TAS ids, are given to that shared id as such a hub would have
+    made them; and back afterwards)."""
     before = (site.path / "site.configs").read_text()
     _configure(site, use_tas_uid=False, use_tas_gid=False)
+    owned = [(f"{SHARE}/{kind}/sim/{user}", ids) for user, ids in (("jdoe", (5001, 6001)), ("alice", (5003, 6003))) for kind in ("data", "tokens")]
+    for path, _ in owned:
+        _chown_tree(path, 1000, 100)
     try:
         deploy_here(site.deployment())
         yield site
@@ -45,6 +50,15 @@ def shared_ids(hub, site: Site) -> Iterator[Site]:
             _stop(user)
         (site.path / "site.configs").write_text(before)
         deploy_here(site.deployment())
+        for path, (uid, gid) in owned:
+            _chown_tree(path, uid, gid)
+
+
+def _chown_tree(top: str, uid: int, gid: int) -> None:
+    os.makedirs(top, exist_ok=True)
+    for root, dirs, files in os.walk(top):
+        for name in (".", *dirs, *files):
+            os.chown(os.path.join(root, name), uid, gid, follow_symlinks=False)
 
 
 def _login_when_the_hub_answers(user: str, timeout: float = 180) -> httpx.Client:
@@ -104,7 +118,13 @@ def test_switching_to_each_users_own_id_reowns_their_directories_once(shared_ids
         f.write("late")
     os.chown(late, 1000, 100)
     _stop("jdoe")
+    hub_container = ("ps", "-q", "--filter", f"label=com.docker.swarm.service.name={NAME}-hub")
+    old = docker(*hub_container)
     docker("service", "update", "--force", "--detach", f"{NAME}-hub")
+    deadline = time.monotonic() + 120
+    while docker(*hub_container) in ("", old):  # (the old container answers until the swarm has stopped it)
+        assert time.monotonic() < deadline, "the hub's container was not replaced"
+        time.sleep(0.5)
     browser = _login_when_the_hub_answers("jdoe")
     assert spawn(browser, "jdoe") == "ready"
     assert _ids("jdoe") == (str(RANGE[0]), str(RANGE[0]))
