@@ -351,6 +351,8 @@ class Rollout:
         def unguard(host_id: str) -> None:
             if "removed" in self.ex[host_id].run(netguard.remove_command(layout)).stdout:
                 self.report.results[host_id].changes.append("removed the network guard")
+
+        def unmount_guard(host_id: str) -> None:
             if "removed" in self.ex[host_id].run(mountguard.remove_command(layout)).stdout:
                 self.report.results[host_id].changes.append("removed the mount guard")
                 # Docker never forgets a plugin of this kind (a socket in /run/docker/plugins) until the engine restarts.
@@ -371,6 +373,8 @@ class Rollout:
             self.run(hub.host_id, command)
         self.phase("the swarm")
         self.leave_swarm(hub_facts)
+        # Last: leaving removes the notebooks' containers, which the engine lets go of through their volumes' driver.
+        self.each([h.host_id for h in self.d.hosts], unmount_guard)
         if purge_data:
             self.phase(f"user data and the hub's state under {layout.state_root}/{layout.name}")
             root = f"{layout.state_root}/{layout.name}"

@@ -64,8 +64,9 @@ def plan_leave(ctx: Context, facts: Facts) -> Planned:
     """Run on each removed worker itself (reached as the last deploy did)."""
     planned = Planned()
     for host in removed(ctx, facts):
-        planned.add(host.host_id, nfs.unmount_command(ctx.layout), netguard.remove_command(ctx.layout), mountguard.remove_command(ctx.layout),
-                    sh("docker swarm leave --force >/dev/null 2>&1 || true", why="leave the swarm"))
+        # The mount guard last: leaving removes the notebooks' containers, which the engine lets go of through their volumes' driver.
+        planned.add(host.host_id, nfs.unmount_command(ctx.layout), netguard.remove_command(ctx.layout),
+                    sh("docker swarm leave --force >/dev/null 2>&1 || true", why="leave the swarm"), mountguard.remove_command(ctx.layout))
     return planned
 
 
