@@ -356,7 +356,7 @@ class Rollout:
             if "removed" in self.ex[host_id].run(mountguard.remove_command(layout)).stdout:
                 self.report.results[host_id].changes.append("removed the mount guard")
                 # Docker never forgets a plugin of this kind (a socket in /run/docker/plugins) until the engine restarts.
-                self.report.results[host_id].notes.append(f"the engine keeps {mountguard.driver_name(layout.name)}, the removed mount guard's volume "
+                self.report.results[host_id].notes.append(f"the engine keeps {mountguard.driver(layout)}, the removed mount guard's volume "
                                                           "driver, until it restarts: till then `docker volume ls` there waits some 15 s for it")
 
         self.each([h.host_id for h in self.d.hosts], unguard)

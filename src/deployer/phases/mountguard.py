@@ -83,6 +83,11 @@ REMOVE = ('vols=$(docker volume ls -q --filter "driver=$2" 2>/dev/null); [ -z "$
           'rm -f "$3"')
 
 
+def driver(layout: Layout) -> str:
+    """The volume driver name the guard announces on each worker."""
+    return mountguard.driver_name(layout.name)
+
+
 def remove_command(layout: Layout) -> Command:
     guard = policy_paths(layout)
     return sh(REMOVE, container_name(layout), mountguard.driver_name(layout.name), guard.state, why=f"remove {WHAT}")
