@@ -1,13 +1,16 @@
 """The network guard's policy and ruleset (pure): what is refused comes before what is allowed, the
-operator's lists and allow rules land where they should, and deploy's commands are idempotent."""
+operator's lists and allow rules land where they should, only connections the rules accepted take the
+fast path (a connection opened before them is judged as new), and deploy's commands are idempotent."""
 
 from __future__ import annotations
 
 import ipaddress
+from dataclasses import dataclass, replace
 
 import pytest
 from conftest import SCOPE, base_configs
-from deployer_hub.netguard import ALLOW_RULES, Policy, Target, TargetError, View, filter_rules, restore_text
+from deployer_hub import netguard
+from deployer_hub.netguard import ACCEPTED, ALLOW_RULES, Policy, Target, TargetError, View, filter_rules, restore_text
 from unit.test_phase_plans import deployment_of
 
 from deployer.config.hubsettings import Layout
@@ -30,18 +33,75 @@ def policy(**changes) -> Policy:
     return Policy(**{**base, **changes})
 
 
-def verdict(rules: list[str], address: str, port: int, proto: str = "tcp") -> str:
-    """The first rule of DEPLOYER-OUT that matches a new connection (a small evaluator of our own rules)."""
+@dataclass(frozen=True)
+class Packet:
+    """A packet as our rules see it: its hook, the other end (or, forwarded, the destination), the port
+    on the receiving side, and its connection's conntrack state and mark."""
+
+    hook: str  # OUTPUT or INPUT (a notebook's namespace), FORWARD or INPUT (the host's)
+    address: str
+    port: int
+    proto: str = "tcp"
+    state: str = "NEW"  # or ESTABLISHED, RELATED
+    marked: bool = False
+    interface: str = "eth0"
+    origdstport: int | None = None  # the port the connection was opened to, before a REDIRECT
+
+
+def _matches(options: list[str], packet: Packet) -> bool:
+    """Every match of a rule, as the kernel reads it; an option this evaluator does not know fails the test
+    (so that every rule the builder writes is modelled here)."""
+    i = 0
+    while i < len(options):
+        option, value = options[i], options[i + 1] if i + 1 < len(options) else ""
+        if option == "-m":
+            i += 2
+            continue
+        ok = {
+            "-d": lambda: ipaddress.ip_address(packet.address) in ipaddress.ip_network(value),
+            "-p": lambda: packet.proto == value,
+            "--dport": lambda: packet.port == int(value),
+            "--dports": lambda: packet.port in {int(p) for p in value.split(",")},
+            "-i": lambda: packet.hook in ("INPUT", "FORWARD") and (packet.interface == value or value.endswith("+") and packet.interface.startswith(value[:-1])),
+            "-o": lambda: packet.hook == "OUTPUT" and packet.interface == value,
+            "--ctstate": lambda: packet.state in value.split(","),
+            "--ctorigdstport": lambda: packet.origdstport == int(value),
+            "--mark": lambda: packet.marked if value == netguard.MARK else pytest.fail(f"another mark: {value}"),
+        }.get(option, lambda: pytest.fail(f"the evaluator does not model {option}"))()
+        if not ok:
+            return False
+        i += 2
+    return True
+
+
+def evaluate(rules: list[str], packet: Packet, chain: str | None = None) -> tuple[str, bool]:
+    """Walk the rules from the packet's hook as the kernel does (jumps into our chains, CONNMARK, then the
+    first verdict); returns (ACCEPT / REJECT / DROP, or RETURN when a chain ends without one, and whether
+    the connection is marked afterwards). A built-in chain's policy here is ACCEPT."""
+    marked = packet.marked
     for rule in rules:
         parts = rule.split()
-        if parts[1] != "DEPLOYER-OUT" or "--ctstate" in parts or "-o" in parts:
+        if parts[1] != (chain or packet.hook):
             continue
-        if "-d" in parts and ipaddress.ip_address(address) not in ipaddress.ip_network(parts[parts.index("-d") + 1]):
+        jump = parts.index("-j")
+        if not _matches(parts[2:jump], replace(packet, marked=marked)):
             continue
-        if "-p" in parts and (parts[parts.index("-p") + 1] != proto or int(parts[parts.index("--dport") + 1]) != port):
-            continue
-        return "ACCEPT" if rule.endswith("ACCEPT") else "REJECT"
-    raise AssertionError("no rule matched")
+        target = parts[jump + 1]
+        if target == "CONNMARK":
+            assert parts[jump + 2:] == ["--set-xmark", netguard.MARK], rule
+            marked = True
+        elif target in ("ACCEPT", "REJECT", "DROP"):
+            return target, marked
+        else:
+            result, marked = evaluate(rules, replace(packet, marked=marked), target)
+            if result != "RETURN":
+                return result, marked
+    return ("RETURN" if chain else "ACCEPT"), marked
+
+
+def verdict(rules: list[str], address: str, port: int, proto: str = "tcp") -> str:
+    """What happens to a new outbound connection."""
+    return evaluate(rules, Packet("OUTPUT", address, port, proto))[0]
 
 
 @pytest.mark.parametrize(("address", "port", "expected"), [
@@ -92,7 +152,7 @@ def test_an_operator_allow_never_opens_a_host_or_another_notebook() -> None:
 
 def test_inbound_only_through_the_gate_and_the_gate_last() -> None:
     texts = restore_text(policy(), VIEW, resolve)
-    assert "-A DEPLOYER-IN -p tcp --dport 8888 -m conntrack --ctstate NEW --ctorigdstport 8889 -j ACCEPT" in texts["filter"]
+    assert f"-A DEPLOYER-IN -p tcp --dport 8888 -m conntrack --ctstate NEW --ctorigdstport 8889 -j {ACCEPTED}" in texts["filter"]
     assert texts["filter"].index("-A DEPLOYER-IN -j DROP") > texts["filter"].index("--ctorigdstport")
     assert "REDIRECT --to-ports 8888" in texts["nat"] and "*filter" not in texts["nat"]
     assert "-A OUTPUT -o lo -j ACCEPT" in texts["ip6"] and texts["ip6"].rstrip().endswith("COMMIT")
@@ -140,3 +200,49 @@ def test_deploy_starts_the_guard_once_and_replaces_it_when_its_spec_changes(site
     rebuilt = deploy_guard.sidecar(d, layout, "sha256:b")
     assert len({guard.spec_hash, changed.spec_hash, rebuilt.spec_hash}) == 3
     assert sidecars.parse_current("") is None and sidecars.parse_current("abc true\n") == ("abc", True)
+
+
+# --- only connections the rules accepted take the fast path ---------------------------------------
+
+
+@pytest.mark.parametrize(("address", "port"), [("10.0.5.9", 8081), ("198.51.100.7", 443), ("10.10.0.10", 443), ("10.10.0.2", 53),
+                                               ("10.30.0.1", 53), ("203.0.113.10", 443)])
+def test_every_connection_the_rules_accept_is_marked_and_its_replies_pass(address: str, port: int) -> None:
+    rules = filter_rules(policy(), VIEW, resolve)
+    assert evaluate(rules, Packet("OUTPUT", address, port)) == ("ACCEPT", True)
+    assert evaluate(rules, Packet("INPUT", address, port, state="ESTABLISHED", marked=True)) == ("ACCEPT", True)
+    assert evaluate(rules, Packet("OUTPUT", address, port, state="ESTABLISHED", marked=True)) == ("ACCEPT", True)
+
+
+@pytest.mark.parametrize(("address", "port"), [("10.10.0.10", 2049), ("10.10.0.21", 22), ("172.18.0.1", 45999), ("10.0.5.9", 8888),
+                                               ("169.254.169.254", 80), ("10.30.0.1", 443)])
+def test_a_connection_open_before_the_rules_loaded_is_judged_as_a_new_one(address: str, port: int) -> None:
+    """Unmarked (the rules never accepted it) and ESTABLISHED (conntrack saw it before, or picked it up
+    mid-stream): refused where a new connection is, in both directions."""
+    rules = filter_rules(policy(), VIEW, resolve)
+    for state in ("ESTABLISHED", "RELATED"):
+        assert evaluate(rules, Packet("OUTPUT", address, port, state=state)) == ("REJECT", False)
+        assert evaluate(rules, Packet("INPUT", address, port, state=state)) == ("DROP", False)
+
+
+def test_a_connection_open_before_the_rules_to_an_allowed_destination_goes_on_marked() -> None:
+    rules = filter_rules(policy(), VIEW, resolve)
+    assert evaluate(rules, Packet("OUTPUT", "203.0.113.10", 443, state="ESTABLISHED")) == ("ACCEPT", True)
+
+
+def test_inbound_only_the_hubs_connections_through_the_gate_are_marked() -> None:
+    rules = filter_rules(policy(), VIEW, resolve)
+    assert evaluate(rules, Packet("INPUT", "10.0.5.2", 8888, origdstport=8889)) == ("ACCEPT", True)
+    assert evaluate(rules, Packet("INPUT", "10.0.5.2", 8888, origdstport=8888)) == ("DROP", False)  # straight to the server
+    assert evaluate(rules, Packet("INPUT", "10.0.5.2", 8888, state="ESTABLISHED", origdstport=8888)) == ("DROP", False)  # opened before
+    assert evaluate(rules, Packet("INPUT", "127.0.0.1", 8888, interface="lo")) == ("ACCEPT", False)  # loopback needs no mark
+
+
+def test_every_accepting_verdict_but_loopbacks_and_marked_replies_goes_through_the_marking_chain() -> None:
+    rules = filter_rules(policy(allow=(Target.parse("10.40.0.0/16"),), allow_rules={**ALLOW_RULES, "cloud_metadata_server": True, "private_ips": True}),
+                         VIEW, resolve)
+    plain = [r for r in rules if r.endswith("-j ACCEPT") and not r.startswith(f"-A {ACCEPTED} ")]
+    assert plain == ["-A DEPLOYER-IN -i lo -j ACCEPT", f"-A DEPLOYER-IN {netguard.REPLIES} -j ACCEPT",
+                     "-A DEPLOYER-OUT -o lo -j ACCEPT", f"-A DEPLOYER-OUT {netguard.REPLIES} -j ACCEPT"]
+    assert [r for r in rules if r.startswith(f"-A {ACCEPTED} ")] == [f"-A {ACCEPTED} -j CONNMARK --set-xmark {netguard.MARK}", f"-A {ACCEPTED} -j ACCEPT"]
+    assert f":{ACCEPTED} - [0:0]" in restore_text(policy(), VIEW, resolve)["filter"]

@@ -14,7 +14,7 @@ exists only as a REDIRECT installed last by the agent. Until the rules are in, t
 the server, so it never routes a user to an unguarded one, whatever image the notebook runs.
 
 Outbound, in this order (the first match decides):
-  loopback and replies to accepted connections: allowed
+  loopback, and replies to connections these rules accepted (marked: see MARK): allowed
   the operator's ``deny`` list: refused
   the hub API on the deployment's overlay network (the hub, and its relay: port 8081): allowed; anything else on any attached
       network (other notebooks, the hub's other ports): refused
@@ -29,6 +29,9 @@ Outbound, in this order (the first match decides):
   private addresses: port 53 allowed if ``dns_ports_private_ips``; the rest as ``private_ips``
   everything else (the outside world): as ``non_private_ips``
 Inbound: only connections that arrived on ``guarded_port``. IPv6: loopback only.
+
+A connection that was open before the rules loaded (the agent acts on Docker's start event, after
+the notebook's first process started) is judged as a new one at its next packet: see MARK.
 
 Standard library only: this file is the agent (``python3 netguard.py``, in the netguard image) and
 the CLI imports its policy parsing to validate the operator's lists.
@@ -66,6 +69,15 @@ PRIVATE = tuple(ipaddress.ip_network(n) for n in ("10.0.0.0/8", "172.16.0.0/12",
 #: Never a destination a notebook needs: "this network", loopback not via lo, multicast, reserved.
 SPECIAL = tuple(ipaddress.ip_network(n) for n in ("0.0.0.0/8", "127.0.0.0/8", "224.0.0.0/4", "240.0.0.0/4"))
 REJECT = "REJECT --reject-with icmp-admin-prohibited"
+#: The conntrack mark of the connections these rules accepted: every accepting verdict goes through
+#: ACCEPTED, which marks the connection, and only marked connections take the fast path for their
+#: later packets (REPLIES). A connection already open when the rules loaded carries no mark, so its
+#: next packet, in or out, is judged like a new connection's and dies if the destination is refused.
+#: (Flushing conntrack would not do: nf_conntrack_tcp_loose picks mid-stream TCP up as ESTABLISHED.)
+#: One bit of the mark; nothing else in a notebook's namespace marks connections.
+MARK = "0x40000000/0x40000000"
+ACCEPTED = "DEPLOYER-ACCEPT"
+REPLIES = f"-m conntrack --ctstate ESTABLISHED,RELATED -m connmark --mark {MARK}"
 _HOSTNAME = re.compile(r"^(?=.{1,253}$)(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*\.?$")
 
 
@@ -177,47 +189,53 @@ def _host_port(text: str) -> tuple[str, int]:
     return host, int(port)
 
 
+def _verdict(allowed: bool) -> str:
+    return ACCEPTED if allowed else REJECT
+
+
 def filter_rules(policy: Policy, view: View, resolve: Resolve) -> list[str]:
-    """The filter table's rules (chains DEPLOYER-IN and DEPLOYER-OUT, hooked first in INPUT/OUTPUT)."""
+    """The filter table's rules (chains DEPLOYER-IN and DEPLOYER-OUT, hooked first in INPUT/OUTPUT;
+    every accepting verdict but loopback's through ACCEPTED, which marks the connection)."""
     out = "DEPLOYER-OUT"
     rules = [
         "-A INPUT -j DEPLOYER-IN", "-A OUTPUT -j DEPLOYER-OUT",
+        f"-A {ACCEPTED} -j CONNMARK --set-xmark {MARK}", f"-A {ACCEPTED} -j ACCEPT",
         "-A DEPLOYER-IN -i lo -j ACCEPT",
-        "-A DEPLOYER-IN -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT",
+        f"-A DEPLOYER-IN {REPLIES} -j ACCEPT",
         # Only what came in on the guarded port (redirected to the server's): the hub's connections.
-        f"-A DEPLOYER-IN -p tcp --dport {policy.notebook_port} -m conntrack --ctstate NEW --ctorigdstport {policy.guarded_port} -j ACCEPT",
+        f"-A DEPLOYER-IN -p tcp --dport {policy.notebook_port} -m conntrack --ctstate NEW --ctorigdstport {policy.guarded_port} -j {ACCEPTED}",
         "-A DEPLOYER-IN -j DROP",
         f"-A {out} -o lo -j ACCEPT",
-        f"-A {out} -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT",
+        f"-A {out} {REPLIES} -j ACCEPT",
     ]
     for target in policy.deny:
         for dest in _addresses(target.host, resolve):
             rules += _port_rules(out, dest, target.port, REJECT)
     for subnet, ours in view.networks:
         if ours:
-            rules.append(f"-A {out} -d {subnet} -p tcp --dport {policy.hub_api_port} -j ACCEPT")
+            rules.append(f"-A {out} -d {subnet} -p tcp --dport {policy.hub_api_port} -j {ACCEPTED}")
         rules.append(f"-A {out} -d {subnet} -j {REJECT}")
     for entry in policy.tenant + policy.hub_ports:
         host, port = _host_port(entry)
         for dest in _addresses(host, resolve):
-            rules += _port_rules(out, dest, port, "ACCEPT", ("tcp",))
+            rules += _port_rules(out, dest, port, ACCEPTED, ("tcp",))
     for resolver in view.resolvers:
-        rules += _port_rules(out, f"{resolver}/32", 53, "ACCEPT")
+        rules += _port_rules(out, f"{resolver}/32", 53, ACCEPTED)
     refused = {f"{a}/32" for a in view.local} | {str(n) for n in view.bridges}
     for host in policy.hosts:
         refused.update(_addresses(host, resolve))
     rules += [f"-A {out} -d {dest} -j {REJECT}" for dest in sorted(refused)]
-    rules.append(f"-A {out} -d {METADATA} -j {'ACCEPT' if policy.allow_rules['cloud_metadata_server'] else REJECT}")
+    rules.append(f"-A {out} -d {METADATA} -j {_verdict(policy.allow_rules['cloud_metadata_server'])}")
     rules.append(f"-A {out} -d {LINK_LOCAL} -j {REJECT}")
     rules += [f"-A {out} -d {n} -j {REJECT}" for n in SPECIAL]
     for target in policy.allow:
         for dest in _addresses(target.host, resolve):
-            rules += _port_rules(out, dest, target.port, "ACCEPT")
+            rules += _port_rules(out, dest, target.port, ACCEPTED)
     for network in PRIVATE:
         if policy.allow_rules["dns_ports_private_ips"]:
-            rules += _port_rules(out, str(network), 53, "ACCEPT")
-        rules.append(f"-A {out} -d {network} -j {'ACCEPT' if policy.allow_rules['private_ips'] else REJECT}")
-    rules.append(f"-A {out} -j {'ACCEPT' if policy.allow_rules['non_private_ips'] else REJECT}")
+            rules += _port_rules(out, str(network), 53, ACCEPTED)
+        rules.append(f"-A {out} -d {network} -j {_verdict(policy.allow_rules['private_ips'])}")
+    rules.append(f"-A {out} -j {_verdict(policy.allow_rules['non_private_ips'])}")
     return rules
 
 
@@ -225,7 +243,8 @@ def restore_text(policy: Policy, view: View, resolve: Resolve) -> dict[str, str]
     """iptables-restore input per command: the whole filter table (Docker keeps nothing there in a
     container's namespace), then the nat gate (``--noflush``: Docker's DNS rules live in nat)."""
     filter_table = "\n".join(["*filter", ":INPUT ACCEPT [0:0]", ":FORWARD ACCEPT [0:0]", ":OUTPUT ACCEPT [0:0]",
-                              ":DEPLOYER-IN - [0:0]", ":DEPLOYER-OUT - [0:0]", *filter_rules(policy, view, resolve), "COMMIT", ""])
+                              ":DEPLOYER-IN - [0:0]", ":DEPLOYER-OUT - [0:0]", f":{ACCEPTED} - [0:0]", *filter_rules(policy, view, resolve),
+                              "COMMIT", ""])
     nat = "\n".join(["*nat", ":DEPLOYER-GATE - [0:0]",
                      f"-A DEPLOYER-GATE -p tcp --dport {policy.guarded_port} -j REDIRECT --to-ports {policy.notebook_port}", "COMMIT", ""])
     ip6 = "\n".join(["*filter", ":INPUT ACCEPT [0:0]", ":FORWARD DROP [0:0]", ":OUTPUT ACCEPT [0:0]",
