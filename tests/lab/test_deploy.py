@@ -345,6 +345,40 @@ def test_a_notebook_reaches_the_hub_api_the_tenant_and_the_world_but_no_host_or_
         assert t.reached(from_host[t.name]), f"{t.name} is not reachable from {worker} itself ({from_host[t.name]}): the refusal proves nothing"
 
 
+def test_every_address_of_a_host_is_refused_on_every_port_not_only_its_configured_one(deployed, lab: Lab, site: Path) -> None:
+    """A host's other addresses (a public one, here on the hub's interface, reached from the workers) are read
+    by deploy and refused to notebooks like the configured address, on every port (its published 443 too:
+    notebooks reach the hub by its configured address); the worker itself reaches them."""
+    extra = "198.51.100.11"  # TEST-NET-2: a "public" address, which notebooks may otherwise reach (non_private_ips)
+    running_notebook(lab.hosts["hub"], "jdoe")
+    lab.ssh("hub", f"ip addr add {extra}/32 dev eth0")
+    for worker in ("worker1", "worker2"):
+        lab.ssh(worker, f"ip route replace {extra}/32 dev eth0")  # on the lab's network: it never leaves this machine
+    try:
+        changed = deployer(site, "deploy")
+        assert changed.returncode == 0, changed.stderr + changed.stdout
+        assert "the notebooks' network guard: its image or configuration changed" in row(changed.stdout, "worker1")  # a new policy
+        worker, container = notebook_container(lab, "jdoe")
+        targets = [tcp(f"hub's other address {extra}:{port} ({what})", extra, port) for port, what in
+                   ((22, "ssh"), (2049, "NFS"), (7946, "swarm gossip"), (443, "the hub's published port"))]
+        from_host = probe([], targets, remote=lab.ssh_command(worker))
+        assert all(t.reached(from_host[t.name]) for t in targets), f"not reachable from {worker} itself, so a refusal proves nothing: {from_host}"
+        deadline = time.monotonic() + 60  # the replaced guard applies its new rules at its start
+        while True:
+            seen = probe(["docker", "exec", "-i", container], targets, remote=lab.ssh_command(worker))
+            if not wrong(targets, seen) or time.monotonic() > deadline:
+                break
+            time.sleep(1)
+        print(f"\nFrom jdoe's notebook on {worker}, the hub's other address:\n{table(targets, seen, from_host, f'from {worker} itself')}")
+        assert not wrong(targets, seen)
+    finally:
+        lab.ssh("hub", f"ip addr del {extra}/32 dev eth0", check=False)
+        for worker in ("worker1", "worker2"):
+            lab.ssh(worker, f"ip route del {extra}/32 dev eth0", check=False)
+        restored = deployer(site, "deploy")
+        assert restored.returncode == 0, restored.stderr + restored.stdout
+
+
 def test_the_operators_egress_rules_reach_running_notebooks(deployed, lab: Lab, site: Path, outside) -> None:
     """notebook_egress_deny and notebook_egress_allow_rules, changed by a deploy, apply to a notebook
     that is already running (the replaced guard re-applies its rules), without touching the hub."""

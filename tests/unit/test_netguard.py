@@ -1,21 +1,26 @@
 """The network guard's policy and ruleset (pure): what is refused comes before what is allowed, the
 operator's lists and allow rules land where they should, only connections the rules accepted take the
-fast path (a connection opened before them is judged as new), and deploy's commands are idempotent."""
+fast path (a connection opened before them is judged as new), every address of every swarm node is
+refused, IPv6 fails closed, and deploy's commands are idempotent."""
 
 from __future__ import annotations
 
 import ipaddress
+import json
+import subprocess
 from dataclasses import dataclass, replace
 
 import pytest
 from conftest import SCOPE, base_configs
 from deployer_hub import netguard
-from deployer_hub.netguard import ACCEPTED, ALLOW_RULES, Policy, Target, TargetError, View, filter_rules, restore_text
-from unit.test_phase_plans import deployment_of
+from deployer_hub.netguard import ACCEPTED, ALLOW_RULES, Guard, Policy, Target, TargetError, View, filter_rules, restore_text
+from unit.test_phase_plans import deployment_of, ready_facts
 
 from deployer.config.hubsettings import Layout
+from deployer.phases import members, sidecars
 from deployer.phases import netguard as deploy_guard
-from deployer.phases import sidecars
+from deployer.phases.base import Context
+from deployer.phases.facts import parse_addresses, parse_node_addresses
 
 OVERLAY = ipaddress.ip_network("10.0.5.0/24")
 VIEW = View(networks=((OVERLAY, True),), local=(ipaddress.ip_address("10.10.0.21"), ipaddress.ip_address("172.18.0.1")),
@@ -246,3 +251,130 @@ def test_every_accepting_verdict_but_loopbacks_and_marked_replies_goes_through_t
                      "-A DEPLOYER-OUT -o lo -j ACCEPT", f"-A DEPLOYER-OUT {netguard.REPLIES} -j ACCEPT"]
     assert [r for r in rules if r.startswith(f"-A {ACCEPTED} ")] == [f"-A {ACCEPTED} -j CONNMARK --set-xmark {netguard.MARK}", f"-A {ACCEPTED} -j ACCEPT"]
     assert f":{ACCEPTED} - [0:0]" in restore_text(policy(), VIEW, resolve)["filter"]
+
+
+# --- every address of every swarm node -----------------------------------------------------------
+
+
+def test_the_swarms_nodes_and_every_address_of_the_hosts_are_refused_on_every_port_but_the_allowed_ones() -> None:
+    view = replace(VIEW, peers=(ipaddress.ip_address("10.10.0.77"),))  # a node that joined after deploy (the engine's peers)
+    rules = filter_rules(policy(hosts=("10.10.0.10", "192.0.2.10", "hub.example.org", "10.10.0.21")), view, resolve)  # 192.0.2.10: the hub's public address
+    for address in ("10.10.0.77", "192.0.2.10"):
+        for port in (22, 2049, 2377, 7946, 443, 53):
+            assert verdict(rules, address, port) == "REJECT", (address, port)
+    assert verdict(rules, "10.10.0.10", 443) == "ACCEPT"  # the hub's published port, as configured
+    # even where the operator allows private addresses, or the world
+    rules = filter_rules(policy(hosts=("192.0.2.10",), allow_rules={**ALLOW_RULES, "private_ips": True}), view, resolve)
+    assert verdict(rules, "10.10.0.77", 2049) == "REJECT" and verdict(rules, "192.0.2.10", 22) == "REJECT"
+
+
+class FakeDocker(netguard.Docker):
+    """The agent's Docker calls, answered from a table (the longest matching path prefix)."""
+
+    def __init__(self, answers: dict[str, object]):
+        self.answers = answers
+        self.asked: list[str] = []
+
+    def get(self, path: str, timeout: float = 30) -> object:
+        self.asked.append(path)
+        prefixes = sorted((p for p in self.answers if path.startswith(p)), key=len)
+        if not prefixes:
+            raise OSError(f"Docker answered 404 to GET {path}")
+        answer = self.answers[prefixes[-1]]
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+
+SWARM = {
+    "/info": {"Swarm": {"LocalNodeState": "active", "NodeAddr": "10.10.0.21",
+                        "RemoteManagers": [{"NodeID": "a", "Addr": "10.10.0.10:2377"}, {"NodeID": "b", "Addr": "[fd00::1]:2377"}]}},
+    "/networks?": [{"Id": "ing", "Name": "ingress", "Ingress": True}, {"Id": "net", "Name": "jupyterhub-prod-x-net"}, {"Id": "oth", "Name": "other"}],
+    "/networks/ing?verbose=true": {"Peers": [{"Name": "n1", "IP": "10.10.0.10"}, {"Name": "n4", "IP": "10.10.0.77"}, {"Name": "n0", "IP": "0.0.0.0"}]},
+    "/networks/net?verbose=true": {"Peers": [{"Name": "n5", "IP": "10.10.0.78"}]},
+}
+
+
+def test_the_agent_reads_the_swarms_nodes_from_its_own_engine_and_keeps_the_last_when_it_cannot() -> None:
+    docker = FakeDocker(SWARM)
+    guard = Guard(policy(), docker, resolve)  # type: ignore[arg-type]
+    assert [str(a) for a in guard.known_peers()] == ["10.10.0.10", "10.10.0.77", "10.10.0.78"]
+    assert "/networks/oth?verbose=true" not in docker.asked
+    guard.docker = FakeDocker({"/info": OSError("no answer")})  # type: ignore[assignment]
+    assert [str(a) for a in guard.known_peers()] == ["10.10.0.10", "10.10.0.77", "10.10.0.78"]
+
+
+# --- IPv6 fails closed --------------------------------------------------------------------------
+
+
+class Namespace:
+    """nsenter into a notebook's namespace, recorded; ip6tables-restore fails as a kernel without ip6 tables makes it."""
+
+    def __init__(self):
+        self.ran: list[tuple[str, ...]] = []
+
+    def __call__(self, pid: int, *argv: str, stdin: str | None = None) -> subprocess.CompletedProcess:
+        self.ran.append(argv)
+        if argv[0] == "ip6tables-restore":
+            raise subprocess.CalledProcessError(2, ["nsenter", "-t", str(pid), "-n", *argv], "",
+                                                "ip6tables-restore v1.8.9 (nf_tables): Could not fetch rule set generation id: Protocol not supported")
+        return subprocess.CompletedProcess(argv, 0, "", "")
+
+
+CONTAINER = {"Id": "c" * 64, "Name": "/jupyterhub-prod-x-nb-jdoe.1.abc", "State": {"Pid": 4242, "Running": True},
+             "NetworkSettings": {"Networks": {"jupyterhub-prod-x-net": {"IPAddress": "10.0.5.7", "IPPrefixLen": 24}}}}
+
+
+@pytest.mark.parametrize(("ipv6", "gate"), [(True, False), (False, True)])
+def test_ipv6_rules_that_do_not_load_keep_the_gate_closed_unless_the_namespace_has_no_ipv6(monkeypatch, capsys, ipv6: bool, gate: bool) -> None:
+    namespace = Namespace()
+    monkeypatch.setattr(netguard, "_nsenter", namespace)
+    monkeypatch.setattr(netguard, "_gate_hooked", lambda pid: False)
+    monkeypatch.setattr(netguard, "has_ipv6", lambda pid: ipv6)
+    guard = Guard(policy(), FakeDocker({f"/containers/{'c' * 64}/json": CONTAINER}), resolve)  # type: ignore[arg-type]
+    guard.protect("c" * 64, (netguard.Around((), (), (), ()), resolve))
+    opened = ("iptables", "-t", "nat", "-A", "PREROUTING", "-j", "DEPLOYER-GATE") in namespace.ran
+    assert opened == gate and (("c" * 64) in guard.applied) == gate
+    if not gate:
+        err = capsys.readouterr().err
+        assert "could not guard jupyterhub-prod-x-nb-jdoe.1.abc" in err and "ip6tables-restore failed" in err and "gate stays closed" in err
+        assert not any(argv[0] == "iptables-restore" and "--noflush" in argv for argv in namespace.ran)  # not even the nat table's gate chain
+
+
+# --- deploy: the policy from every host's facts ------------------------------------------------
+
+
+def test_deploy_refuses_every_address_of_every_host_and_every_swarm_node(site) -> None:
+    d = deployment_of(site())
+    facts = ready_facts()
+    facts["hub1"].addresses = {"10.10.0.10", "192.0.2.10"}  # a public address besides the private one
+    facts["worker1"].addresses = {"10.10.0.11", "10.20.0.11"}  # a second interface
+    facts["hub1"].node_addresses = {"10.10.0.10", "10.10.0.11", "10.10.0.12", "10.10.0.99"}  # 99: another deployment's worker
+    hosts = deploy_guard.policy(d, Layout.of(d), facts).hosts
+    assert {"192.0.2.10", "10.20.0.11", "10.10.0.99", "10.10.0.12"} <= set(hosts) and list(hosts) == sorted(hosts)
+    argv = deploy_guard.sidecar(d, Layout.of(d), "sha256:g", facts).run("x").argv
+    assert Policy.from_json(next(a for a in argv if a.startswith("DEPLOYER_NETGUARD_POLICY=")).split("=", 1)[1]).hosts == hosts
+
+
+def test_a_hosts_addresses_are_its_own_not_loopbacks_or_dockers_bridges() -> None:
+    output = ("1: lo    inet 127.0.0.1/8 scope host lo\\       valid_lft forever preferred_lft forever\n"
+              "2: eth0    inet 10.10.0.10/24 brd 10.10.0.255 scope global eth0\\       valid_lft forever preferred_lft forever\n"
+              "2: eth0    inet 10.10.0.50/24 scope global secondary eth0\n"
+              "3: ens5    inet 192.0.2.10/24 scope global ens5\n"
+              "4: docker0    inet 172.17.0.1/16 brd 172.17.255.255 scope global docker0\n"
+              "5: docker_gwbridge    inet 172.18.0.1/16 scope global docker_gwbridge\n"
+              "6: br-0123456789ab    inet 10.99.0.1/24 scope global br-0123456789ab\n"
+              "7: br-lan    inet 10.30.0.1/24 scope global br-lan\n")
+    assert parse_addresses(output) == {"10.10.0.10", "10.10.0.50", "192.0.2.10", "10.30.0.1"}
+    assert parse_node_addresses("10.10.0.10 10.10.0.10:2377\n10.10.0.11 \n0.0.0.0 \n127.0.0.1 127.0.0.1:2377\n") == {"10.10.0.10", "10.10.0.11"}
+
+
+def test_a_removed_workers_node_leaves_the_planned_policy(site) -> None:
+    d = deployment_of(site())
+    facts = ready_facts()
+    facts["hub1"].state["workers.json"] = json.dumps([{"host_id": "old", "ssh_host": "10.10.0.40", "private_ip": None, "ssh_user": "root",
+                                                      "ssh_key": None, "ssh_port": 22, "ssh_known_hosts": None}])
+    facts["hub1"].node_addresses = {"10.10.0.10", "10.10.0.40"}
+    ctx = Context.of(d)
+    members.FORGET_PHASE.expect(ctx, facts, members.FORGET_PHASE.plan(ctx, facts))
+    assert facts["hub1"].node_addresses == {"10.10.0.10"}

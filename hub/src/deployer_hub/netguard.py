@@ -21,14 +21,16 @@ Outbound, in this order (the first match decides):
   the tenant (its host and port): allowed
   the hub's published HTTPS/HTTP ports: allowed
   the host's DNS resolvers, port 53: allowed
-  every deployment host and every address of this host, any port (NFS, rpcbind, Docker,
-      swarm, sshd, ...), and the subnets of this host's Docker bridges: refused
+  every address of every deployment host (deploy reads them all) and of every swarm node (deploy
+      asks the manager; the agent asks its own engine at each sweep), every address of this host,
+      any port (NFS, rpcbind, Docker, swarm, sshd, ...), and this host's Docker bridges: refused
   169.254.169.254 (cloud metadata): refused unless ``cloud_metadata_server``; the rest of
       169.254.0.0/16 and multicast: refused
   the operator's ``allow`` list: allowed
   private addresses: port 53 allowed if ``dns_ports_private_ips``; the rest as ``private_ips``
   everything else (the outside world): as ``non_private_ips``
-Inbound: only connections that arrived on ``guarded_port``. IPv6: loopback only.
+Inbound: only connections that arrived on ``guarded_port``. IPv6: loopback only, and if those rules
+cannot be loaded in a namespace that has IPv6, the gate is never opened.
 
 A connection that was open before the rules loaded (the agent acts on Docker's start event, after
 the notebook's first process started) is judged as a new one at its next packet: see MARK.
@@ -52,7 +54,7 @@ import threading
 import time
 import urllib.parse
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Iterator
+from typing import Callable, Iterable, Iterator, NamedTuple
 
 #: The label (value: the deployment's name) the spawner puts on every notebook container.
 LABEL = "deployer.notebook"
@@ -166,6 +168,7 @@ class View:
     local: tuple[ipaddress.IPv4Address, ...] = ()  # every address of this host
     bridges: tuple[ipaddress.IPv4Network, ...] = ()  # subnets of this host's Docker bridges
     resolvers: tuple[ipaddress.IPv4Address, ...] = ()  # this host's DNS servers
+    peers: tuple[ipaddress.IPv4Address, ...] = ()  # the swarm's nodes this host's engine knows
 
 
 Resolve = Callable[[str], list[str]]
@@ -221,10 +224,7 @@ def filter_rules(policy: Policy, view: View, resolve: Resolve) -> list[str]:
             rules += _port_rules(out, dest, port, ACCEPTED, ("tcp",))
     for resolver in view.resolvers:
         rules += _port_rules(out, f"{resolver}/32", 53, ACCEPTED)
-    refused = {f"{a}/32" for a in view.local} | {str(n) for n in view.bridges}
-    for host in policy.hosts:
-        refused.update(_addresses(host, resolve))
-    rules += [f"-A {out} -d {dest} -j {REJECT}" for dest in sorted(refused)]
+    rules += [f"-A {out} -d {dest} -j {REJECT}" for dest in refused_hosts(policy, view, resolve)]
     rules.append(f"-A {out} -d {METADATA} -j {_verdict(policy.allow_rules['cloud_metadata_server'])}")
     rules.append(f"-A {out} -d {LINK_LOCAL} -j {REJECT}")
     rules += [f"-A {out} -d {n} -j {REJECT}" for n in SPECIAL]
@@ -237,6 +237,15 @@ def filter_rules(policy: Policy, view: View, resolve: Resolve) -> list[str]:
         rules.append(f"-A {out} -d {network} -j {_verdict(policy.allow_rules['private_ips'])}")
     rules.append(f"-A {out} -j {_verdict(policy.allow_rules['non_private_ips'])}")
     return rules
+
+
+def refused_hosts(policy: Policy, view: View, resolve: Resolve) -> list[str]:
+    """Every address of the swarm's machines (any port): the deployment's hosts, the nodes this host's
+    engine knows, this host's own addresses and its Docker bridges."""
+    refused = {f"{a}/32" for a in (*view.local, *view.peers)} | {str(n) for n in view.bridges}
+    for host in policy.hosts:
+        refused.update(_addresses(host, resolve))
+    return sorted(refused)
 
 
 def restore_text(policy: Policy, view: View, resolve: Resolve) -> dict[str, str]:
@@ -282,6 +291,19 @@ class Docker:
         finally:
             connection.close()
 
+    def swarm_peers(self, network: str) -> list[ipaddress.IPv4Address]:
+        """The swarm's nodes as this engine knows them (a worker cannot list nodes): its managers, and the
+        peers of the ingress network (every node) and of the deployment's network."""
+        swarm = self.get("/info").get("Swarm") or {}  # type: ignore[union-attr]
+        found = [m.get("Addr", "").rpartition(":")[0] for m in swarm.get("RemoteManagers") or []]
+        if swarm.get("LocalNodeState") == "active":
+            filters = urllib.parse.quote(json.dumps({"driver": ["overlay"]}))
+            for overlay in self.get(f"/networks?filters={filters}"):  # type: ignore[union-attr]
+                if overlay.get("Ingress") or overlay.get("Name") == network:
+                    detail = self.get(f"/networks/{overlay['Id']}?verbose=true")
+                    found += [peer.get("IP", "") for peer in detail.get("Peers") or []]  # type: ignore[union-attr]
+        return sorted({a for a in map(_ipv4, found) if a and not a.is_unspecified and not a.is_loopback})
+
     def notebooks(self, deployment: str) -> list[str]:
         filters = urllib.parse.quote(json.dumps({"label": [f"{LABEL}={deployment}"], "status": ["running"]}))
         return [c["Id"] for c in self.get(f"/containers/json?filters={filters}")]  # type: ignore[union-attr]
@@ -298,6 +320,13 @@ class Docker:
                     yield json.loads(line)["id"]
         finally:
             connection.close()
+
+
+def _ipv4(text: str) -> ipaddress.IPv4Address | None:
+    try:
+        return ipaddress.IPv4Address(text)
+    except ValueError:
+        return None
 
 
 def _ip_json(*argv: str) -> list[dict]:
@@ -348,6 +377,15 @@ def log(text: str) -> None:
     print(f"netguard: {text}", file=sys.stderr, flush=True)
 
 
+class Around(NamedTuple):
+    """What the agent reads about this host for a sweep."""
+
+    local: tuple[ipaddress.IPv4Address, ...]
+    bridges: tuple[ipaddress.IPv4Network, ...]
+    resolvers: tuple[ipaddress.IPv4Address, ...]
+    peers: tuple[ipaddress.IPv4Address, ...]
+
+
 class Guard:
     def __init__(self, policy: Policy, docker: Docker, resolve: Resolve = resolve_name):
         self.policy = policy
@@ -355,23 +393,32 @@ class Guard:
         self.resolve = resolve
         self.applied: dict[str, str] = {}  # container id -> the ruleset it has
         self.lock = threading.Lock()
+        self.peers: tuple[ipaddress.IPv4Address, ...] = ()  # the swarm's nodes, as last read
 
-    def surroundings(self) -> tuple[tuple, Resolve]:
-        """This host's addresses, bridges and DNS servers, and a resolver that asks once per name: read
-        once for a sweep of every notebook (an `ip` call and name lookups), not once per container."""
-        return host_view(), functools.cache(self.resolve)
+    def surroundings(self) -> tuple[Around, Resolve]:
+        """This host's addresses, bridges and DNS servers, the swarm's nodes, and a resolver that asks once
+        per name: read once for a sweep of every notebook, not once per container."""
+        return Around(*host_view(), self.known_peers()), functools.cache(self.resolve)
 
-    def view_of(self, container: dict, host: tuple) -> View:
-        local, bridges, resolvers = host
+    def known_peers(self) -> tuple[ipaddress.IPv4Address, ...]:
+        """The swarm's nodes, read again at every sweep (a node that joined since deploy is refused too);
+        the last ones read when the engine does not answer, rather than none."""
+        try:
+            self.peers = tuple(self.docker.swarm_peers(self.policy.network))
+        except (OSError, http.client.HTTPException, ValueError, KeyError, AttributeError) as exc:
+            log(f"cannot read the swarm's nodes ({exc}); keeping the {len(self.peers)} known")
+        return self.peers
+
+    def view_of(self, container: dict, host: Around) -> View:
         networks = []
         for name, net in (container.get("NetworkSettings", {}).get("Networks") or {}).items():
             if net.get("IPAddress") and net.get("IPPrefixLen"):
                 subnet = ipaddress.IPv4Network(f"{net['IPAddress']}/{net['IPPrefixLen']}", strict=False)
                 if name != "docker_gwbridge":
                     networks.append((subnet, name == self.policy.network))
-        return View(tuple(networks), local, bridges, resolvers)
+        return View(tuple(networks), host.local, host.bridges, host.resolvers, host.peers)
 
-    def protect(self, container_id: str, around: tuple[tuple, Resolve] | None = None) -> None:
+    def protect(self, container_id: str, around: tuple[Around, Resolve] | None = None) -> None:
         host, resolve = around or self.surroundings()
         with self.lock:
             try:
@@ -391,7 +438,9 @@ class Guard:
             try:
                 apply(pid, texts, self.policy)
             except subprocess.CalledProcessError as exc:
-                log(f"could not guard {name} ({container_id[:12]}, pid {pid}): {exc.stderr.strip() or exc}; the hub cannot reach it until it is")
+                failed = exc.cmd[4] if len(exc.cmd) > 4 else exc.cmd[0]
+                log(f"could not guard {name} ({container_id[:12]}, pid {pid}): {failed} failed: {(exc.stderr or '').strip() or exc}; "
+                    "the gate stays closed, the hub cannot reach it until it is guarded")
                 return
             self.applied[container_id] = key
             log(f"guarded {name} ({container_id[:12]}, pid {pid}): {texts['filter'].count(chr(10) + '-A ')} rules")
@@ -426,18 +475,30 @@ def _nsenter(pid: int, *argv: str, stdin: str | None = None) -> subprocess.Compl
     return subprocess.run(["nsenter", "-t", str(pid), "-n", *argv], input=stdin, capture_output=True, text=True, check=True, timeout=30)
 
 
+def has_ipv6(pid: int) -> bool:
+    """Whether the process's network namespace has IPv6 at all (without it the kernel has no
+    /proc/net/if_inet6; --pid host shows us /proc/PID/net of the notebook's namespace)."""
+    return os.path.exists(f"/proc/{pid}/net/if_inet6")
+
+
 def apply(pid: int, texts: dict[str, str], policy: Policy) -> None:
-    """Load the ruleset into the container's network namespace; the gate (the REDIRECT) last."""
+    """Load the ruleset into the container's network namespace; the gate (the REDIRECT) last, so that
+    any failure before it (raised) leaves the hub no way in. IPv6 fails closed: only a namespace
+    without IPv6 may go without its rules."""
     _nsenter(pid, "iptables-restore", stdin=texts["filter"])
     try:
         _nsenter(pid, "ip6tables-restore", stdin=texts["ip6"])
-    except subprocess.CalledProcessError as exc:  # a kernel without IPv6: nothing to guard there
-        if "Protocol not supported" not in exc.stderr and "not found" not in exc.stderr:
+    except subprocess.CalledProcessError:
+        if has_ipv6(pid):
             raise
     _nsenter(pid, "iptables-restore", "--noflush", stdin=texts["nat"])
-    if subprocess.run(["nsenter", "-t", str(pid), "-n", "iptables", "-t", "nat", "-C", "PREROUTING", "-j", "DEPLOYER-GATE"],
-                      capture_output=True).returncode != 0:
+    if not _gate_hooked(pid):
         _nsenter(pid, "iptables", "-t", "nat", "-A", "PREROUTING", "-j", "DEPLOYER-GATE")
+
+
+def _gate_hooked(pid: int) -> bool:
+    return subprocess.run(["nsenter", "-t", str(pid), "-n", "iptables", "-t", "nat", "-C", "PREROUTING", "-j", "DEPLOYER-GATE"],
+                          capture_output=True).returncode == 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -34,9 +34,19 @@ def _tenant_endpoint(url: str) -> str:
     return f"{parts.hostname}:{port}"
 
 
-def policy(deployment: Deployment, layout: Layout, *, https_port: int = 443, http_port: int = 80) -> Policy:
+def refused_addresses(deployment: Deployment, facts: Facts) -> list[str]:
+    """Every address of the swarm's machines: each deployment host's configured ones and every IPv4
+    address it has (its facts), and each swarm node's as the manager knows it (other deployments' too)."""
+    found = {a for h in deployment.hosts for a in (h.address, h.ssh_host)}
+    for host in deployment.hosts:
+        if host.host_id in facts:
+            found |= facts[host.host_id].addresses | facts[host.host_id].node_addresses
+    return sorted(found)
+
+
+def policy(deployment: Deployment, layout: Layout, facts: Facts | None = None, *, https_port: int = 443, http_port: int = 80) -> Policy:
     config = deployment.config
-    hosts = sorted({a for h in deployment.hosts for a in (h.address, h.ssh_host)})
+    hosts = refused_addresses(deployment, facts or {})
     hub = deployment.hub
     hub_addresses = sorted({hub.address, hub.ssh_host})
     tenant = () if config.login == "local-dev" else (_tenant_endpoint(config.tenant_info.base_url),)
@@ -50,8 +60,9 @@ def policy(deployment: Deployment, layout: Layout, *, https_port: int = 443, htt
     )
 
 
-def sidecar(deployment: Deployment, layout: Layout, image_id: str, *, https_port: int = 443, http_port: int = 80) -> sidecars.Sidecar:
-    guard_policy = policy(deployment, layout, https_port=https_port, http_port=http_port)
+def sidecar(deployment: Deployment, layout: Layout, image_id: str, facts: Facts | None = None, *,
+            https_port: int = 443, http_port: int = 80) -> sidecars.Sidecar:
+    guard_policy = policy(deployment, layout, facts, https_port=https_port, http_port=http_port)
     options = ("--network", "host", "--pid", "host",
                "--cap-drop", "ALL", *sum((("--cap-add", c) for c in CAPABILITIES), ()),
                "--security-opt", "no-new-privileges", "--read-only", "--tmpfs", "/run",
@@ -74,7 +85,7 @@ def plan(ctx: Context, facts: Facts) -> Planned:
         if not image_id:
             raise images.ImageError(f"{host.host_id}: the image of {WHAT}, {image}, is not there; build it with scripts/build-images "
                                     "(or set network_guard_image to an image the host has)")
-        commands = sidecars.commands(sidecar(ctx.deployment, ctx.layout, image_id, https_port=ctx.https_port, http_port=ctx.http_port), f.guard)
+        commands = sidecars.commands(sidecar(ctx.deployment, ctx.layout, image_id, facts, https_port=ctx.https_port, http_port=ctx.http_port), f.guard)
         planned.add(host.host_id, *commands)
         if not commands:
             planned.ok(host.host_id, "network guard running")
@@ -84,7 +95,7 @@ def plan(ctx: Context, facts: Facts) -> Planned:
 def expect(ctx: Context, facts: Facts, planned: Planned) -> None:
     for host_id in planned.commands:
         image_id = facts[host_id].images[ctx.deployment.config.network_guard_image] or ""
-        facts[host_id].guard = (sidecar(ctx.deployment, ctx.layout, image_id, https_port=ctx.https_port, http_port=ctx.http_port).spec_hash, True)
+        facts[host_id].guard = (sidecar(ctx.deployment, ctx.layout, image_id, facts, https_port=ctx.https_port, http_port=ctx.http_port).spec_hash, True)
 
 
 PHASE = Phase("the notebooks' network guard on every worker", plan, expect)
