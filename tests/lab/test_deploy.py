@@ -379,6 +379,36 @@ def test_every_address_of_a_host_is_refused_on_every_port_not_only_its_configure
         assert restored.returncode == 0, restored.stderr + restored.stdout
 
 
+def test_an_unguarded_container_on_a_worker_cannot_claim_a_uid_over_nfs_but_the_worker_itself_can(deployed, lab: Lab) -> None:
+    """Defence in depth for the share: a container without the notebook label (no guard in its namespace),
+    started with a plain `docker run` on a worker, on the deployment's overlay network or the default
+    bridge, cannot reach the hub's NFS server (the guard's host rules: DOCKER-USER for its forwarded
+    packets); the worker's own NFS traffic is untouched."""
+    hub, worker = lab.hosts["hub"], "worker1"
+    running_notebook(hub, "bob")  # bob's token files are on the share
+    token = f"nfs://{hub}{LAB_SHARE}/tokens/sim/bob/current?version=4&uid=5002&gid=6002"
+    bobs_file = text(lab.ssh("hub", f"cat {LAB_SHARE}/tokens/sim/bob/current"))
+    seen = {}
+    for network in (f"{NAME}-net", "bridge"):
+        name = f"unguarded-{network}"
+        lab.ssh(worker, f"docker rm -f {name} >/dev/null 2>&1; docker run -d --name {name} --network {network} --entrypoint sleep deployer/jupyteruser:0.2.0 600 && "
+                        f"docker cp -L /usr/bin/nfs-cat {name}:/tmp/nfs-cat && "
+                        f"for lib in $(ldd /usr/bin/nfs-cat | awk '/libnfs/ {{print $3}}'); do docker cp -L $lib {name}:/tmp/; done")
+        try:
+            seen[network] = lab.ssh(worker, f"docker exec -e LD_LIBRARY_PATH=/tmp {name} timeout 20 /tmp/nfs-cat {shlex.quote(token)}", check=False, timeout=60)
+        finally:
+            lab.ssh(worker, f"docker rm -f {name}", check=False)
+    from_host = lab.ssh(worker, f"timeout 20 nfs-cat {shlex.quote(token)}", check=False, timeout=60)
+    print(f"\nspoofed-uid NFS read of bob's token file on {worker}: " + "; ".join(
+        f"from an unguarded container on {n}: {'read it' if bobs_file in text(r) else f'failed ({r.returncode})'}" for n, r in seen.items())
+        + f"; from {worker} itself: {'read it' if text(from_host) == bobs_file else 'failed'}")
+    assert text(from_host) == bobs_file, from_host.stderr[-500:]  # the worker's own NFS access is untouched
+    hooks = text(lab.ssh(worker, "iptables -S DOCKER-USER; iptables -S INPUT"))
+    assert "-j DEPLOYER-NFS-F-" in hooks and "-j DEPLOYER-NFS-I-" in hooks, hooks  # the guard's host rules, hooked
+    for network, result in seen.items():
+        assert result.returncode != 0 and bobs_file not in text(result), f"an unguarded container on {network} read bob's token file over NFS"
+
+
 def test_the_operators_egress_rules_reach_running_notebooks(deployed, lab: Lab, site: Path, outside) -> None:
     """notebook_egress_deny and notebook_egress_allow_rules, changed by a deploy, apply to a notebook
     that is already running (the replaced guard re-applies its rules), without touching the hub."""
@@ -522,6 +552,7 @@ def test_a_worker_removed_from_the_servers_file_is_taken_out_cleanly_and_joins_a
         assert text(lab.ssh(leaving, "docker info --format '{{.Swarm.LocalNodeState}}'")) == "inactive"
         assert leaving not in text(lab.ssh("hub", "docker node ls --format '{{.Hostname}}'")).split()
         assert not text(lab.ssh(leaving, f"docker ps -aq --filter label=deployer={NAME}"))  # its guard is gone
+        assert not text(lab.ssh(leaving, "iptables-save | grep DEPLOYER-NFS || true"))  # and the guard's host rules
         export = text(lab.ssh("hub", f"cat /etc/ganesha/deployer/{NAME}.conf"))
         assert lab.hosts[leaving] not in export and lab.hosts[staying] in export  # the share no longer exported to it
         assert hub_container(lab) == hub_before and text(lab.ssh("hub", notebooks.format(staying))) == staying_before  # nothing else touched
@@ -537,6 +568,10 @@ def test_a_worker_removed_from_the_servers_file_is_taken_out_cleanly_and_joins_a
         added = deployer(site, "deploy")
         ran = assert_ran_as_planned(planned, added)
         assert "join the swarm as a worker" in row(added.stdout, leaving) and "the notebooks' network guard" in row(added.stdout, leaving)
+        deadline = time.monotonic() + 60  # the new guard's first sweep loads its host rules again
+        while "DEPLOYER-NFS-F-" not in text(lab.ssh(leaving, "iptables -S DOCKER-USER")):
+            assert time.monotonic() < deadline, f"no host NFS rules on {leaving} after it joined again"
+            time.sleep(1)
         labels = text(lab.ssh("hub", f"docker node inspect {leaving} --format '{{{{json .Spec.Labels}}}}'"))
         assert labels == '{"deployer.worker":"true"}'
         assert hub_container(lab) == hub_before and text(lab.ssh("hub", notebooks.format(staying))) == staying_before
@@ -607,6 +642,7 @@ def clean(lab: Lab) -> dict[str, str]:
     script = (f"docker info --format '{{{{.Swarm.LocalNodeState}}}}'; docker ps -aq | wc -l; docker network ls -q --filter name={NAME} | wc -l; "
               f"ss -Hltn | grep -c ':2049 ' || true; ls /etc/ganesha; ls -A {LAB_SHARE} | wc -l; "
               "pgrep -x -r R,S,D rpcbind | wc -l; pgrep -x -r R,S,D dbus-daemon | wc -l; "  # live ones, not zombies
+              "iptables-save | grep -c DEPLOYER-NFS || true; "  # the guard's host NFS rules
               f"ls /srv/deployer/{NAME} 2>/dev/null | tr '\\n' ' '")
     return {host: text(lab.ssh(host, script)) for host in lab.hosts}
 
@@ -617,8 +653,8 @@ def test_destroy_leaves_the_hosts_clean_then_a_killed_deploy_completes_on_rerun(
     # No swarm, container, network, NFS server, its helpers or data; the packaged ganesha.conf back; only the
     # share's (lab volume's) mount point is left.
     for host, left in clean(lab).items():
-        # ... and no rpcbind or dbus-daemon left running (deploy started them for nfs-ganesha on the hub)
-        assert left.split("\n") == ["inactive", "0", "0", "0", "ganesha.conf", "vfs.conf", "0", "0", "0", "share"], f"{host}: {left}"
+        # ... and no rpcbind or dbus-daemon left running (deploy started them for nfs-ganesha on the hub), no host NFS rules
+        assert left.split("\n") == ["inactive", "0", "0", "0", "ganesha.conf", "vfs.conf", "0", "0", "0", "0", "share"], f"{host}: {left}"
     assert "leave the swarm" in row(result.stdout, "worker1")
 
     # Interrupted while sending an image (the worker has to get it again), then run again.

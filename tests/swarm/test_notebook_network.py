@@ -2,7 +2,8 @@
 the tenant, and nothing of the host, the other notebooks or the hub's other ports.
 
 Every refused target on the host is shown reachable from an unguarded container on the same overlay
-network (the control), so a "refused" is the guard's doing and not a closed port."""
+network (the control), so a "refused" is the guard's doing and not a closed port; but for the share's NFS
+ports, which the guard's host rules refuse to every container (the control), and this machine reaches."""
 
 from __future__ import annotations
 
@@ -20,6 +21,8 @@ from urllib.parse import urlsplit
 import pytest
 
 from netprobe import Target, probe, table, tcp, wrong
+
+from deployer.phases import nfs
 from swarm.conftest import NAME, Site, docker
 from swarm.test_notebooks import _redeploy, _stop, failure_message, http_login, notebook_container, spawn
 
@@ -99,7 +102,12 @@ def test_a_notebook_reaches_the_hub_api_dns_and_the_tenant_and_nothing_else(hub,
     print(f"\nFrom jdoe's notebook (uid 5001) on this machine's hub:\n{table(targets, seen, control, 'an unguarded container')}")
     assert not wrong(targets, seen)
     for t in targets:
-        if t.name.startswith("host"):
+        if t.name.startswith("host") and t.port in nfs.ports(kernel=False):
+            # The guard's host rules: no container reaches the share's NFS ports on its own host, a notebook or not;
+            # the host itself does (so the notebook's refusal is still no closed port).
+            assert control[t.name] == "blocked", f"{t.name}: an unguarded container reaches the host's NFS port: {control[t.name]}"
+            socket.create_connection((t.host, t.port), timeout=10).close()
+        elif t.name.startswith("host"):
             assert control[t.name] == "open", f"{t.name} is not listening, so its refusal proves nothing: {control[t.name]}"
     assert control["hub container :443 (proxy)"] == "open"
     # alice's own server still works through the hub (the gate is the hub's way in).

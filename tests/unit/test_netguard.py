@@ -1,7 +1,7 @@
 """The network guard's policy and ruleset (pure): what is refused comes before what is allowed, the
 operator's lists and allow rules land where they should, only connections the rules accepted take the
 fast path (a connection opened before them is judged as new), every address of every swarm node is
-refused, IPv6 fails closed, and deploy's commands are idempotent."""
+refused, IPv6 fails closed, the host's NFS rules, and deploy's commands are idempotent."""
 
 from __future__ import annotations
 
@@ -13,11 +13,12 @@ from dataclasses import dataclass, replace
 import pytest
 from conftest import SCOPE, base_configs
 from deployer_hub import netguard
-from deployer_hub.netguard import ACCEPTED, ALLOW_RULES, Guard, Policy, Target, TargetError, View, filter_rules, restore_text
+from deployer_hub.netguard import (ACCEPTED, ALLOW_RULES, Guard, Policy, Target, TargetError, View, filter_rules, host_chains, host_rules,
+                                   restore_text)
 from unit.test_phase_plans import deployment_of, ready_facts
 
 from deployer.config.hubsettings import Layout
-from deployer.phases import members, sidecars
+from deployer.phases import members, nfs, sidecars
 from deployer.phases import netguard as deploy_guard
 from deployer.phases.base import Context
 from deployer.phases.facts import parse_addresses, parse_node_addresses
@@ -304,6 +305,134 @@ def test_the_agent_reads_the_swarms_nodes_from_its_own_engine_and_keeps_the_last
     assert [str(a) for a in guard.known_peers()] == ["10.10.0.10", "10.10.0.77", "10.10.0.78"]
 
 
+# --- the host's NFS rules ------------------------------------------------------------------------
+
+
+def _host(policy_: Policy) -> list[str]:
+    text = host_rules(policy_, ["10.10.0.10/32", "192.0.2.10/32"], ["docker0", "docker_gwbridge", "br-0123456789ab"])
+    assert text.startswith("*filter\n") and text.endswith("COMMIT\n")
+    forward, inbound = host_chains(policy_.deployment)
+    assert f":{forward} - [0:0]" in text and f":{inbound} - [0:0]" in text  # declared: flushed and refilled at each load
+    # hooked as the agent hooks them (first in DOCKER-USER and INPUT)
+    return [f"-A FORWARD -j {forward}", f"-A INPUT -j {inbound}", *(line for line in text.splitlines() if line.startswith("-A "))]
+
+
+@pytest.mark.parametrize("port", [2049, 111, 875])
+@pytest.mark.parametrize("proto", ["tcp", "udp"])
+def test_no_container_reaches_the_shares_nfs_ports_on_any_host(port: int, proto: str) -> None:
+    rules = _host(policy(nfs_ports=nfs.ports(kernel=False)))
+    # a container on this worker to the hub (forwarded, then masqueraded), on any bridge or the overlay's way out
+    for interface in ("docker0", "docker_gwbridge", "br-0123456789ab"):
+        assert evaluate(rules, Packet("FORWARD", "10.10.0.10", port, proto, interface=interface))[0] == "REJECT"
+        assert evaluate(rules, Packet("FORWARD", "192.0.2.10", port, proto, interface=interface))[0] == "REJECT"
+        # a container reaching this host itself (the hub, when it is a worker too)
+        assert evaluate(rules, Packet("INPUT", "10.10.0.21", port, proto, interface=interface))[0] == "REJECT"
+    # the workers' own NFS traffic to the hub arrives on the hub's network interface, and is untouched
+    assert evaluate(rules, Packet("INPUT", "10.10.0.21", port, proto, interface="eth0"))[0] == "ACCEPT"
+
+
+def test_the_host_rules_leave_everything_else_alone() -> None:
+    rules = _host(policy(nfs_ports=nfs.ports(kernel=False)))
+    assert evaluate(rules, Packet("FORWARD", "10.10.0.10", 443, interface="docker_gwbridge"))[0] == "ACCEPT"  # the hub's HTTPS
+    assert evaluate(rules, Packet("FORWARD", "10.20.0.5", 2049, interface="docker0"))[0] == "ACCEPT"  # another NFS server: not ours to judge
+    assert evaluate(rules, Packet("INPUT", "10.10.0.21", 22, interface="docker0"))[0] == "ACCEPT"
+
+
+def test_host_chains_fit_iptables_and_differ_per_deployment() -> None:
+    chains = host_chains("jupyterhub-prod-designsafe-with-a-rather-long-name")
+    assert all(len(c) <= 28 for c in chains) and len(set(chains)) == 2
+    assert set(chains).isdisjoint(host_chains("jupyterhub-prod-other"))
+
+
+def test_the_nfs_ports_are_what_the_server_listens_on_as_deploy_configures_it(site) -> None:
+    assert nfs.ports(kernel=False) == (111, 875, 2049)  # nfs-ganesha, NFSv4 only: NFS, its RQUOTA, rpcbind
+    assert set(nfs.ports(kernel=True)) >= {111, 2049}
+    d = deployment_of(site())
+    assert deploy_guard.policy(d, Layout.of(d)).nfs_ports == nfs.ports(kernel=d.config.use_stock_nfs)
+
+
+class Iptables:
+    """iptables as the agent runs it, recorded; chains that exist answer -L, hooks that exist answer -C."""
+
+    def __init__(self, chains: set[str], hooks: set[tuple[str, str]] | None = None, fail: str = ""):
+        self.chains, self.hooks, self.fail, self.ran = chains, hooks or set(), fail, []
+
+    def __call__(self, *argv: str, stdin: str | None = None, check: bool = True) -> subprocess.CompletedProcess:
+        self.ran.append(argv)
+        code = 0
+        if argv[0] == self.fail:
+            code = 1
+        elif argv[1:3] == ("-n", "-L"):
+            code = 0 if argv[3] in self.chains else 1
+        elif argv[1] == "-C":
+            code = 0 if (argv[2], argv[4]) in self.hooks else 1
+        elif argv[1] == "-D":
+            code = 0 if (argv[2], argv[4]) in self.hooks else 1
+            self.hooks.discard((argv[2], argv[4]))
+        elif argv[1] == "-I":
+            self.hooks.add((argv[2], argv[5]))
+        if code and check:
+            raise subprocess.CalledProcessError(code, argv, "", f"{argv[0]}: failed")
+        return subprocess.CompletedProcess(argv, code, "", "")
+
+
+ENGINE = {**SWARM, "/networks?filters=%7B%22driver%22%3A%20%5B%22bridge": [
+    {"Id": "b" * 64, "Name": "bridge", "Options": {"com.docker.network.bridge.name": "docker0"}},
+    {"Id": "0123456789ab" + "c" * 52, "Name": "mine", "Options": {}},
+    {"Id": "d" * 64, "Name": "custom", "Options": {"com.docker.network.bridge.name": "lab0"}},
+]}
+
+
+def test_the_agent_keeps_the_host_rules_hooked_first_in_docker_user_and_input(monkeypatch, capsys) -> None:
+    iptables = Iptables({"DOCKER-USER"})
+    monkeypatch.setattr(netguard, "_iptables", iptables)
+    guard = Guard(policy(), FakeDocker(ENGINE), resolve)  # type: ignore[arg-type]
+    around = (netguard.Around((), (), (), guard.known_peers()), resolve)
+    guard.keep_host_rules(around)
+    forward, inbound = host_chains(guard.policy.deployment)
+    restore = [a for a in iptables.ran if a[0] == "iptables-restore"]
+    assert restore == [("iptables-restore", "--noflush")]
+    assert iptables.hooks == {("DOCKER-USER", forward), ("INPUT", inbound)}
+    assert ("iptables", "-I", "DOCKER-USER", "1", "-j", forward) in iptables.ran
+    loaded = guard.host_text
+    for bridge in ("docker0", "docker_gwbridge", "br-0123456789ab", "lab0"):
+        assert f"-A {inbound} -i {bridge} -p tcp" in loaded
+    for dest in ("10.10.0.10/32", "10.10.0.21/32", "10.10.0.77/32"):  # the policy's hosts (names resolved) and the swarm's nodes
+        assert f"-A {forward} -d {dest} -p tcp" in loaded
+    assert "NFS ports 111,2049 refused to containers" in capsys.readouterr().err
+    iptables.ran.clear()
+    guard.keep_host_rules(around)  # every sweep: loaded again (one transaction), hooks checked, not doubled; said once
+    assert [a[:2] for a in iptables.ran if a[1] == "-I"] == [] and "NFS ports" not in capsys.readouterr().err
+
+
+def test_host_rules_that_cannot_be_loaded_are_said_once_and_tried_at_every_sweep(monkeypatch, capsys) -> None:
+    iptables = Iptables({"DOCKER-USER"}, fail="iptables-restore")
+    monkeypatch.setattr(netguard, "_iptables", iptables)
+    guard = Guard(policy(), FakeDocker(ENGINE), resolve)  # type: ignore[arg-type]
+    around = (netguard.Around((), (), (), ()), resolve)
+    guard.keep_host_rules(around)
+    guard.keep_host_rules(around)
+    assert capsys.readouterr().err.count("could not load the host's NFS rules") == 1
+    assert [a[0] for a in iptables.ran].count("iptables-restore") == 2 and guard.host_text == ""
+
+
+def test_without_dockers_chain_the_forward_hook_is_forward_itself(monkeypatch) -> None:
+    iptables = Iptables(set())
+    monkeypatch.setattr(netguard, "_iptables", iptables)
+    netguard.install_host_rules("x", host_rules(policy(deployment="x"), [], []))
+    assert iptables.hooks == {("FORWARD", host_chains("x")[0]), ("INPUT", host_chains("x")[1])}
+
+
+def test_unguarding_a_host_removes_every_hook_then_the_chains(monkeypatch) -> None:
+    forward, inbound = host_chains("x")
+    iptables = Iptables({"DOCKER-USER", forward, inbound}, {("DOCKER-USER", forward), ("FORWARD", forward), ("INPUT", inbound)})
+    monkeypatch.setattr(netguard, "_iptables", iptables)
+    assert netguard.main(["--unguard-host", "x"]) == 0
+    assert iptables.hooks == set()
+    assert [a for a in iptables.ran if a[1] in ("-F", "-X")] == [("iptables", "-F", forward), ("iptables", "-X", forward),
+                                                                  ("iptables", "-F", inbound), ("iptables", "-X", inbound)]
+
+
 # --- IPv6 fails closed --------------------------------------------------------------------------
 
 
@@ -341,7 +470,7 @@ def test_ipv6_rules_that_do_not_load_keep_the_gate_closed_unless_the_namespace_h
         assert not any(argv[0] == "iptables-restore" and "--noflush" in argv for argv in namespace.ran)  # not even the nat table's gate chain
 
 
-# --- deploy: the policy from every host's facts ------------------------------------------------
+# --- deploy: the policy from every host's facts, and the guard's removal --------------------------
 
 
 def test_deploy_refuses_every_address_of_every_host_and_every_swarm_node(site) -> None:
@@ -378,3 +507,12 @@ def test_a_removed_workers_node_leaves_the_planned_policy(site) -> None:
     ctx = Context.of(d)
     members.FORGET_PHASE.expect(ctx, facts, members.FORGET_PHASE.plan(ctx, facts))
     assert facts["hub1"].node_addresses == {"10.10.0.10"}
+
+
+def test_removing_the_guard_removes_its_host_rules_with_its_own_image(site) -> None:
+    layout = Layout.of(deployment_of(site()))
+    command = deploy_guard.remove_command(layout)
+    assert command.argv[-2:] == (deploy_guard.container_name(layout), layout.name)
+    script = command.argv[2]
+    assert script.index("docker rm --force") < script.index('"$image" --unguard-host "$2"')
+    assert "--cap-add NET_ADMIN" in script and "--network host" in script and script.rstrip().endswith("echo removed")

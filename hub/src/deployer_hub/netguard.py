@@ -35,6 +35,9 @@ cannot be loaded in a namespace that has IPv6, the gate is never opened.
 A connection that was open before the rules loaded (the agent acts on Docker's start event, after
 the notebook's first process started) is judged as a new one at its next packet: see MARK.
 
+On the host itself (the agent runs in its network namespace) the share's NFS ports take nothing from
+any container, guarded or not: see host_rules.
+
 Standard library only: this file is the agent (``python3 netguard.py``, in the netguard image) and
 the CLI imports its policy parsing to validate the operator's lists.
 """
@@ -42,6 +45,7 @@ the CLI imports its policy parsing to validate the operator's lists.
 from __future__ import annotations
 
 import functools
+import hashlib
 import http.client
 import ipaddress
 import json
@@ -80,6 +84,9 @@ REJECT = "REJECT --reject-with icmp-admin-prohibited"
 MARK = "0x40000000/0x40000000"
 ACCEPTED = "DEPLOYER-ACCEPT"
 REPLIES = f"-m conntrack --ctstate ESTABLISHED,RELATED -m connmark --mark {MARK}"
+#: The share's NFS server: rpcbind and NFS (deploy adds what its server also listens on).
+NFS_PORTS = (111, 2049)
+_INTERFACE = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
 _HOSTNAME = re.compile(r"^(?=.{1,253}$)(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*\.?$")
 
 
@@ -133,6 +140,7 @@ class Policy:
     allow_rules: dict = field(default_factory=lambda: dict(ALLOW_RULES))
     notebook_port: int = NOTEBOOK_PORT
     hub_api_port: int = HUB_API_PORT
+    nfs_ports: tuple[int, ...] = NFS_PORTS  # the share's server: no container reaches these on the hosts
 
     @property
     def guarded_port(self) -> int:
@@ -147,6 +155,7 @@ class Policy:
             allow=tuple(Target.parse(t) for t in data.get("allow", ())), deny=tuple(Target.parse(t) for t in data.get("deny", ())),
             allow_rules={**ALLOW_RULES, **data.get("allow_rules", {})},
             notebook_port=int(data.get("notebook_port", NOTEBOOK_PORT)), hub_api_port=int(data.get("hub_api_port", HUB_API_PORT)),
+            nfs_ports=tuple(int(p) for p in data.get("nfs_ports", NFS_PORTS)),
         )
 
     def to_json(self) -> str:
@@ -154,6 +163,7 @@ class Policy:
             "deployment": self.deployment, "network": self.network, "hosts": list(self.hosts), "hub_ports": list(self.hub_ports),
             "tenant": list(self.tenant), "allow": [str(t) for t in self.allow], "deny": [str(t) for t in self.deny],
             "allow_rules": self.allow_rules, "notebook_port": self.notebook_port, "hub_api_port": self.hub_api_port,
+            "nfs_ports": list(self.nfs_ports),
         }, sort_keys=True, separators=(",", ":"))
 
 
@@ -262,6 +272,33 @@ def restore_text(policy: Policy, view: View, resolve: Resolve) -> dict[str, str]
     return {"filter": filter_table, "nat": nat, "ip6": ip6}
 
 
+def host_chains(deployment: str) -> tuple[str, str]:
+    """The deployment's chains in the host's own filter table, (forwarded, input): a hash of its name,
+    as iptables allows 28 characters and several deployments may share a worker."""
+    digest = hashlib.sha256(deployment.encode()).hexdigest()[:8]
+    return f"DEPLOYER-NFS-F-{digest}", f"DEPLOYER-NFS-I-{digest}"
+
+
+def host_rules(policy: Policy, servers: Iterable[str], bridges: Iterable[str]) -> str:
+    """iptables-restore --noflush input for the host's filter table: the share's NFS ports take nothing
+    from any container on this host, guarded or not (one without the notebook label, started by anyone
+    with the engine), so that no container can claim a uid over NFS (AUTH_SYS believes any).
+
+    Forwarded (hooked into DOCKER-USER): a container's packets to another host pass the FORWARD chain
+    before Docker masquerades them to this host's address; refused towards every address of the
+    deployment's hosts and the swarm's nodes (only those: containers on this host may speak NFS to
+    anyone else). Input (hooked into INPUT): a container reaching this host itself arrives from a
+    Docker bridge; refused from every one (the host's own traffic and other hosts' never come that
+    way). Declaring a chain flushes it, so each load replaces the last in one transaction."""
+    forward, inbound = host_chains(policy.deployment)
+    ports = ",".join(str(p) for p in sorted(set(policy.nfs_ports)))
+    rules = [f"-A {forward} -d {dest} -p {proto} -m multiport --dports {ports} -j {REJECT}"
+             for dest in sorted(set(servers)) for proto in ("tcp", "udp")]
+    rules += [f"-A {inbound} -i {bridge} -p {proto} -m multiport --dports {ports} -j {REJECT}"
+              for bridge in sorted(set(bridges)) for proto in ("tcp", "udp")]
+    return "\n".join(["*filter", f":{forward} - [0:0]", f":{inbound} - [0:0]", *rules, "COMMIT", ""])
+
+
 # --- the agent ----------------------------------------------------------------------------------
 
 
@@ -290,6 +327,17 @@ class Docker:
             return json.loads(body)
         finally:
             connection.close()
+
+    def bridge_interfaces(self) -> list[str]:
+        """The host interfaces of the engine's bridge networks (docker0, docker_gwbridge, br-<id>, or the
+        name an operator gave one)."""
+        filters = urllib.parse.quote(json.dumps({"driver": ["bridge"]}))
+        names = []
+        for network in self.get(f"/networks?filters={filters}"):  # type: ignore[union-attr]
+            name = (network.get("Options") or {}).get("com.docker.network.bridge.name") or f"br-{network['Id'][:12]}"
+            if _INTERFACE.match(name):
+                names.append(name)
+        return names
 
     def swarm_peers(self, network: str) -> list[ipaddress.IPv4Address]:
         """The swarm's nodes as this engine knows them (a worker cannot list nodes): its managers, and the
@@ -394,6 +442,9 @@ class Guard:
         self.applied: dict[str, str] = {}  # container id -> the ruleset it has
         self.lock = threading.Lock()
         self.peers: tuple[ipaddress.IPv4Address, ...] = ()  # the swarm's nodes, as last read
+        self.interfaces: tuple[str, ...] = ()  # the engine's bridges, as last read
+        self.host_text = ""  # the host rules last loaded
+        self.host_error = ""  # why they could not be loaded last time (said once, not at every sweep)
 
     def surroundings(self) -> tuple[Around, Resolve]:
         """This host's addresses, bridges and DNS servers, the swarm's nodes, and a resolver that asks once
@@ -448,11 +499,37 @@ class Guard:
     def sweep(self) -> None:
         running = self.docker.notebooks(self.policy.deployment)
         around = self.surroundings()
+        self.keep_host_rules(around)
         for container_id in running:
             self.protect(container_id, around)
         with self.lock:
             for gone in set(self.applied) - set(running):
                 del self.applied[gone]
+
+    def keep_host_rules(self, around: tuple[Around, Resolve]) -> None:
+        """Load the host's NFS rules at every sweep (an engine restart or a firewall reload may have
+        removed them; loading replaces them in one transaction). Logged when they change."""
+        host, resolve = around
+        try:
+            self.interfaces = tuple(self.docker.bridge_interfaces())
+        except (OSError, http.client.HTTPException, ValueError, KeyError, AttributeError) as exc:
+            log(f"cannot list Docker's bridges ({exc}); keeping the {len(self.interfaces)} known")
+        servers = {d for h in self.policy.hosts for d in _addresses(h, resolve)} | {f"{a}/32" for a in host.peers}
+        bridges = {"docker0", "docker_gwbridge", *self.interfaces}
+        text = host_rules(self.policy, servers, bridges)
+        try:
+            install_host_rules(self.policy.deployment, text)
+        except (subprocess.CalledProcessError, subprocess.TimeoutExpired, OSError) as exc:
+            error = str(getattr(exc, "stderr", "") or exc).strip()
+            if error != self.host_error:
+                log(f"could not load the host's NFS rules (tried again at every sweep): {error}")
+            self.host_text, self.host_error = "", error
+            return
+        self.host_error = ""
+        if text != self.host_text:
+            log(f"host rules: NFS ports {','.join(map(str, self.policy.nfs_ports))} refused to containers, "
+                f"forwarded to {len(servers)} addresses of the swarm's hosts and from {len(bridges)} Docker bridges to this host")
+            self.host_text = text
 
     def watch(self) -> None:
         while True:
@@ -501,8 +578,48 @@ def _gate_hooked(pid: int) -> bool:
                           capture_output=True).returncode == 0
 
 
+# --- the host's own rules (this process runs in the host's network namespace) --------------------
+
+
+def _iptables(*argv: str, stdin: str | None = None, check: bool = True) -> subprocess.CompletedProcess:
+    return subprocess.run(list(argv), input=stdin, capture_output=True, text=True, check=check, timeout=30)
+
+
+def forward_hook() -> str:
+    """Where rules on forwarded container traffic go: Docker's DOCKER-USER (Docker keeps it first in
+    FORWARD and never flushes it), else FORWARD itself (an engine without its iptables chains)."""
+    return "DOCKER-USER" if _iptables("iptables", "-n", "-L", "DOCKER-USER", check=False).returncode == 0 else "FORWARD"
+
+
+def install_host_rules(deployment: str, text: str) -> None:
+    forward, inbound = host_chains(deployment)
+    _iptables("iptables-restore", "--noflush", stdin=text)
+    for chain, target in ((forward_hook(), forward), ("INPUT", inbound)):
+        if _iptables("iptables", "-C", chain, "-j", target, check=False).returncode != 0:
+            _iptables("iptables", "-I", chain, "1", "-j", target)
+
+
+def remove_host_rules(deployment: str) -> None:
+    """Undo install_host_rules (destroy, a worker's removal): the hooks, then the chains."""
+    for target in host_chains(deployment):
+        for chain in ("DOCKER-USER", "FORWARD", "INPUT"):
+            for _ in range(16):  # every copy of the hook, bounded
+                if _iptables("iptables", "-D", chain, "-j", target, check=False).returncode != 0:
+                    break
+        if _iptables("iptables", "-n", "-L", target, check=False).returncode == 0:
+            _iptables("iptables", "-F", target)
+            _iptables("iptables", "-X", target)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--unguard-host"] and len(argv) == 2:  # run by `deployer destroy` once the guard is removed
+        try:
+            remove_host_rules(argv[1])
+        except (subprocess.CalledProcessError, subprocess.TimeoutExpired, OSError) as exc:
+            log(f"could not remove the host's NFS rules of {argv[1]}: {getattr(exc, 'stderr', '') or exc}")
+            return 1
+        return 0
     text = os.environ.get("DEPLOYER_NETGUARD_POLICY", "")
     if argv[:1] == ["--policy"] and len(argv) > 1:
         text = open(argv[1]).read()

@@ -2,8 +2,9 @@
 state); a worker since removed from the servers file is taken out cleanly on the next deploy: drained
 (Swarm stops its notebooks; their users are told their machine was taken out of service and can start
 again elsewhere), its label removed, the share unmounted and its guard removed there, made to leave the
-swarm, and its node removed. A worker added to the servers file simply goes through every phase: it
-joins, gets its label, images, guard and mount, and nothing running elsewhere is touched."""
+swarm, and its node removed (removing its guard removes the guard's host NFS rules too). A worker added
+to the servers file simply goes through every phase: it joins, gets its label, images, guard and mount,
+and nothing running elsewhere is touched."""
 
 from __future__ import annotations
 

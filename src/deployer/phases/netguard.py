@@ -3,7 +3,8 @@
 The guard itself (``deployer_hub.netguard``) runs as one container per host that runs notebooks,
 beside the swarm (a :mod:`sidecars` container): it needs the host's network and process namespaces
 (``--network host --pid host``), which swarm services cannot have. A changed policy or image
-replaces it; the new one re-applies every running notebook's rules at start.
+replaces it; the new one re-applies every running notebook's rules at start. The guard also keeps
+the host's own NFS rules (no container reaches the share's server); removing the guard removes them.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from deployer_hub.netguard import Policy, Target
 
 from deployer.config.hubsettings import Layout
 from deployer.config.loader import Deployment
-from deployer.phases import images, sidecars
+from deployer.hosts.commands import Command, sh
+from deployer.phases import images, nfs, sidecars
 from deployer.phases.base import Context, Facts, Phase, Planned
 
 #: Capabilities the guard needs, nothing more: NET_ADMIN for iptables, SYS_ADMIN to enter a
@@ -57,6 +59,7 @@ def policy(deployment: Deployment, layout: Layout, facts: Facts | None = None, *
         allow=tuple(Target.parse(t) for t in config.notebook_egress_allow),
         deny=tuple(Target.parse(t) for t in config.notebook_egress_deny),
         allow_rules=dict(config.notebook_egress_allow_rules),
+        nfs_ports=nfs.ports(kernel=config.use_stock_nfs),
     )
 
 
@@ -71,8 +74,17 @@ def sidecar(deployment: Deployment, layout: Layout, image_id: str, facts: Facts 
     return sidecars.Sidecar(container_name(layout), layout.name, deployment.config.network_guard_image, image_id, options, what=WHAT)
 
 
-def remove_command(layout: Layout):
-    return sidecars.remove_command(container_name(layout), WHAT)
+#: The guard's container removed, then its host rules, by its own image (the same iptables as the guard
+#: used, whatever the host has): `--unguard-host`. Prints 'removed' when there was a guard.
+REMOVE = ('image=$(docker container inspect --format "{{.Image}}" "$1" 2>/dev/null) || exit 0\n'
+          'docker rm --force "$1" >/dev/null\n'
+          'out=$(docker run --rm --network host --cap-drop ALL --cap-add NET_ADMIN --security-opt no-new-privileges '
+          '--log-driver none "$image" --unguard-host "$2" 2>&1) || echo "the host NFS rules of $2 were not removed: $out" >&2\n'
+          'echo removed')
+
+
+def remove_command(layout: Layout) -> Command:
+    return sh(REMOVE, container_name(layout), layout.name, why=f"remove {WHAT} and its host NFS rules")
 
 
 def plan(ctx: Context, facts: Facts) -> Planned:
