@@ -346,6 +346,86 @@ def test_a_notebook_reaches_the_hub_api_the_tenant_and_the_world_but_no_host_or_
         assert t.reached(from_host[t.name]), f"{t.name} is not reachable from {worker} itself ({from_host[t.name]}): the refusal proves nothing"
 
 
+def test_every_address_of_a_host_is_refused_on_every_port_not_only_its_configured_one(deployed, lab: Lab, site: Path) -> None:
+    """A host's other addresses (a public one, here on the hub's interface, reached from the workers) are read
+    by deploy and refused to notebooks like the configured address, on every port (its published 443 too:
+    notebooks reach the hub by its configured address); the worker itself reaches them."""
+    extra = "198.51.100.11"  # TEST-NET-2: a "public" address, which notebooks may otherwise reach (non_private_ips)
+    running_notebook(lab.hosts["hub"], "jdoe")
+    lab.ssh("hub", f"ip addr add {extra}/32 dev eth0")
+    for worker in ("worker1", "worker2"):
+        lab.ssh(worker, f"ip route replace {extra}/32 dev eth0")  # on the lab's network: it never leaves this machine
+    try:
+        changed = deployer(site, "deploy")
+        assert changed.returncode == 0, changed.stderr + changed.stdout
+        assert "the notebooks' network guard: its image or configuration changed" in row(changed.stdout, "worker1")  # a new policy
+        worker, container = notebook_container(lab, "jdoe")
+        targets = [tcp(f"hub's other address {extra}:{port} ({what})", extra, port) for port, what in
+                   ((22, "ssh"), (2049, "NFS"), (7946, "swarm gossip"), (443, "the hub's published port"))]
+        from_host = probe([], targets, remote=lab.ssh_command(worker))
+        assert all(t.reached(from_host[t.name]) for t in targets), f"not reachable from {worker} itself, so a refusal proves nothing: {from_host}"
+        deadline = time.monotonic() + 60  # the replaced guard applies its new rules at its start
+        while True:
+            seen = probe(["docker", "exec", "-i", container], targets, remote=lab.ssh_command(worker))
+            if not wrong(targets, seen) or time.monotonic() > deadline:
+                break
+            time.sleep(1)
+        print(f"\nFrom jdoe's notebook on {worker}, the hub's other address:\n{table(targets, seen, from_host, f'from {worker} itself')}")
+        assert not wrong(targets, seen)
+    finally:
+        lab.ssh("hub", f"ip addr del {extra}/32 dev eth0", check=False)
+        for worker in ("worker1", "worker2"):
+            lab.ssh(worker, f"ip route del {extra}/32 dev eth0", check=False)
+        restored = deployer(site, "deploy")
+        assert restored.returncode == 0, restored.stderr + restored.stdout
+
+
+def test_an_unguarded_container_on_a_worker_cannot_claim_a_uid_over_nfs_but_the_worker_itself_can(deployed, lab: Lab) -> None:
+    """Defence in depth for the share: a container without the notebook label (no guard in its namespace),
+    started with a plain `docker run` on a worker, on the deployment's overlay network or the default
+    bridge, cannot reach the hub's NFS server (the guard's host rules: DOCKER-USER for its forwarded
+    packets); the worker's own NFS traffic is untouched."""
+    hub, worker = lab.hosts["hub"], "worker1"
+    running_notebook(hub, "bob")  # bob's token files are on the share
+    token = f"nfs://{hub}{LAB_SHARE}/tokens/sim/bob/current?version=4&uid=5002&gid=6002"
+    bobs_file = text(lab.ssh("hub", f"cat {LAB_SHARE}/tokens/sim/bob/current"))  # (the hub may rewrite it: see worker_reads)
+    seen = {}
+    for network in (f"{NAME}-net", "bridge"):
+        name = f"unguarded-{network}"
+        lab.ssh(worker, f"docker rm -f {name} >/dev/null 2>&1; docker run -d --name {name} --network {network} --entrypoint sleep deployer/jupyteruser:0.2.0 600 && "
+                        f"docker cp -L /usr/bin/nfs-cat {name}:/tmp/nfs-cat && "
+                        f"for lib in $(ldd /usr/bin/nfs-cat | awk '/libnfs/ {{print $3}}'); do docker cp -L $lib {name}:/tmp/; done")
+        try:
+            seen[network] = lab.ssh(worker, f"docker exec -e LD_LIBRARY_PATH=/tmp {name} timeout 20 /tmp/nfs-cat {shlex.quote(token)}", check=False, timeout=60)
+        finally:
+            lab.ssh(worker, f"docker rm -f {name}", check=False)
+    from_host = worker_reads(lab, worker, token, f"{LAB_SHARE}/tokens/sim/bob/current")
+    print(f"\nspoofed-uid NFS read of bob's token file on {worker}: " + "; ".join(
+        f"from an unguarded container on {n}: {'read it' if bobs_file in text(r) else f'failed ({r.returncode})'}" for n, r in seen.items())
+        + f"; from {worker} itself: {'read it' if from_host.returncode == 0 else 'failed'}")
+    assert from_host.returncode == 0, from_host.stderr[-500:]  # the worker's own NFS access is untouched
+    hooks = text(lab.ssh(worker, "iptables -S DOCKER-USER; iptables -S INPUT"))
+    assert "-j DEPLOYER-NFS-F-" in hooks and "-j DEPLOYER-NFS-I-" in hooks, hooks  # the guard's host rules, hooked
+    for network, result in seen.items():
+        assert result.returncode != 0 and bobs_file not in text(result), f"an unguarded container on {network} read bob's token file over NFS"
+
+
+def worker_reads(lab: Lab, worker: str, url: str, path: str) -> subprocess.CompletedProcess:
+    """The worker's own nfs-cat of the share's file, returncode 0 when it read what the hub has there. The hub
+    rewrites token files when it refreshes them, so the file is read on the hub before and after; and
+    nfs-ganesha in the lab now and then answers a new client NFS4ERR_STALE for its pseudo root: an answer
+    of the server (so no firewall stood in the way), asked again a few times, bounded."""
+    for _ in range(5):
+        before = text(lab.ssh("hub", f"cat {path}"))
+        result = lab.ssh(worker, f"timeout 20 nfs-cat {shlex.quote(url)}", check=False, timeout=60)
+        if text(result) in (before, text(lab.ssh("hub", f"cat {path}"))):
+            return subprocess.CompletedProcess(result.args, 0, result.stdout, result.stderr)
+        if b"NFS4ERR_STALE" not in result.stderr:
+            break
+        time.sleep(2)
+    return subprocess.CompletedProcess(result.args, result.returncode or 1, result.stdout, result.stderr)
+
+
 def test_the_operators_egress_rules_reach_running_notebooks(deployed, lab: Lab, site: Path, outside) -> None:
     """notebook_egress_deny and notebook_egress_allow_rules, changed by a deploy, apply to a notebook
     that is already running (the replaced guard re-applies its rules), without touching the hub."""
@@ -489,6 +569,7 @@ def test_a_worker_removed_from_the_servers_file_is_taken_out_cleanly_and_joins_a
         assert text(lab.ssh(leaving, "docker info --format '{{.Swarm.LocalNodeState}}'")) == "inactive"
         assert leaving not in text(lab.ssh("hub", "docker node ls --format '{{.Hostname}}'")).split()
         assert not text(lab.ssh(leaving, f"docker ps -aq --filter label=deployer={NAME}"))  # its guard is gone
+        assert not text(lab.ssh(leaving, "iptables-save | grep DEPLOYER-NFS || true"))  # and the guard's host rules
         export = text(lab.ssh("hub", f"cat /etc/ganesha/deployer/{NAME}.conf"))
         assert lab.hosts[leaving] not in export and lab.hosts[staying] in export  # the share no longer exported to it
         assert hub_container(lab) == hub_before and text(lab.ssh("hub", notebooks.format(staying))) == staying_before  # nothing else touched
@@ -504,6 +585,10 @@ def test_a_worker_removed_from_the_servers_file_is_taken_out_cleanly_and_joins_a
         added = deployer(site, "deploy")
         ran = assert_ran_as_planned(planned, added)
         assert "join the swarm as a worker" in row(added.stdout, leaving) and "the notebooks' network guard" in row(added.stdout, leaving)
+        deadline = time.monotonic() + 60  # the new guard's first sweep loads its host rules again
+        while "DEPLOYER-NFS-F-" not in text(lab.ssh(leaving, "iptables -S DOCKER-USER")):
+            assert time.monotonic() < deadline, f"no host NFS rules on {leaving} after it joined again"
+            time.sleep(1)
         labels = text(lab.ssh("hub", f"docker node inspect {leaving} --format '{{{{json .Spec.Labels}}}}'"))
         assert labels == f'{{"deployer.worker":"true","deployer.worker.{NAME}":"true"}}'
         assert hub_container(lab) == hub_before and text(lab.ssh("hub", notebooks.format(staying))) == staying_before
@@ -574,6 +659,7 @@ def clean(lab: Lab) -> dict[str, str]:
     script = (f"docker info --format '{{{{.Swarm.LocalNodeState}}}}'; docker ps -aq | wc -l; docker network ls -q --filter name={NAME} | wc -l; "
               f"ss -Hltn | grep -c ':2049 ' || true; ls /etc/ganesha; ls -A {LAB_SHARE} | wc -l; "
               "pgrep -x -r R,S,D rpcbind | wc -l; pgrep -x -r R,S,D dbus-daemon | wc -l; "  # live ones, not zombies
+              "iptables-save | grep -c DEPLOYER-NFS || true; "  # the guard's host NFS rules
               f"ls /srv/deployer/{NAME} 2>/dev/null | tr '\\n' ' '")
     return {host: text(lab.ssh(host, script)) for host in lab.hosts}
 
@@ -584,8 +670,8 @@ def test_destroy_leaves_the_hosts_clean_then_a_killed_deploy_completes_on_rerun(
     # No swarm, container, network, NFS server, its helpers or data; the packaged ganesha.conf back; only the
     # share's (lab volume's) mount point is left.
     for host, left in clean(lab).items():
-        # ... and no rpcbind or dbus-daemon left running (deploy started them for nfs-ganesha on the hub)
-        assert left.split("\n") == ["inactive", "0", "0", "0", "ganesha.conf", "vfs.conf", "0", "0", "0", "share"], f"{host}: {left}"
+        # ... and no rpcbind or dbus-daemon left running (deploy started them for nfs-ganesha on the hub), no host NFS rules
+        assert left.split("\n") == ["inactive", "0", "0", "0", "ganesha.conf", "vfs.conf", "0", "0", "0", "0", "share"], f"{host}: {left}"
     assert "leave the swarm" in row(result.stdout, "worker1")
 
     # Interrupted while sending an image (the worker has to get it again), then run again.

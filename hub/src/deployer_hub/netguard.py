@@ -14,21 +14,29 @@ exists only as a REDIRECT installed last by the agent. Until the rules are in, t
 the server, so it never routes a user to an unguarded one, whatever image the notebook runs.
 
 Outbound, in this order (the first match decides):
-  loopback and replies to accepted connections: allowed
+  loopback, and replies to connections these rules accepted (marked: see MARK): allowed
   the operator's ``deny`` list: refused
   the hub API on the deployment's overlay network (the hub, and its relay: port 8081): allowed; anything else on any attached
       network (other notebooks, the hub's other ports): refused
   the tenant (its host and port): allowed
   the hub's published HTTPS/HTTP ports: allowed
   the host's DNS resolvers, port 53: allowed
-  every deployment host and every address of this host, any port (NFS, rpcbind, Docker,
-      swarm, sshd, ...), and the subnets of this host's Docker bridges: refused
+  every address of every deployment host (deploy reads them all) and of every swarm node (deploy
+      asks the manager; the agent asks its own engine at each sweep), every address of this host,
+      any port (NFS, rpcbind, Docker, swarm, sshd, ...), and this host's Docker bridges: refused
   169.254.169.254 (cloud metadata): refused unless ``cloud_metadata_server``; the rest of
       169.254.0.0/16 and multicast: refused
   the operator's ``allow`` list: allowed
   private addresses: port 53 allowed if ``dns_ports_private_ips``; the rest as ``private_ips``
   everything else (the outside world): as ``non_private_ips``
-Inbound: only connections that arrived on ``guarded_port``. IPv6: loopback only.
+Inbound: only connections that arrived on ``guarded_port``. IPv6: loopback only, and if those rules
+cannot be loaded in a namespace that has IPv6, the gate is never opened.
+
+A connection that was open before the rules loaded (the agent acts on Docker's start event, after
+the notebook's first process started) is judged as a new one at its next packet: see MARK.
+
+On the host itself (the agent runs in its network namespace) the share's NFS ports take nothing from
+any container, guarded or not: see host_rules.
 
 Standard library only: this file is the agent (``python3 netguard.py``, in the netguard image) and
 the CLI imports its policy parsing to validate the operator's lists.
@@ -37,6 +45,7 @@ the CLI imports its policy parsing to validate the operator's lists.
 from __future__ import annotations
 
 import functools
+import hashlib
 import http.client
 import ipaddress
 import json
@@ -49,7 +58,7 @@ import threading
 import time
 import urllib.parse
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Iterator
+from typing import Callable, Iterable, Iterator, NamedTuple
 
 #: The label (value: the deployment's name) the spawner puts on every notebook container.
 LABEL = "deployer.notebook"
@@ -66,6 +75,18 @@ PRIVATE = tuple(ipaddress.ip_network(n) for n in ("10.0.0.0/8", "172.16.0.0/12",
 #: Never a destination a notebook needs: "this network", loopback not via lo, multicast, reserved.
 SPECIAL = tuple(ipaddress.ip_network(n) for n in ("0.0.0.0/8", "127.0.0.0/8", "224.0.0.0/4", "240.0.0.0/4"))
 REJECT = "REJECT --reject-with icmp-admin-prohibited"
+#: The conntrack mark of the connections these rules accepted: every accepting verdict goes through
+#: ACCEPTED, which marks the connection, and only marked connections take the fast path for their
+#: later packets (REPLIES). A connection already open when the rules loaded carries no mark, so its
+#: next packet, in or out, is judged like a new connection's and dies if the destination is refused.
+#: (Flushing conntrack would not do: nf_conntrack_tcp_loose picks mid-stream TCP up as ESTABLISHED.)
+#: One bit of the mark; nothing else in a notebook's namespace marks connections.
+MARK = "0x40000000/0x40000000"
+ACCEPTED = "DEPLOYER-ACCEPT"
+REPLIES = f"-m conntrack --ctstate ESTABLISHED,RELATED -m connmark --mark {MARK}"
+#: The share's NFS server: rpcbind and NFS (deploy adds what its server also listens on).
+NFS_PORTS = (111, 2049)
+_INTERFACE = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
 _HOSTNAME = re.compile(r"^(?=.{1,253}$)(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*\.?$")
 
 
@@ -119,6 +140,7 @@ class Policy:
     allow_rules: dict = field(default_factory=lambda: dict(ALLOW_RULES))
     notebook_port: int = NOTEBOOK_PORT
     hub_api_port: int = HUB_API_PORT
+    nfs_ports: tuple[int, ...] = NFS_PORTS  # the share's server: no container reaches these on the hosts
 
     @property
     def guarded_port(self) -> int:
@@ -133,6 +155,7 @@ class Policy:
             allow=tuple(Target.parse(t) for t in data.get("allow", ())), deny=tuple(Target.parse(t) for t in data.get("deny", ())),
             allow_rules={**ALLOW_RULES, **data.get("allow_rules", {})},
             notebook_port=int(data.get("notebook_port", NOTEBOOK_PORT)), hub_api_port=int(data.get("hub_api_port", HUB_API_PORT)),
+            nfs_ports=tuple(int(p) for p in data.get("nfs_ports", NFS_PORTS)),
         )
 
     def to_json(self) -> str:
@@ -140,6 +163,7 @@ class Policy:
             "deployment": self.deployment, "network": self.network, "hosts": list(self.hosts), "hub_ports": list(self.hub_ports),
             "tenant": list(self.tenant), "allow": [str(t) for t in self.allow], "deny": [str(t) for t in self.deny],
             "allow_rules": self.allow_rules, "notebook_port": self.notebook_port, "hub_api_port": self.hub_api_port,
+            "nfs_ports": list(self.nfs_ports),
         }, sort_keys=True, separators=(",", ":"))
 
 
@@ -154,6 +178,7 @@ class View:
     local: tuple[ipaddress.IPv4Address, ...] = ()  # every address of this host
     bridges: tuple[ipaddress.IPv4Network, ...] = ()  # subnets of this host's Docker bridges
     resolvers: tuple[ipaddress.IPv4Address, ...] = ()  # this host's DNS servers
+    peers: tuple[ipaddress.IPv4Address, ...] = ()  # the swarm's nodes this host's engine knows
 
 
 Resolve = Callable[[str], list[str]]
@@ -177,61 +202,101 @@ def _host_port(text: str) -> tuple[str, int]:
     return host, int(port)
 
 
+def _verdict(allowed: bool) -> str:
+    return ACCEPTED if allowed else REJECT
+
+
 def filter_rules(policy: Policy, view: View, resolve: Resolve) -> list[str]:
-    """The filter table's rules (chains DEPLOYER-IN and DEPLOYER-OUT, hooked first in INPUT/OUTPUT)."""
+    """The filter table's rules (chains DEPLOYER-IN and DEPLOYER-OUT, hooked first in INPUT/OUTPUT;
+    every accepting verdict but loopback's through ACCEPTED, which marks the connection)."""
     out = "DEPLOYER-OUT"
     rules = [
         "-A INPUT -j DEPLOYER-IN", "-A OUTPUT -j DEPLOYER-OUT",
+        f"-A {ACCEPTED} -j CONNMARK --set-xmark {MARK}", f"-A {ACCEPTED} -j ACCEPT",
         "-A DEPLOYER-IN -i lo -j ACCEPT",
-        "-A DEPLOYER-IN -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT",
+        f"-A DEPLOYER-IN {REPLIES} -j ACCEPT",
         # Only what came in on the guarded port (redirected to the server's): the hub's connections.
-        f"-A DEPLOYER-IN -p tcp --dport {policy.notebook_port} -m conntrack --ctstate NEW --ctorigdstport {policy.guarded_port} -j ACCEPT",
+        f"-A DEPLOYER-IN -p tcp --dport {policy.notebook_port} -m conntrack --ctstate NEW --ctorigdstport {policy.guarded_port} -j {ACCEPTED}",
         "-A DEPLOYER-IN -j DROP",
         f"-A {out} -o lo -j ACCEPT",
-        f"-A {out} -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT",
+        f"-A {out} {REPLIES} -j ACCEPT",
     ]
     for target in policy.deny:
         for dest in _addresses(target.host, resolve):
             rules += _port_rules(out, dest, target.port, REJECT)
     for subnet, ours in view.networks:
         if ours:
-            rules.append(f"-A {out} -d {subnet} -p tcp --dport {policy.hub_api_port} -j ACCEPT")
+            rules.append(f"-A {out} -d {subnet} -p tcp --dport {policy.hub_api_port} -j {ACCEPTED}")
         rules.append(f"-A {out} -d {subnet} -j {REJECT}")
     for entry in policy.tenant + policy.hub_ports:
         host, port = _host_port(entry)
         for dest in _addresses(host, resolve):
-            rules += _port_rules(out, dest, port, "ACCEPT", ("tcp",))
+            rules += _port_rules(out, dest, port, ACCEPTED, ("tcp",))
     for resolver in view.resolvers:
-        rules += _port_rules(out, f"{resolver}/32", 53, "ACCEPT")
-    refused = {f"{a}/32" for a in view.local} | {str(n) for n in view.bridges}
-    for host in policy.hosts:
-        refused.update(_addresses(host, resolve))
-    rules += [f"-A {out} -d {dest} -j {REJECT}" for dest in sorted(refused)]
-    rules.append(f"-A {out} -d {METADATA} -j {'ACCEPT' if policy.allow_rules['cloud_metadata_server'] else REJECT}")
+        rules += _port_rules(out, f"{resolver}/32", 53, ACCEPTED)
+    rules += [f"-A {out} -d {dest} -j {REJECT}" for dest in refused_hosts(policy, view, resolve)]
+    rules.append(f"-A {out} -d {METADATA} -j {_verdict(policy.allow_rules['cloud_metadata_server'])}")
     rules.append(f"-A {out} -d {LINK_LOCAL} -j {REJECT}")
     rules += [f"-A {out} -d {n} -j {REJECT}" for n in SPECIAL]
     for target in policy.allow:
         for dest in _addresses(target.host, resolve):
-            rules += _port_rules(out, dest, target.port, "ACCEPT")
+            rules += _port_rules(out, dest, target.port, ACCEPTED)
     for network in PRIVATE:
         if policy.allow_rules["dns_ports_private_ips"]:
-            rules += _port_rules(out, str(network), 53, "ACCEPT")
-        rules.append(f"-A {out} -d {network} -j {'ACCEPT' if policy.allow_rules['private_ips'] else REJECT}")
-    rules.append(f"-A {out} -j {'ACCEPT' if policy.allow_rules['non_private_ips'] else REJECT}")
+            rules += _port_rules(out, str(network), 53, ACCEPTED)
+        rules.append(f"-A {out} -d {network} -j {_verdict(policy.allow_rules['private_ips'])}")
+    rules.append(f"-A {out} -j {_verdict(policy.allow_rules['non_private_ips'])}")
     return rules
+
+
+def refused_hosts(policy: Policy, view: View, resolve: Resolve) -> list[str]:
+    """Every address of the swarm's machines (any port): the deployment's hosts, the nodes this host's
+    engine knows, this host's own addresses and its Docker bridges."""
+    refused = {f"{a}/32" for a in (*view.local, *view.peers)} | {str(n) for n in view.bridges}
+    for host in policy.hosts:
+        refused.update(_addresses(host, resolve))
+    return sorted(refused)
 
 
 def restore_text(policy: Policy, view: View, resolve: Resolve) -> dict[str, str]:
     """iptables-restore input per command: the whole filter table (Docker keeps nothing there in a
     container's namespace), then the nat gate (``--noflush``: Docker's DNS rules live in nat)."""
     filter_table = "\n".join(["*filter", ":INPUT ACCEPT [0:0]", ":FORWARD ACCEPT [0:0]", ":OUTPUT ACCEPT [0:0]",
-                              ":DEPLOYER-IN - [0:0]", ":DEPLOYER-OUT - [0:0]", *filter_rules(policy, view, resolve), "COMMIT", ""])
+                              ":DEPLOYER-IN - [0:0]", ":DEPLOYER-OUT - [0:0]", f":{ACCEPTED} - [0:0]", *filter_rules(policy, view, resolve),
+                              "COMMIT", ""])
     nat = "\n".join(["*nat", ":DEPLOYER-GATE - [0:0]",
                      f"-A DEPLOYER-GATE -p tcp --dport {policy.guarded_port} -j REDIRECT --to-ports {policy.notebook_port}", "COMMIT", ""])
     ip6 = "\n".join(["*filter", ":INPUT ACCEPT [0:0]", ":FORWARD DROP [0:0]", ":OUTPUT ACCEPT [0:0]",
                      "-A INPUT -i lo -j ACCEPT", "-A INPUT -j DROP", "-A OUTPUT -o lo -j ACCEPT", f"-A OUTPUT -j {REJECT.replace('icmp-admin-prohibited', 'icmp6-adm-prohibited')}",
                      "COMMIT", ""])
     return {"filter": filter_table, "nat": nat, "ip6": ip6}
+
+
+def host_chains(deployment: str) -> tuple[str, str]:
+    """The deployment's chains in the host's own filter table, (forwarded, input): a hash of its name,
+    as iptables allows 28 characters and several deployments may share a worker."""
+    digest = hashlib.sha256(deployment.encode()).hexdigest()[:8]
+    return f"DEPLOYER-NFS-F-{digest}", f"DEPLOYER-NFS-I-{digest}"
+
+
+def host_rules(policy: Policy, servers: Iterable[str], bridges: Iterable[str]) -> str:
+    """iptables-restore --noflush input for the host's filter table: the share's NFS ports take nothing
+    from any container on this host, guarded or not (one without the notebook label, started by anyone
+    with the engine), so that no container can claim a uid over NFS (AUTH_SYS believes any).
+
+    Forwarded (hooked into DOCKER-USER): a container's packets to another host pass the FORWARD chain
+    before Docker masquerades them to this host's address; refused towards every address of the
+    deployment's hosts and the swarm's nodes (only those: containers on this host may speak NFS to
+    anyone else). Input (hooked into INPUT): a container reaching this host itself arrives from a
+    Docker bridge; refused from every one (the host's own traffic and other hosts' never come that
+    way). Declaring a chain flushes it, so each load replaces the last in one transaction."""
+    forward, inbound = host_chains(policy.deployment)
+    ports = ",".join(str(p) for p in sorted(set(policy.nfs_ports)))
+    rules = [f"-A {forward} -d {dest} -p {proto} -m multiport --dports {ports} -j {REJECT}"
+             for dest in sorted(set(servers)) for proto in ("tcp", "udp")]
+    rules += [f"-A {inbound} -i {bridge} -p {proto} -m multiport --dports {ports} -j {REJECT}"
+              for bridge in sorted(set(bridges)) for proto in ("tcp", "udp")]
+    return "\n".join(["*filter", f":{forward} - [0:0]", f":{inbound} - [0:0]", *rules, "COMMIT", ""])
 
 
 # --- the agent ----------------------------------------------------------------------------------
@@ -263,6 +328,30 @@ class Docker:
         finally:
             connection.close()
 
+    def bridge_interfaces(self) -> list[str]:
+        """The host interfaces of the engine's bridge networks (docker0, docker_gwbridge, br-<id>, or the
+        name an operator gave one)."""
+        filters = urllib.parse.quote(json.dumps({"driver": ["bridge"]}))
+        names = []
+        for network in self.get(f"/networks?filters={filters}"):  # type: ignore[union-attr]
+            name = (network.get("Options") or {}).get("com.docker.network.bridge.name") or f"br-{network['Id'][:12]}"
+            if _INTERFACE.match(name):
+                names.append(name)
+        return names
+
+    def swarm_peers(self, network: str) -> list[ipaddress.IPv4Address]:
+        """The swarm's nodes as this engine knows them (a worker cannot list nodes): its managers, and the
+        peers of the ingress network (every node) and of the deployment's network."""
+        swarm = self.get("/info").get("Swarm") or {}  # type: ignore[union-attr]
+        found = [m.get("Addr", "").rpartition(":")[0] for m in swarm.get("RemoteManagers") or []]
+        if swarm.get("LocalNodeState") == "active":
+            filters = urllib.parse.quote(json.dumps({"driver": ["overlay"]}))
+            for overlay in self.get(f"/networks?filters={filters}"):  # type: ignore[union-attr]
+                if overlay.get("Ingress") or overlay.get("Name") == network:
+                    detail = self.get(f"/networks/{overlay['Id']}?verbose=true")
+                    found += [peer.get("IP", "") for peer in detail.get("Peers") or []]  # type: ignore[union-attr]
+        return sorted({a for a in map(_ipv4, found) if a and not a.is_unspecified and not a.is_loopback})
+
     def notebooks(self, deployment: str) -> list[str]:
         filters = urllib.parse.quote(json.dumps({"label": [f"{LABEL}={deployment}"], "status": ["running"]}))
         return [c["Id"] for c in self.get(f"/containers/json?filters={filters}")]  # type: ignore[union-attr]
@@ -279,6 +368,13 @@ class Docker:
                     yield json.loads(line)["id"]
         finally:
             connection.close()
+
+
+def _ipv4(text: str) -> ipaddress.IPv4Address | None:
+    try:
+        return ipaddress.IPv4Address(text)
+    except ValueError:
+        return None
 
 
 def _ip_json(*argv: str) -> list[dict]:
@@ -329,6 +425,15 @@ def log(text: str) -> None:
     print(f"netguard: {text}", file=sys.stderr, flush=True)
 
 
+class Around(NamedTuple):
+    """What the agent reads about this host for a sweep."""
+
+    local: tuple[ipaddress.IPv4Address, ...]
+    bridges: tuple[ipaddress.IPv4Network, ...]
+    resolvers: tuple[ipaddress.IPv4Address, ...]
+    peers: tuple[ipaddress.IPv4Address, ...]
+
+
 class Guard:
     def __init__(self, policy: Policy, docker: Docker, resolve: Resolve = resolve_name):
         self.policy = policy
@@ -336,23 +441,35 @@ class Guard:
         self.resolve = resolve
         self.applied: dict[str, str] = {}  # container id -> the ruleset it has
         self.lock = threading.Lock()
+        self.peers: tuple[ipaddress.IPv4Address, ...] = ()  # the swarm's nodes, as last read
+        self.interfaces: tuple[str, ...] = ()  # the engine's bridges, as last read
+        self.host_text = ""  # the host rules last loaded
+        self.host_error = ""  # why they could not be loaded last time (said once, not at every sweep)
 
-    def surroundings(self) -> tuple[tuple, Resolve]:
-        """This host's addresses, bridges and DNS servers, and a resolver that asks once per name: read
-        once for a sweep of every notebook (an `ip` call and name lookups), not once per container."""
-        return host_view(), functools.cache(self.resolve)
+    def surroundings(self) -> tuple[Around, Resolve]:
+        """This host's addresses, bridges and DNS servers, the swarm's nodes, and a resolver that asks once
+        per name: read once for a sweep of every notebook, not once per container."""
+        return Around(*host_view(), self.known_peers()), functools.cache(self.resolve)
 
-    def view_of(self, container: dict, host: tuple) -> View:
-        local, bridges, resolvers = host
+    def known_peers(self) -> tuple[ipaddress.IPv4Address, ...]:
+        """The swarm's nodes, read again at every sweep (a node that joined since deploy is refused too);
+        the last ones read when the engine does not answer, rather than none."""
+        try:
+            self.peers = tuple(self.docker.swarm_peers(self.policy.network))
+        except (OSError, http.client.HTTPException, ValueError, KeyError, AttributeError) as exc:
+            log(f"cannot read the swarm's nodes ({exc}); keeping the {len(self.peers)} known")
+        return self.peers
+
+    def view_of(self, container: dict, host: Around) -> View:
         networks = []
         for name, net in (container.get("NetworkSettings", {}).get("Networks") or {}).items():
             if net.get("IPAddress") and net.get("IPPrefixLen"):
                 subnet = ipaddress.IPv4Network(f"{net['IPAddress']}/{net['IPPrefixLen']}", strict=False)
                 if name != "docker_gwbridge":
                     networks.append((subnet, name == self.policy.network))
-        return View(tuple(networks), local, bridges, resolvers)
+        return View(tuple(networks), host.local, host.bridges, host.resolvers, host.peers)
 
-    def protect(self, container_id: str, around: tuple[tuple, Resolve] | None = None) -> None:
+    def protect(self, container_id: str, around: tuple[Around, Resolve] | None = None) -> None:
         host, resolve = around or self.surroundings()
         with self.lock:
             try:
@@ -372,7 +489,9 @@ class Guard:
             try:
                 apply(pid, texts, self.policy)
             except subprocess.CalledProcessError as exc:
-                log(f"could not guard {name} ({container_id[:12]}, pid {pid}): {exc.stderr.strip() or exc}; the hub cannot reach it until it is")
+                failed = exc.cmd[4] if len(exc.cmd) > 4 else exc.cmd[0]
+                log(f"could not guard {name} ({container_id[:12]}, pid {pid}): {failed} failed: {(exc.stderr or '').strip() or exc}; "
+                    "the gate stays closed, the hub cannot reach it until it is guarded")
                 return
             self.applied[container_id] = key
             log(f"guarded {name} ({container_id[:12]}, pid {pid}): {texts['filter'].count(chr(10) + '-A ')} rules")
@@ -380,11 +499,37 @@ class Guard:
     def sweep(self) -> None:
         running = self.docker.notebooks(self.policy.deployment)
         around = self.surroundings()
+        self.keep_host_rules(around)
         for container_id in running:
             self.protect(container_id, around)
         with self.lock:
             for gone in set(self.applied) - set(running):
                 del self.applied[gone]
+
+    def keep_host_rules(self, around: tuple[Around, Resolve]) -> None:
+        """Load the host's NFS rules at every sweep (an engine restart or a firewall reload may have
+        removed them; loading replaces them in one transaction). Logged when they change."""
+        host, resolve = around
+        try:
+            self.interfaces = tuple(self.docker.bridge_interfaces())
+        except (OSError, http.client.HTTPException, ValueError, KeyError, AttributeError) as exc:
+            log(f"cannot list Docker's bridges ({exc}); keeping the {len(self.interfaces)} known")
+        servers = {d for h in self.policy.hosts for d in _addresses(h, resolve)} | {f"{a}/32" for a in host.peers}
+        bridges = {"docker0", "docker_gwbridge", *self.interfaces}
+        text = host_rules(self.policy, servers, bridges)
+        try:
+            install_host_rules(self.policy.deployment, text)
+        except (subprocess.CalledProcessError, subprocess.TimeoutExpired, OSError) as exc:
+            error = str(getattr(exc, "stderr", "") or exc).strip()
+            if error != self.host_error:
+                log(f"could not load the host's NFS rules (tried again at every sweep): {error}")
+            self.host_text, self.host_error = "", error
+            return
+        self.host_error = ""
+        if text != self.host_text:
+            log(f"host rules: NFS ports {','.join(map(str, self.policy.nfs_ports))} refused to containers, "
+                f"forwarded to {len(servers)} addresses of the swarm's hosts and from {len(bridges)} Docker bridges to this host")
+            self.host_text = text
 
     def watch(self) -> None:
         while True:
@@ -407,22 +552,74 @@ def _nsenter(pid: int, *argv: str, stdin: str | None = None) -> subprocess.Compl
     return subprocess.run(["nsenter", "-t", str(pid), "-n", *argv], input=stdin, capture_output=True, text=True, check=True, timeout=30)
 
 
+def has_ipv6(pid: int) -> bool:
+    """Whether the process's network namespace has IPv6 at all (without it the kernel has no
+    /proc/net/if_inet6; --pid host shows us /proc/PID/net of the notebook's namespace)."""
+    return os.path.exists(f"/proc/{pid}/net/if_inet6")
+
+
 def apply(pid: int, texts: dict[str, str], policy: Policy) -> None:
-    """Load the ruleset into the container's network namespace; the gate (the REDIRECT) last."""
+    """Load the ruleset into the container's network namespace; the gate (the REDIRECT) last, so that
+    any failure before it (raised) leaves the hub no way in. IPv6 fails closed: only a namespace
+    without IPv6 may go without its rules."""
     _nsenter(pid, "iptables-restore", stdin=texts["filter"])
     try:
         _nsenter(pid, "ip6tables-restore", stdin=texts["ip6"])
-    except subprocess.CalledProcessError as exc:  # a kernel without IPv6: nothing to guard there
-        if "Protocol not supported" not in exc.stderr and "not found" not in exc.stderr:
+    except subprocess.CalledProcessError:
+        if has_ipv6(pid):
             raise
     _nsenter(pid, "iptables-restore", "--noflush", stdin=texts["nat"])
-    if subprocess.run(["nsenter", "-t", str(pid), "-n", "iptables", "-t", "nat", "-C", "PREROUTING", "-j", "DEPLOYER-GATE"],
-                      capture_output=True).returncode != 0:
+    if not _gate_hooked(pid):
         _nsenter(pid, "iptables", "-t", "nat", "-A", "PREROUTING", "-j", "DEPLOYER-GATE")
+
+
+def _gate_hooked(pid: int) -> bool:
+    return subprocess.run(["nsenter", "-t", str(pid), "-n", "iptables", "-t", "nat", "-C", "PREROUTING", "-j", "DEPLOYER-GATE"],
+                          capture_output=True).returncode == 0
+
+
+# --- the host's own rules (this process runs in the host's network namespace) --------------------
+
+
+def _iptables(*argv: str, stdin: str | None = None, check: bool = True) -> subprocess.CompletedProcess:
+    return subprocess.run(list(argv), input=stdin, capture_output=True, text=True, check=check, timeout=30)
+
+
+def forward_hook() -> str:
+    """Where rules on forwarded container traffic go: Docker's DOCKER-USER (Docker keeps it first in
+    FORWARD and never flushes it), else FORWARD itself (an engine without its iptables chains)."""
+    return "DOCKER-USER" if _iptables("iptables", "-n", "-L", "DOCKER-USER", check=False).returncode == 0 else "FORWARD"
+
+
+def install_host_rules(deployment: str, text: str) -> None:
+    forward, inbound = host_chains(deployment)
+    _iptables("iptables-restore", "--noflush", stdin=text)
+    for chain, target in ((forward_hook(), forward), ("INPUT", inbound)):
+        if _iptables("iptables", "-C", chain, "-j", target, check=False).returncode != 0:
+            _iptables("iptables", "-I", chain, "1", "-j", target)
+
+
+def remove_host_rules(deployment: str) -> None:
+    """Undo install_host_rules (destroy, a worker's removal): the hooks, then the chains."""
+    for target in host_chains(deployment):
+        for chain in ("DOCKER-USER", "FORWARD", "INPUT"):
+            for _ in range(16):  # every copy of the hook, bounded
+                if _iptables("iptables", "-D", chain, "-j", target, check=False).returncode != 0:
+                    break
+        if _iptables("iptables", "-n", "-L", target, check=False).returncode == 0:
+            _iptables("iptables", "-F", target)
+            _iptables("iptables", "-X", target)
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--unguard-host"] and len(argv) == 2:  # run by `deployer destroy` once the guard is removed
+        try:
+            remove_host_rules(argv[1])
+        except (subprocess.CalledProcessError, subprocess.TimeoutExpired, OSError) as exc:
+            log(f"could not remove the host's NFS rules of {argv[1]}: {getattr(exc, 'stderr', '') or exc}")
+            return 1
+        return 0
     text = os.environ.get("DEPLOYER_NETGUARD_POLICY", "")
     if argv[:1] == ["--policy"] and len(argv) > 1:
         text = open(argv[1]).read()

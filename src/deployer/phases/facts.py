@@ -35,6 +35,8 @@ class HostFacts:
     manager: bool = False
     hostname: str = ""
     managers: set[str] = field(default_factory=set)  # addresses of the swarm managers this node knows
+    addresses: set[str] = field(default_factory=set)  # every IPv4 address of the host but loopback's and Docker's bridges'
+    node_addresses: set[str] = field(default_factory=set)  # on a manager: every swarm node's address (other deployments' too)
     images: dict[str, str | None] = field(default_factory=dict)  # image -> its ID here, None if absent
     layers: set[str] = field(default_factory=set)  # chain IDs of every layer of every image here (what a send can skip)
     paths: dict[str, bool] = field(default_factory=dict)
@@ -143,6 +145,36 @@ def published_ports(ex: Executor) -> dict[int, set[str]]:
 
 #: The groups of group-writable sockets in /run (docker.sock's docker group, and the like): a notebook never runs as one.
 SOCKET_GROUPS = sh("find /run /var/run -maxdepth 3 -type s -perm -020 -printf '%G\\n' 2>/dev/null | sort -u")
+
+
+#: Interfaces whose addresses are not the host's own to others: loopback and Docker's bridges (made as
+#: the swarm forms, private to each host: the guard refuses a host's own bridges itself).
+_PRIVATE_INTERFACE = re.compile(r"^(lo|docker0|docker_gwbridge|br-[0-9a-f]{12}|veth.*)$")
+
+
+def parse_addresses(output: str) -> set[str]:
+    """The addresses of `ip -4 -o addr show` (one line per address: index, interface, inet, address/prefix)."""
+    found = set()
+    for line in output.splitlines():
+        parts = line.split()
+        if len(parts) >= 4 and parts[2] == "inet" and not _PRIVATE_INTERFACE.match(parts[1]):
+            found.add(parts[3].split("/")[0])
+    return found
+
+
+NODE_ADDRESSES = sh('ids=$(docker node ls -q); [ -z "$ids" ] || docker node inspect $ids --format \'{{.Status.Addr}} {{with .ManagerStatus}}{{.Addr}}{{end}}\'')
+
+
+def parse_node_addresses(output: str) -> set[str]:
+    """Each node's address and its manager address (without the port), as `docker node inspect` prints them."""
+    found = set()
+    for word in output.split():
+        address = word.rsplit(":", 1)[0] if word.count(":") == 1 else word
+        if re.fullmatch(r"\d{1,3}(\.\d{1,3}){3}", address) and address != "0.0.0.0" and not address.startswith("127."):
+            found.add(address)
+    return found
+
+
 LAYERS = sh('ids=$(docker image ls -q); [ -z "$ids" ] || docker image inspect --format "{{json .RootFS.Layers}}" $ids')
 NODE_LABELS = sh('ids=$(docker node ls -q); [ -z "$ids" ] || docker node inspect $ids --format \'{{.ID}} {{json .Spec.Labels}}\'')
 
@@ -166,6 +198,7 @@ def gather_one(host: Host, ex: Executor, deployment: Deployment) -> HostFacts:
             facts.images[image] = images.image_id(ex, image)
         for line in ex.run(LAYERS, check=False).stdout.splitlines():
             facts.layers.update(layers.chain_ids(json.loads(line) or []))
+    facts.addresses = parse_addresses(ex.run(cmd("ip", "-4", "-o", "addr", "show"), check=False).stdout)
     facts.daemon_json = gpus.read_daemon_json(ex)  # on every host: one that is no worker any more loses its GPUs
     if host.has("worker"):
         facts.guard = sidecars.current(ex, netguard.container_name(layout))
@@ -181,6 +214,7 @@ def gather_one(host: Host, ex: Executor, deployment: Deployment) -> HostFacts:
             for line in ex.run(NODE_LABELS, check=False).stdout.splitlines():
                 node, _, labels = line.partition(" ")
                 facts.node_labels[node] = json.loads(labels or "null") or {}
+            facts.node_addresses = parse_node_addresses(ex.run(NODE_ADDRESSES, check=False).stdout)
             facts.join_token = ex.run(cmd("docker", "swarm", "join-token", "-q", "worker"), check=False).stdout.strip()
             facts.objects = read_objects(ex, layout)
         wanted = [path for path, _, _ in hub_directories(deployment, layout)]

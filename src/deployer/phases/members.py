@@ -2,8 +2,9 @@
 state); a worker since removed from the servers file is taken out cleanly on the next deploy: drained
 (Swarm stops its notebooks; their users are told their machine was taken out of service and can start
 again elsewhere), its label removed, the share unmounted and its guard removed there, made to leave the
-swarm, and its node removed. A worker added to the servers file simply goes through every phase: it
-joins, gets its label, images, guard and mount, and nothing running elsewhere is touched."""
+swarm, and its node removed (removing its guard removes the guard's host NFS rules too). A worker added
+to the servers file simply goes through every phase: it joins, gets its label, images, guard and mount,
+and nothing running elsewhere is touched."""
 
 from __future__ import annotations
 
@@ -77,6 +78,12 @@ def plan_forget(ctx: Context, facts: Facts) -> Planned:
     return planned
 
 
+def expect_forget(ctx: Context, facts: Facts, planned: Planned) -> None:
+    """The removed nodes are no longer among the swarm's (the guards' policy is planned from them)."""
+    for host in removed(ctx, facts):
+        facts[ctx.deployment.hub.host_id].node_addresses.discard(host.address)
+
+
 def plan_record(ctx: Context, facts: Facts) -> Planned:
     planned, hub = Planned(), ctx.deployment.hub
     wanted = record(ctx)
@@ -97,5 +104,5 @@ def expect_record(ctx: Context, facts: Facts, planned: Planned) -> None:
 DRAIN_PHASE = Phase("workers removed from the servers file: drain them", plan_drain)
 # A removed worker may be gone for good: what cannot be done there is reported, and its node removed anyway.
 LEAVE_PHASE = Phase("workers removed from the servers file: unmount, remove the guards, leave the swarm", plan_leave, best_effort=True)
-FORGET_PHASE = Phase("workers removed from the servers file: remove their nodes", plan_forget)
+FORGET_PHASE = Phase("workers removed from the servers file: remove their nodes", plan_forget, expect_forget)
 RECORD_PHASE = Phase("record the deployed workers", plan_record, expect_record)

@@ -25,6 +25,13 @@ MANAGED = "# Managed by Deployer"
 MARKER = ".deployer-share"
 
 
+def ports(*, kernel: bool) -> tuple[int, ...]:
+    """What the share's server listens on as deploy configures it, which no container may reach (the
+    network guard's host rules): rpcbind (111) and NFS (2049); nfs-ganesha also RQUOTA (875: on by
+    default, NFSv4 only or not), the kernel server also mountd, on the port distributions pin it to (20048)."""
+    return (111, 2049, 20048) if kernel else (111, 875, 2049)
+
+
 def export_id(name: str) -> int:
     """A stable export id per deployment (several deployments may share a hub)."""
     return 100 + int(hashlib.sha256(name.encode()).hexdigest()[:8], 16) % 60000
