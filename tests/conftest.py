@@ -148,11 +148,22 @@ def run_deployer(args: list[str], cwd: Path, **kwargs: Any) -> subprocess.Comple
     return subprocess.run([str(exe), *args], cwd=cwd, capture_output=True, text=True, timeout=60, **kwargs)
 
 
-#: Said at the end of every run that ran lab tests (set by tests/lab/test_deploy.py).
-NOTICES: list[str] = []
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Two lanes for pytest-xdist's --dist loadgroup (scripts/test): the lab tier, whose hosts are Docker
+    engines of their own in containers, and everything else; each lane runs its tests in order, as one
+    process, so a tier's session fixtures (a deployment on this machine's swarm, the lab's hosts) exist once."""
+    for item in items:
+        item.add_marker(pytest.mark.xdist_group("lab" if item.get_closest_marker("lab") else "main"))
+
+
+#: A test that says how the lab stands in for real machines records it as the user property "notice";
+#: the run's summary repeats each once (the property travels with the report from an xdist lane).
+NOTICE = "notice"
 
 
 def pytest_terminal_summary(terminalreporter) -> None:
-    for notice in dict.fromkeys(NOTICES):
+    notices = [value for reports in terminalreporter.stats.values() for report in reports
+               for key, value in getattr(report, "user_properties", ()) if key == NOTICE]
+    for notice in dict.fromkeys(notices):
         terminalreporter.write_sep("-", "lab substitution")
         terminalreporter.write_line(notice)

@@ -26,7 +26,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 import yaml
-from conftest import NOTICES
+from conftest import NOTICE
 from netprobe import Target, probe, table, tcp, wrong
 
 from deployer.hosts.lock import HubLock
@@ -63,11 +63,15 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-b
 
 
 
+@pytest.fixture(autouse=True)
+def _notice(request: pytest.FixtureRequest) -> None:
+    request.node.user_properties.append((NOTICE, SUBSTITUTION))  # in the run's summary too
+
+
 @pytest.fixture(scope="module")
 def deployed(lab: Lab, site: Path):
     """A fresh deploy of the lab deployment (after the lab tier's other tests, whatever they left)."""
     print(f"\n{SUBSTITUTION}")
-    NOTICES.append(SUBSTITUTION)  # printed in the run's summary too
     planned = deployer(site, "plan")
     result = deployer(site, "deploy")
     if result.returncode != 0:  # leave the hosts clean for the lab tier's other tests, then say why

@@ -28,6 +28,7 @@ pytestmark = pytest.mark.lab
 
 GPU_IDS = ["GPU-0a1b2c3d-0000-4000-8000-00000000aaaa", "GPU-0a1b2c3d-0000-4000-8000-00000000bbbb"]
 PROJECTS = f"{LAB_SHARE}/projects"
+SITE = "/srv/site"
 
 
 def outer(*args: str) -> str:
@@ -43,12 +44,16 @@ def options_site(lab: Lab, site: Path, tenant: TenantSimulator):
     configs = yaml.safe_load((site / "site.configs").read_text())
     configs[SCOPE].update({
         "tenant_groups_claim": "groups", "allow_named_servers": True,
-        "notebook_profiles": [{"name": "Standard"}, {"name": "GPU", "description": "one GPU", "gpus": 1}],
+        "notebook_profiles": [{"name": "Standard"}, {"name": "GPU", "description": "one GPU", "gpus": 1},
+                              # a site's own file system on the workers only (Stockyard-like), below the user's own directory there
+                              {"name": "Site", "volume_mounts": [f"{SITE}/{{username}}/work:/home/jupyter/site:rw"]}],
         "project_mounts": {"host_path": f"{PROJECTS}/{{project_id}}", "container_path": "/home/jupyter/projects", "mode": "rw",
                            "api_url": tenant.projects_url,
                            "projects": [{"id": "PRJ-STATIC", "name": "Static Team", "groups": ["team"]}]},
     })
     (site / "site.configs").write_text(yaml.safe_dump(configs))
+    for worker in ("worker1", "worker2"):  # the site's file system: on the workers, not the hub (users own their directory)
+        lab.ssh(worker, f"mkdir -p {SITE}/jdoe/work && chown -R 5001:6001 {SITE}/jdoe && chmod 0755 {SITE}")
     for project in ("PRJ-1", "PRJ-2", "PRJ-STATIC"):  # the site's project storage (on the share every host sees)
         lab.ssh("hub", f"mkdir -p {PROJECTS}/{project} && echo {project} >{PROJECTS}/{project}/README && chmod -R a+rwX {PROJECTS}/{project}")
     deployed = deployer(site, "deploy")
@@ -174,3 +179,32 @@ def test_project_mounts_follow_membership_from_spawn_to_spawn(lab: Lab, options_
     finally:
         tenant.projects_mode = "ok"
     assert not text(lab.ssh("hub", f"docker service ls -q --filter name={NAME}-nb-jdoe"))
+
+
+def test_a_link_in_a_site_file_system_only_the_workers_see_is_refused_by_their_mount_guard(lab: Lab, options_site: Path) -> None:
+    """Issue 21: the hub cannot see a site's file system (here /srv/site on the workers), so only the mount guard on
+    the worker that runs the task can refuse a link there. jdoe (uid 5001) makes her work directory a link to / on
+    both workers; her Site server fails with a page naming the mount and the worker; made a directory again, it starts
+    and mounts that very directory."""
+    hub = lab.hosts["hub"]
+    for worker in ("worker1", "worker2"):
+        lab.ssh(worker, f"cd {SITE}/jdoe && setpriv --reuid 5001 --regid 6001 --clear-groups sh -c 'mv work work.old && ln -s / work'")
+    browser = http_login(hub, "jdoe")
+    browser.get("/hub/home")
+    browser.post("/hub/api/users/jdoe/server", headers=hub_xsrf(browser), json={"profile": "Site"})
+    deadline = time.monotonic() + 180
+    while True:
+        progress = browser.get("/hub/api/users/jdoe/server/progress", headers=hub_xsrf(browser), timeout=200).text
+        if '"failed": true' in progress:
+            break
+        assert time.monotonic() < deadline, progress[-2000:]
+        time.sleep(1)
+    assert "Your storage at /home/jupyter/site cannot be mounted on worker" in progress, progress[-2000:]
+    assert f"{SITE}/jdoe/work is a symbolic link" in progress, progress[-2000:]
+    assert not text(lab.ssh("hub", f"docker service ls -q --filter name={NAME}-nb-jdoe"))
+    for worker in ("worker1", "worker2"):
+        lab.ssh(worker, f"cd {SITE}/jdoe && rm work && mv work.old work && echo {worker} >work/here && chown 5001:6001 work/here")
+    browser = start(hub, "jdoe", {"profile": "Site"})
+    worker, container = notebook_container(lab, "jdoe")
+    assert text(lab.ssh(worker, f"docker exec {container} cat /home/jupyter/site/here")) == worker  # that worker's own directory
+    stop(browser, "jdoe")

@@ -221,3 +221,17 @@ def test_a_directory_root_may_not_pass_is_passed_as_its_owner(share: Path) -> No
     done = subprocess.run([sys.executable, "-c", script, str(alice), str(Path(mountguard.__file__).parents[1]), str(share)],
                           capture_output=True, text=True, timeout=30)
     assert done.stdout.split("\n")[:2] == ["root refused", "opened as owner"], done.stderr
+
+
+def test_the_guard_names_its_volumes_for_their_removal(share: Path, tmp_path: Path, monkeypatch, capsys, site) -> None:
+    """`deployer destroy` asks the guard for its volumes' names (`--volumes`) rather than listing every driver's:
+    the engine asks each driver it ever knew, and one whose guard is gone makes it wait 15 s."""
+    g, _ = guard(share, tmp_path)
+    names = sorted(create(g, f"{share}/data/sim/{user}/x") for user in ("alice", "bob"))
+    monkeypatch.setenv(mountguard.POLICY_ENV, g.policy.to_json())
+    monkeypatch.setenv("DEPLOYER_MOUNTGUARD_NAMESPACE", "none")
+    assert mountguard.main(["--volumes"]) == 0
+    assert capsys.readouterr().out.split() == names
+    assert not (tmp_path / "staging").exists() or not any((tmp_path / "staging").iterdir())  # nothing served or cleaned
+    command = deploy_guard.remove_command(Layout.of(deployment_of(site(configs=base_configs()))))
+    assert command.argv[-1] == mountguard.AGENT and "--volumes" in command.argv[2]

@@ -56,6 +56,8 @@ PLUGIN_DIR = "/run/docker/plugins"
 SOURCE_OPTION = "source"
 #: How a refusal starts, then "<source>: <reason>" (the spawner finds the mount it names).
 REFUSED = "deployer mount guard refused"
+#: What Docker allows as a volume's name (the guard's own are `<deployment>-...` and a digest).
+VOLUME_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 
 class Refused(Exception):
@@ -582,6 +584,9 @@ def main(argv: list[str] | None = None) -> int:
             log(f"cannot enter the engine's mount namespace: {exc}")
             return 1
     guard = Guard(policy, kernel)
+    if argv[:1] == ["--volumes"]:  # `docker exec`ed by deploy's removal of the guard: its volumes' names, one a line
+        print("\n".join(sorted(n for n in guard.volumes if VOLUME_NAME.fullmatch(n))))
+        return 0
     guard.clean()
     os.makedirs(PLUGIN_DIR, mode=0o700, exist_ok=True)
     listen = os.path.join(PLUGIN_DIR, f"{policy.driver}.sock")
