@@ -148,12 +148,18 @@ def run_deployer(args: list[str], cwd: Path, **kwargs: Any) -> subprocess.Comple
     return subprocess.run([str(exe), *args], cwd=cwd, capture_output=True, text=True, timeout=60, **kwargs)
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Two lanes for pytest-xdist's --dist loadgroup (scripts/test): the lab tier, whose hosts are Docker
-    engines of their own in containers, and everything else; each lane runs its tests in order, as one
-    process, so a tier's session fixtures (a deployment on this machine's swarm, the lab's hosts) exist once."""
-    for item in items:
-        item.add_marker(pytest.mark.xdist_group("lab" if item.get_closest_marker("lab") else "main"))
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """Two lanes under pytest-xdist (scripts/test: -n 2): the lab tier, whose hosts are Docker engines of their own
+    in containers, and everything else. Each lane is one work unit, run in order by one process, so a tier's
+    session fixtures (a deployment on this machine's swarm, the lab's hosts) exist once."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class Lanes(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return "lab" if nodeid.startswith("tests/lab/") else "main"
+
+    return Lanes(config, log)
 
 
 #: A test that says how the lab stands in for real machines records it as the user property "notice";

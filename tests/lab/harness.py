@@ -124,9 +124,13 @@ class Lab:
                 names.add(self.container(host))
         if names:
             _docker("rm", "-f", "-v", *sorted(names), check=False, timeout=180)
-        volumes = set(_out(_docker("volume", "ls", "-q", "--filter", f"label={LAB_LABEL}={self.prefix}", check=False)).split())
+        # Only the local driver's volumes: a listing of every driver (or an inspect of a missing volume, which asks them all)
+        # waits 15 s for each gone volume plugin the engine keeps (a destroyed deployment's mount guard, in the swarm tier).
+        local = set(_out(_docker("volume", "ls", "-q", "--filter", "driver=local", check=False)).split())
+        labelled = _docker("volume", "ls", "-q", "--filter", "driver=local", "--filter", f"label={LAB_LABEL}={self.prefix}", check=False)
+        volumes = set(_out(labelled).split())
         for host in self.hosts:
-            volumes.update(v for v in self.volumes(host) if _docker("volume", "inspect", v, check=False).returncode == 0)
+            volumes.update(v for v in self.volumes(host) if v in local)
         if volumes:
             _docker("volume", "rm", "-f", *sorted(volumes), check=False)
         if _docker("network", "inspect", self.network, check=False).returncode == 0:
@@ -148,11 +152,13 @@ class Lab:
         public_key = self.key_path.with_suffix(".pub").read_text().strip()
         try:
             _docker("network", "create", "--driver", "bridge", "--subnet", str(self.subnet), "--label", f"{LAB_LABEL}={self.prefix}", self.network)
+            made = set(_out(_docker("volume", "ls", "-q", "--filter", "driver=local", check=False)).split())  # (see remove_leftovers)
             for host, ip in self.hosts.items():
                 mounts = []
                 for volume, target in self.volumes(host).items():
-                    if _docker("volume", "inspect", volume, check=False).returncode != 0:  # shared ones exist already
+                    if volume not in made:  # shared ones exist already
                         _docker("volume", "create", "--label", f"{LAB_LABEL}={self.prefix}", volume)
+                        made.add(volume)
                     mounts += ["-v", f"{volume}:{target}"]
                 _docker(
                     "run", "-d", "--name", self.container(host), "--hostname", host,
