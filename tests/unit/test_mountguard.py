@@ -235,3 +235,29 @@ def test_the_guard_names_its_volumes_for_their_removal(share: Path, tmp_path: Pa
     assert not (tmp_path / "staging").exists() or not any((tmp_path / "staging").iterdir())  # nothing served or cleaned
     command = deploy_guard.remove_command(Layout.of(deployment_of(site(configs=base_configs()))))
     assert command.argv[-1] == mountguard.AGENT and "--volumes" in command.argv[2]
+
+
+def test_the_engine_is_the_process_serving_the_socket_not_any_process_of_its_name(tmp_path: Path) -> None:
+    """Two processes of the same name (on a host: its dockerd and the engines of Docker-in-Docker containers,
+    whose roots all seem to hold our socket through /var/run -> /run): the guard's engine is the one that
+    listens on its socket."""
+    import subprocess
+    import sys
+    import time
+
+    path = tmp_path / "engine.sock"
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    server = subprocess.Popen([sys.executable, "-c", "import socket, sys, time\ns = socket.socket(socket.AF_UNIX)\n"
+                               "s.bind(sys.argv[1]); s.listen(1); time.sleep(60)", str(path)])
+    try:
+        for _ in range(200):  # until it listens (bounded)
+            if path.exists():
+                break
+            time.sleep(0.05)
+        name = mountguard._comm(server.pid)
+        assert mountguard._comm(other.pid) == name and other.pid < server.pid
+        assert mountguard.engine_pid(str(path), name=name) == server.pid
+    finally:
+        for child in (server, other):
+            child.kill()
+            child.wait()

@@ -43,6 +43,7 @@ import signal
 import socket
 import socketserver
 import stat
+import struct
 import sys
 import threading
 import time
@@ -308,23 +309,41 @@ class Kernel:
             os.close(fd)
 
 
-def engine_pid(docker_socket: str = "/var/run/docker.sock") -> int:
-    """The pid of the engine whose socket this container was given (seen with --pid host): the dockerd
-    whose own root holds that socket. Its mount namespace is where the engine binds a volume's mountpoint."""
-    ours = os.stat(docker_socket)
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/comm", encoding="utf-8") as comm:
-                if comm.read().strip() != "dockerd":
-                    continue
-            theirs = os.stat(f"/proc/{entry}/root{docker_socket}")
-        except OSError:
-            continue
-        if (theirs.st_dev, theirs.st_ino) == (ours.st_dev, ours.st_ino):
-            return int(entry)
-    raise OSError(f"no dockerd process serves {docker_socket} (run the guard with --pid host and the engine's socket)")
+def engine_pid(docker_socket: str = "/var/run/docker.sock", name: str = "dockerd") -> int:
+    """The pid of the engine whose socket this container was given (seen with --pid host): the process at the
+    other end of a connection to it (SO_PEERCRED: the one that listens there). Its mount namespace is where the
+    engine binds a volume's mountpoint. Not found by name and path: a host may run other engines (Docker in
+    Docker, CI runners), and /proc/PID/root/var/run/... leaves that root at an absolute link (/var/run -> /run),
+    so every engine's socket would look like ours. A socket-activated engine's socket belongs to the service
+    manager: then the one engine in the manager's pid namespace."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
+        client.connect(docker_socket)
+        peer = struct.unpack("3i", client.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))[0]
+    if peer <= 0:
+        raise OSError(f"the process serving {docker_socket} is not visible here (run the guard with --pid host)")
+    if _comm(peer) == name:
+        return peer
+    namespace = os.readlink(f"/proc/{peer}/ns/pid")
+    engines = [int(e) for e in os.listdir("/proc") if e.isdigit() and _comm(int(e)) == name and _pid_namespace(int(e)) == namespace]
+    if len(engines) != 1:
+        raise OSError(f"{docker_socket} is served by pid {peer} ({_comm(peer) or '?'}), and {len(engines)} {name} processes share its "
+                      "pid namespace: cannot tell which engine mounts the volumes")
+    return engines[0]
+
+
+def _comm(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/comm", encoding="utf-8") as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
+def _pid_namespace(pid: int) -> str:
+    try:
+        return os.readlink(f"/proc/{pid}/ns/pid")
+    except OSError:
+        return ""
 
 
 def staged_mounts(staging: str) -> list[str]:
