@@ -347,13 +347,16 @@ def test_a_link_planted_from_inside_a_notebook_never_becomes_a_mount(options_hub
         assert _spawn_page(browser, "alice", "z", "Standard") == "running"
         service = f"{NAME}-nb-alice--z"
         as_alice("sh", "-c", "mv /home/jupyter/server/z /home/jupyter/server/z.old && ln -s / /home/jupyter/server/z")
+        tasks = lambda: dict(line.split("|", 1) for line in docker(  # noqa: E731 - task ID -> "state|error", newest first
+            "service", "ps", service, "--no-trunc", "--format", "{{.ID}}|{{.CurrentState}}|{{.Error}}").splitlines())
+        before = set(tasks())
         docker("service", "update", "--force", "--detach", service)  # what any restart of the task does: mount again, on its worker
         deadline = time.monotonic() + 120
-        while True:
-            latest = docker("service", "ps", service, "--no-trunc", "--format", "{{.CurrentState}}|{{.Error}}").splitlines()[0]
+        while True:  # until the new task (not one from before the update) is refused, or runs
+            latest = next((state for task, state in tasks().items() if task not in before), "")
             if latest.startswith(("Rejected", "Failed")):
                 break
-            assert time.monotonic() < deadline and not latest.startswith("Running"), latest
+            assert time.monotonic() < deadline and not latest.startswith("Running"), latest or "no new task"
             time.sleep(1)
         assert f"deployer mount guard refused {own}/z: {own}/z is a symbolic link" in latest, latest
         assert not docker("ps", "-q", "--filter", f"label=com.docker.swarm.service.name={service}")
