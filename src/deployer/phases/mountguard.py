@@ -98,7 +98,7 @@ def driver(layout: Layout) -> str:
 
 def remove_command(layout: Layout) -> Command:
     guard = policy_paths(layout)
-    return sh(REMOVE, container_name(layout), mountguard.driver_name(layout.name), guard.state, f"{netguard.LABEL}={layout.name}",
+    return sh(REMOVE, container_name(layout), driver(layout), guard.state, f"{netguard.LABEL}={layout.name}",
               mountguard.AGENT, why=f"remove {WHAT}")
 
 
@@ -122,7 +122,7 @@ def plan(ctx: Context, facts: Facts) -> Planned:
         commands = sidecars.commands(sidecar(ctx.deployment, ctx.layout, images.guards_image_id(ctx, facts, host.host_id, WHAT)), f.mount_guard)
         planned.add(host.host_id, *commands)
         if commands and f.mount_guard is None:
-            planned.add(hub.host_id, replace(sh(LISTED, f.node_id, mountguard.driver_name(ctx.layout.name),
+            planned.add(hub.host_id, replace(sh(LISTED, f.node_id, driver(ctx.layout),
                                                 why=f"wait until the swarm lists the mount guard's driver on {host.host_id}"), timeout=90))
         if not commands:
             planned.ok(host.host_id, "mount guard running")
