@@ -95,6 +95,10 @@ class TenantOAuthenticator(OAuthenticator):
         config=True,
         help="Seconds between checks of the tokens of users whose server runs (refreshed then if within refresh_margin). 0: off.",
     )
+    keep_fresh_concurrency = Integer(
+        8, config=True,
+        help="Users whose tokens the keeper checks and refreshes at once (one slow tenant answer holds one of them, not the round).",
+    )
     username_case_insensitive = Bool(
         False,
         config=True,
@@ -431,25 +435,29 @@ class TenantOAuthenticator(OAuthenticator):
             self._keeper = asyncio.get_running_loop().create_task(self._keep_fresh())
 
     async def _keep_fresh(self) -> None:
-        """Refresh the tokens of users whose server runs, so a notebook left alone keeps working tokens."""
+        """Refresh the tokens of users whose server runs, so a notebook left alone keeps working tokens:
+        only users with a running server, a few at a time (a slow tenant holds a few refreshes, not the round)."""
         while True:
             await asyncio.sleep(self.keep_fresh_interval)
             users = getattr(self.parent, "users", None)
-            for user in list(users.values()) if users is not None else []:
-                try:
-                    if not user.active:
-                        continue
-                    state = await user.get_auth_state()
-                    if not state or not self._expiring(state):
-                        continue
-                    result = await self._refresh(user.name, state)
-                    if isinstance(result, dict):
-                        await user.save_auth_state(result["auth_state"])
-                    elif result is False:
-                        self.log.warning("The tokens in the notebook of %s will expire: %s refused the refresh; the user must log in again",
-                                         user.name, self.login_service)
-                except Exception:
-                    self.log.exception("Keeping the tokens of %s fresh failed", getattr(user, "name", "?"))
+            active = [u for u in (list(users.values()) if users is not None else []) if getattr(u, "active", False)]
+            limit = asyncio.Semaphore(max(1, self.keep_fresh_concurrency))
+            await asyncio.gather(*(self._keep_user_fresh(user, limit) for user in active))
+
+    async def _keep_user_fresh(self, user: Any, limit: asyncio.Semaphore) -> None:
+        async with limit:
+            try:
+                state = await user.get_auth_state()
+                if not state or not self._expiring(state):
+                    return
+                result = await self._refresh(user.name, state)
+                if isinstance(result, dict):
+                    await user.save_auth_state(result["auth_state"])
+                elif result is False:
+                    self.log.warning("The tokens in the notebook of %s will expire: %s refused the refresh; the user must log in again",
+                                     user.name, self.login_service)
+            except Exception:
+                self.log.exception("Keeping the tokens of %s fresh failed", getattr(user, "name", "?"))
 
     # --- token files ----------------------------------------------------------------------
 

@@ -31,6 +31,7 @@ import os
 import re
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pprint import pformat
 from typing import Any
 
 import docker.errors
@@ -52,6 +53,7 @@ from . import mountguard, mounts, names, netguard, paths, tokenfiles
 from .auth import Identity, UserFacingError
 from .serveroptions import GpuAssignment, ServerOptions
 from .settings import IMAGE_GID, IMAGE_UID
+from .swarmview import SharedLook, SwarmView
 
 #: Where the tenant's extra CA certificates (a Docker config) appear in a notebook container.
 NOTEBOOK_TENANT_CA = "/etc/deployer/tenant-ca.pem"
@@ -67,13 +69,33 @@ class DockerCalls:
     has one thread: one slow call holds every user's spawn), and node names by ID (an ID never
     changes meaning)."""
 
-    def __init__(self, threads: int = 16) -> None:
+    def __init__(self, threads: int = 16, look_max_age: float = 5.0) -> None:
         self.pool = ThreadPoolExecutor(threads, thread_name_prefix="docker")
+        #: One listing of the swarm that every server's poll reads (deployer_hub.swarmview).
+        self.look = SharedLook(look_max_age)
         self.node_names: dict[str, str] = {}
         #: user name -> why their server stopped by itself: kept here, since JupyterHub drops a stopped spawner.
         self.stopped_reasons: dict[str, str] = {}
         #: Held from choosing GPUs until the service that holds them exists (deployer_hub.gpus).
         self.gpu_lock = asyncio.Lock()
+
+    #: Seconds after its server ended that a notebook service no hub removed is removed (see SwarmView.ended).
+    ended_service_age = 600.0
+    _swept = 0.0
+
+    async def sweep(self, view: SwarmView, spawner: TenantSwarmSpawner) -> None:
+        """Once per listing: remove the services whose server ended long ago and that no hub removed (JupyterHub
+        removes a server's service when it sees it stop; one it no longer knows would stay in the swarm for good)."""
+        if view.taken <= self._swept:
+            return
+        self._swept = view.taken
+        for service in view.ended(self.ended_service_age):
+            name = (service.get("Spec") or {}).get("Name", service["ID"])
+            try:
+                await spawner.docker("remove_service", service["ID"])
+                spawner.log.info("Removed the notebook service %s: its server ended over %.0f minutes ago", name, self.ended_service_age / 60)
+            except docker.errors.APIError as exc:
+                spawner.log.warning("Could not remove the ended notebook service %s: %s", name, exc)
 
     def __deepcopy__(self, memo: dict) -> DockerCalls:
         return self  # traitlets copies configuration values; this one is shared by design
@@ -491,15 +513,20 @@ class TenantSwarmSpawner(ServerOptions, SwarmSpawner):
 
     _node_down_since: float | None = None
 
-    async def poll(self) -> int | str | None:
-        """The stock poll, and a server whose node is down (or whose task Swarm is shutting down) as stopped."""
+    async def _observe(self) -> tuple[dict | None, dict | None, dict | None, bool]:
+        """(service, its current task, the task's node, whether that node left the swarm) of this server:
+        from the listing all polls share, or asked on its own when the listing does not know it."""
+        view = await self.calls.look.view(f"{self.prefix}-", self.docker)
+        await self.calls.sweep(view, self)
+        known = view.server(self.service_name, self.object_id)
+        if known is not None:
+            service, task = known
+            self.object_id = service["ID"]
+            node_id = (task or {}).get("NodeID")
+            node = view.node(node_id) if node_id else None
+            return service, task, node, bool(node_id) and node is None
         service = await self.get_object()
-        taken_out = (((service or {}).get("Spec") or {}).get("Labels") or {}).get(TAKEN_OUT)
-        if taken_out:  # deploy took its worker out of the cluster (removed from the servers file)
-            self.stopped_reason = (f"The machine running your server ({taken_out}) was taken out of service, so your server stopped. "
-                                   "Start it again: it will run on another machine, with your files.")
-            return f"its worker {taken_out} was taken out of service"
-        task = await self.get_task()
+        task = await self.get_task() if service else None
         node_id = (task or {}).get("NodeID")
         node, gone = None, False
         if node_id:
@@ -509,6 +536,18 @@ class TenantSwarmSpawner(ServerOptions, SwarmSpawner):
                 gone = True
             except Exception:  # the engine cannot say: judge by the task alone
                 node = None
+        return service, task, node, gone
+
+    async def poll(self) -> int | str | None:
+        """The stock poll (a missing service is exit status 0, a task no longer starting or running is
+        stopped), and a server whose node is down (or whose task Swarm is shutting down) as stopped."""
+        service, task, node, gone = await self._observe()
+        taken_out = (((service or {}).get("Spec") or {}).get("Labels") or {}).get(TAKEN_OUT)
+        if taken_out:  # deploy took its worker out of the cluster (removed from the servers file)
+            self.stopped_reason = (f"The machine running your server ({taken_out}) was taken out of service, so your server stopped. "
+                                   "Start it again: it will run on another machine, with your files.")
+            return f"its worker {taken_out} was taken out of service"
+        node_id = (task or {}).get("NodeID")
         if node and node.get("Description", {}).get("Hostname"):
             self.calls.node_names[node_id] = node["Description"]["Hostname"]  # named even once the node is gone
         where = self.calls.node_names.get(node_id or "") or (node_id or "")[:12]
@@ -527,9 +566,15 @@ class TenantSwarmSpawner(ServerOptions, SwarmSpawner):
                 return f"node {where} is {state}"
             return None
         self._node_down_since = None
-        if task and task.get("DesiredState") in ("shutdown", "remove") and task.get("Status", {}).get("State") == "running":
+        if not task:
+            self.log.warning("Service %s not found", self.service_name)
+            return 0
+        status = task.get("Status") or {}
+        if task.get("DesiredState") in ("shutdown", "remove") and status.get("State") == "running":
             return "its task is being shut down"
-        return await super().poll()
+        if status.get("State") in {"running", "starting", "pending", "preparing"}:
+            return None
+        return pformat(status)
 
     async def start(self):
         self.stopped_reason, self._node_down_since = "", None
