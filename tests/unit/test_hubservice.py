@@ -10,7 +10,8 @@ from conftest import CLIENT_SECRET, SCOPE, base_configs
 from deployer.config.discovery import discover
 from deployer.config.hubsettings import Layout, settings
 from deployer.config.loader import load
-from deployer.phases.hubservice import HubSpec, SwarmFacts, network_commands, object_commands, service_commands, stale_commands
+from deployer.phases import notebooknet
+from deployer.phases.hubservice import HubSpec, SwarmFacts, object_commands, service_commands, stale_commands
 
 
 def spec_for(site, secret: str = CLIENT_SECRET) -> HubSpec:
@@ -21,7 +22,8 @@ def spec_for(site, secret: str = CLIENT_SECRET) -> HubSpec:
 
 
 def everything(spec: HubSpec, facts: SwarmFacts):
-    return network_commands(spec.layout, facts) + object_commands(spec, facts) + service_commands(spec, facts)
+    network = [] if spec.layout.network in facts.networks else [notebooknet.create_command(spec.layout.network, "10.128.0.0/19", spec.layout.name)]
+    return network + object_commands(spec, facts) + service_commands(spec, facts)
 
 
 def test_first_run_creates_everything_and_never_puts_a_secret_in_argv(site) -> None:

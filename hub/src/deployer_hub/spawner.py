@@ -323,8 +323,10 @@ class TenantSwarmSpawner(ServerOptions, SwarmSpawner):
         await self.find_projects()
         rendered = self.rendered_mounts()
         # (a project's directory is the site's: never made here, owned by whoever started first)
-        self._prepare_managed(rendered, [m for m in rendered if m not in self._project_mounts],
-                              uid if uid is not None else IMAGE_UID, gid if gid is not None else IMAGE_GID)
+        # (on the Docker pool: file system calls on the share, which may be NFS, never hold the hub's event loop)
+        await asyncio.get_running_loop().run_in_executor(
+            self.executor, self._prepare_managed, rendered, [m for m in rendered if m not in self._project_mounts],
+            uid if uid is not None else IMAGE_UID, gid if gid is not None else IMAGE_GID)
         if self._identity is not None and self._identity.reown and uid is not None and gid is not None:
             await asyncio.get_running_loop().run_in_executor(self.executor, self._reown, uid, gid)
         async with self.calls.gpu_lock if self.gpus else contextlib.nullcontext():

@@ -174,6 +174,9 @@ def status() -> None:
             out.print(f"node {node.hostname} is {node.state}: the servers of {', '.join(sorted(stranded))} run nowhere; the hub counts them "
                       "as stopped and their users can start them again on a worker that is up", markup=False)
     out.print(f"hub service: {current.hub_state}", markup=False)
+    if current.network:
+        net = current.network
+        out.print(f"notebook network: {net.subnet}, {net.in_use:,} of {net.addresses:,} addresses in use, {net.left:,} left", markup=False)
     if deployment.config.jupyterhub_tls == "acme":
         out.print(certificate_status(executor_for(hub, deployment), Layout.of(deployment)), markup=False)
     if deployment.config.metrics_prometheus_url:

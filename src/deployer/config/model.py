@@ -41,6 +41,7 @@ from deployer.config.values import (
     _private_ip,
     _query_url,
     _ssh_host,
+    _subnet,
     _tas_min_id,
     _tenant_id,
     _username_claim,
@@ -125,6 +126,9 @@ class JupyterHubConfig(BaseModel):
     notebook_egress_allow_rules: Annotated[dict[str, bool], PlainValidator(_egress_rules)] = Field(default_factory=lambda: dict(netguard.ALLOW_RULES))
     notebook_egress_allow: Annotated[tuple[str, ...], PlainValidator(_egress_targets)] = ()
     notebook_egress_deny: Annotated[tuple[str, ...], PlainValidator(_egress_targets)] = ()
+    #: The notebook network's IPv4 subnet (hub, relay, one address per node, one per server). Unset: a free /19 of
+    #: 10.128.0.0/9 for a new network; an existing one is kept. Changing it needs every server stopped.
+    notebook_network_subnet: Annotated[str | None, PlainValidator(_subnet)] = None
     #: The per-host firewall of the notebook containers.
     network_guard_image: Image = DEFAULT_NETGUARD_IMAGE
     #: A token (passwords file) that lets a scraper read /hub/metrics (scope read:metrics, nothing else).

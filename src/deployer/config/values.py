@@ -231,6 +231,34 @@ def _egress_targets(value: Any) -> tuple[str, ...]:
     return tuple(found)
 
 
+#: notebook_network_subnet: from a /16 (65,533 addresses) to a /26 (61, a small test deployment).
+SUBNET_PREFIXES = range(16, 27)
+#: Private (RFC 1918) and shared (RFC 6598) ranges: a notebook network covering public addresses would hide them.
+PRIVATE_RANGES = tuple(ipaddress.IPv4Network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10"))
+
+
+def _subnet(value: Any) -> str | None:
+    if value is None:
+        return None
+    example = "e.g. 10.128.0.0/19 (8,189 addresses)"
+    if not isinstance(value, str) or "/" not in value:
+        fail(f"must be an IPv4 network ADDRESS/PREFIX, {example}")
+    try:
+        network = ipaddress.IPv4Network(value.strip())
+    except ValueError:
+        try:
+            loose = ipaddress.IPv4Network(value.strip(), strict=False)
+        except ValueError:
+            fail(f"must be an IPv4 network ADDRESS/PREFIX, {example}; got {value[:40]!r}")
+        fail(f"{value.strip()} has bits set after its /{loose.prefixlen}: the network is {loose}")
+    if network.prefixlen not in SUBNET_PREFIXES:
+        fail(f"/{network.prefixlen} is outside /{SUBNET_PREFIXES[0]} (65,533 addresses) to /{SUBNET_PREFIXES[-1]} (61); a /19 holds 8,189")
+    if not any(network.subnet_of(r) for r in PRIVATE_RANGES):
+        fail(f"{network} is not a private range (inside 10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16 or 100.64.0.0/10): "
+             "notebooks could not reach the public addresses it covers")
+    return str(network)
+
+
 def _egress_rules(value: Any) -> dict[str, bool]:
     if value is None:
         return dict(netguard.ALLOW_RULES)

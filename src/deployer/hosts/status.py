@@ -6,6 +6,7 @@ the same for a hub on this machine and a hub reached over SSH.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 from dataclasses import dataclass, field
 
@@ -24,12 +25,41 @@ class NodeStatus:
 
 
 @dataclass
+class NetworkStatus:
+    subnet: str
+    addresses: int  # all Docker hands out on it
+    in_use: int  # what the hub's node sees: every task's and container's address, service VIPs, a load balancer per node
+
+    @property
+    def left(self) -> int:
+        return max(0, self.addresses - self.in_use)
+
+
+def network_status(inspected: dict) -> NetworkStatus | None:
+    """From `docker network inspect --verbose` on a node attached to the network (the hub's)."""
+    configs = [c for c in (inspected.get("IPAM") or {}).get("Config") or [] if "." in c.get("Subnet", "")]
+    if not configs:
+        return None
+    subnet = ipaddress.IPv4Network(configs[0]["Subnet"])
+    used: set[str] = set()
+    for service in (inspected.get("Services") or {}).values():
+        if "." in str(service.get("VIP") or ""):
+            used.add(str(service["VIP"]).split("/")[0])
+        used.update(t["EndpointIP"] for t in service.get("Tasks") or [] if t.get("EndpointIP"))
+    used.update(c["IPv4Address"].split("/")[0] for c in (inspected.get("Containers") or {}).values() if c.get("IPv4Address"))
+    loadbalancers = max(0, len(inspected.get("Peers") or []) - sum(1 for c in (inspected.get("Containers") or {}).values()
+                                                                      if str(c.get("Name", "")).endswith("-endpoint")))
+    return NetworkStatus(str(subnet), subnet.num_addresses - 3, len(used) + loadbalancers)
+
+
+@dataclass
 class Status:
     swarm: bool
     nodes: list[NodeStatus] = field(default_factory=list)
     hub_state: str = "absent"  # e.g. "Running 5 minutes ago"
     notebooks: dict[str, list[str]] = field(default_factory=dict)  # node hostname -> users
     last_run: dict | None = None  # the newest audit-log entry of this deployment
+    network: NetworkStatus | None = None  # the notebook network (None when it does not exist)
 
 
 def last_run(ex, name: str, path: str = AUDIT_LOG) -> dict | None:
@@ -58,6 +88,9 @@ def read(ex: Executor, layout: Layout) -> Status:
     hub = ex.run(cmd("docker", "service", "ps", layout.hub_service, "--filter", "desired-state=running", "--format", "{{.CurrentState}}"), check=False)
     if hub.code == 0 and hub.stdout.strip():
         status.hub_state = hub.stdout.strip().splitlines()[0]
+    network = ex.run(cmd("docker", "network", "inspect", "--verbose", layout.network, "--format", "{{json .}}"), check=False)
+    if network.code == 0 and network.stdout.strip():
+        status.network = network_status(json.loads(network.stdout))
     services = ex.run(cmd("docker", "service", "ls", "--filter", f"name={layout.notebook_prefix}-", "--format", "{{.Name}}")).stdout.split()
     if services:
         # Running tasks, also those Swarm marked for shutdown when their node went down (they run nowhere, but

@@ -63,6 +63,13 @@ class HostFacts:
     # generic resources the running engine declares (sorted).
     daemon_json: str | None = field(default=None, repr=False)
     engine_gpus: tuple[str, ...] = ()
+    # The notebook network's neighbours: every Docker network's subnet here (name -> subnet; a manager sees every
+    # overlay), the host's own routes, the kernel's neighbour table limits (gc_thresh1..3; shared by every
+    # network namespace), and on a manager the swarm's task history limit.
+    docker_subnets: dict[str, str] = field(default_factory=dict)
+    routes: set[str] = field(default_factory=set)
+    neighbour_limits: tuple[int, ...] = ()
+    task_history: int | None = None
 
     @property
     def in_swarm(self) -> bool:
@@ -111,7 +118,7 @@ def read_state(ex: Executor, layout: Layout) -> dict[str, str | None]:
     return found
 
 
-def read_objects(ex: Executor, layout: Layout) -> SwarmFacts:
+def read_objects(ex: Executor, layout: Layout, docker_subnets: dict[str, str]) -> SwarmFacts:
     label = f"label=deployer={layout.name}"
 
     def lines(*argv: str) -> set[str]:
@@ -125,7 +132,38 @@ def read_objects(ex: Executor, layout: Layout) -> SwarmFacts:
     inspect = ex.run(cmd("docker", "service", "inspect", layout.hub_service, "--format", '{{index .Spec.Labels "deployer.spec"}}'), check=False)
     if inspect.code == 0:
         facts.hub_spec_hash = inspect.stdout.strip()
+    facts.network_subnet = docker_subnets.get(layout.network)
+    facts.notebook_services = len(lines("docker", "service", "ls", "--filter", f"name={layout.notebook_prefix}-", "--format", "{{.Name}}"))
     return facts
+
+
+#: Every Docker network here: '<name> <subnet> ...' (IPv4 and IPv6 subnets; a network without any prints its name alone).
+NETWORK_SUBNETS = sh('ids=$(docker network ls -q); [ -z "$ids" ] || docker network inspect $ids '
+                     '--format \'{{.Name}}{{range .IPAM.Config}} {{.Subnet}}{{end}}\'')
+NEIGHBOUR_LIMITS = sh("cat /proc/sys/net/ipv4/neigh/default/gc_thresh1 /proc/sys/net/ipv4/neigh/default/gc_thresh2 "
+                      "/proc/sys/net/ipv4/neigh/default/gc_thresh3 2>/dev/null")
+
+
+def parse_network_subnets(output: str) -> dict[str, str]:
+    """name -> its IPv4 subnet (the first; networks without one are left out)."""
+    found = {}
+    for line in output.splitlines():
+        name, *subnets = line.split()
+        v4 = [s for s in subnets if "." in s]
+        if v4:
+            found[name] = v4[0]
+    return found
+
+
+def parse_routes(output: str) -> set[str]:
+    """The destinations of `ip -4 -o route show` but the default route (a bare address is a /32)."""
+    found = set()
+    for line in output.splitlines():
+        words = line.split()
+        if not words or words[0] in ("default", "unreachable", "blackhole", "prohibit", "throw"):
+            continue
+        found.add(words[0] if "/" in words[0] else f"{words[0]}/32")
+    return found
 
 
 PUBLISHED = sh('ids=$(docker service ls -q); [ -z "$ids" ] || docker service inspect $ids '
@@ -199,6 +237,10 @@ def gather_one(host: Host, ex: Executor, deployment: Deployment) -> HostFacts:
         for line in ex.run(LAYERS, check=False).stdout.splitlines():
             facts.layers.update(layers.chain_ids(json.loads(line) or []))
     facts.addresses = parse_addresses(ex.run(cmd("ip", "-4", "-o", "addr", "show"), check=False).stdout)
+    facts.routes = parse_routes(ex.run(cmd("ip", "-4", "-o", "route", "show"), check=False).stdout)
+    facts.neighbour_limits = tuple(int(v) for v in ex.run(NEIGHBOUR_LIMITS, check=False).stdout.split() if v.isdigit())
+    if facts.docker:
+        facts.docker_subnets = parse_network_subnets(ex.run(NETWORK_SUBNETS, check=False).stdout)
     facts.daemon_json = gpus.read_daemon_json(ex)  # on every host: one that is no worker any more loses its GPUs
     if host.has("worker"):
         facts.guard = sidecars.current(ex, netguard.container_name(layout))
@@ -216,7 +258,9 @@ def gather_one(host: Host, ex: Executor, deployment: Deployment) -> HostFacts:
                 facts.node_labels[node] = json.loads(labels or "null") or {}
             facts.node_addresses = parse_node_addresses(ex.run(NODE_ADDRESSES, check=False).stdout)
             facts.join_token = ex.run(cmd("docker", "swarm", "join-token", "-q", "worker"), check=False).stdout.strip()
-            facts.objects = read_objects(ex, layout)
+            facts.objects = read_objects(ex, layout, facts.docker_subnets)
+            info_cluster = ((data.get("Swarm") or {}).get("Cluster") or {}) if info.code == 0 else {}
+            facts.task_history = ((info_cluster.get("Spec") or {}).get("Orchestration") or {}).get("TaskHistoryRetentionLimit")
         wanted = [path for path, _, _ in hub_directories(deployment, layout)]
         facts.missing_dirs = set(ex.run(sh('for d; do [ -d "$d" ] || echo "$d"; done', *wanted)).stdout.split())
         if others:

@@ -13,7 +13,8 @@ from dataclasses import replace
 from deployer.config import certs, hubsettings
 from deployer.config.hubsettings import ACME_CA, HUB_ROOT, TENANT_CA
 from deployer.hosts.commands import Command, sh
-from deployer.phases import dockerproxy, hubrelay, images, sidecars, tls
+from deployer.errors import PreflightError
+from deployer.phases import dockerproxy, hubrelay, images, notebooknet, sidecars, tls
 from deployer.phases.base import Context, Facts, Phase, Planned, placeholder
 from deployer.phases.facts import HostFacts, state_dir
 from deployer.phases.hubreplace import REPLACE, replace_command
@@ -21,7 +22,6 @@ from deployer.phases.hubservice import (
     HubSpec,
     SwarmFacts,
     config_name,
-    network_commands,
     object_commands,
     service_commands,
     stale_commands,
@@ -145,19 +145,39 @@ def remove_and_wait(layout) -> Command:
                       'echo "the old $1 container did not stop within 60 s" >&2; exit 1', layout.hub_service, why=REPLACE), timeout=90)
 
 
+def network_decision(ctx: Context, facts: Facts) -> notebooknet.Decision:
+    decision, problems = notebooknet.decide(ctx.deployment, facts, ctx.layout.network)
+    if decision is None:  # (preflight reports these before anything changes)
+        raise PreflightError(problems)
+    return decision
+
+
 def plan_service(ctx: Context, facts: Facts) -> Planned:
-    planned, hub = Planned(), ctx.deployment.hub
+    planned, hub, layout = Planned(), ctx.deployment.hub, ctx.layout
     _hub_image_id(ctx, facts, "the hub")
     spec, _ = hub_spec(ctx, facts[hub.host_id])
     objects = facts[hub.host_id].objects or SwarmFacts()
+    network = network_decision(ctx, facts)
+    relay_now, step, network_first = facts[hub.host_id].relay, None, []
+    if network.action == "create":
+        network_first = [notebooknet.create_command(layout.network, network.subnet, layout.name)]
+    elif network.action == "recreate":  # the hub and the relay leave the old network and are made again on the new one
+        relay_now, step = None, notebooknet.recreate_step(layout.network, network.subnet, layout.name, hubrelay.container_name(layout))
+        objects = replace(objects, hub_spec_hash=objects.hub_spec_hash and "<on the old network>")
+        if objects.hub_spec_hash is None:
+            network_first = [step]
     service = service_commands(spec, objects)
+    relay = sidecars.commands(hubrelay.sidecar(ctx.deployment, layout), relay_now)  # on the network, before the hub
     if service and objects.hub_spec_hash is not None:  # notebooks are separate services: replacing the hub does not touch them
-        service = [replace_command(ctx.layout, service[0], spec.image, ctx.https_port)]
-    relay = sidecars.commands(hubrelay.sidecar(ctx.deployment, ctx.layout), facts[hub.host_id].relay)  # on the network, before the hub
-    commands = network_commands(ctx.layout, objects) + relay + object_commands(spec, objects) + service
+        service = [replace_command(layout, service[0], spec.image, ctx.https_port, between=step)]
+        if step is not None:  # (the relay is stopped with the old network, inside the replacement)
+            service, relay = service + relay, []
+    commands = network_first + relay + object_commands(spec, objects) + service
     planned.add(hub.host_id, *commands)
+    if network.note:
+        planned.ok(hub.host_id, network.note)
     if not commands:
-        planned.ok(hub.host_id, f"hub service up to date (spec {spec.spec_hash})")
+        planned.ok(hub.host_id, f"hub service up to date (spec {spec.spec_hash}); notebook network {network.subnet}")
     return planned
 
 
@@ -166,6 +186,7 @@ def expect_service(ctx: Context, facts: Facts, planned: Planned) -> None:
     spec, _ = hub_spec(ctx, hub)
     objects = hub.objects = hub.objects or SwarmFacts()
     objects.networks.add(ctx.layout.network)
+    objects.network_subnet = network_decision(ctx, facts).subnet
     objects.secrets |= set(spec.secret_objects())
     objects.configs |= {spec.config_name(p) for p in spec.config_files()}
     objects.hub_spec_hash = spec.spec_hash

@@ -9,6 +9,7 @@ they are removed only after the new hub answers). Kept under ``<state>/upgrades/
 
 from __future__ import annotations
 
+import shlex
 from dataclasses import replace
 
 from deployer.config import hubsettings
@@ -40,9 +41,10 @@ if answer.status != 201:
 """
 
 # $1 service, $2 data directory, $3 where to keep the previous spec and databases, $4 the new image,
-# $5 the hub's HTTPS port, $6 the RECREATE program; then the `docker service create` command of the new hub.
+# $5 the hub's HTTPS port, $6 the RECREATE program, $7 a shell command run once the old hub is gone (or
+# empty: the notebook network made again); then the `docker service create` command of the new hub.
 SCRIPT = r"""set -u
-svc=$1 data=$2 keep=$3 image=$4 port=$5 recreate=$6; shift 6
+svc=$1 data=$2 keep=$3 image=$4 port=$5 recreate=$6 between=$7; shift 7
 gone() { for i in $(seq 120); do [ -z "$(docker ps -q --filter "label=com.docker.swarm.service.name=$svc")" ] && return 0; sleep 0.5; done
          echo "the old $svc container did not stop within 60 s" >&2; return 1; }
 healthy() { curl -ksf -o /dev/null "https://127.0.0.1:$port/hub/health" 2>/dev/null || python3 -c \
@@ -78,6 +80,7 @@ if [ "$old_image" != "$new_image" ] && [ -f "$data/jupyterhub.sqlite" ]; then
          --JupyterHub.db_url=sqlite:///HUB_ROOT/data/jupyterhub.sqlite >"$dir/upgrade-db.log" 2>&1 \
     || back "jupyterhub upgrade-db failed on the hub's database with $image: $(tail -n 1 "$dir/upgrade-db.log")" "$(tail -n 15 "$dir/upgrade-db.log")"
 fi
+[ -z "$between" ] || sh -c "$between" || back "the step before the new hub failed (above)"
 "$@" >/dev/null || back "the new hub service could not be created"
 for i in $(seq 120); do
   if healthy; then ls -1d "$keep"/*/ | head -n -KEEP | xargs -r rm -rf; exit 0; fi
@@ -94,12 +97,14 @@ def upgrades_dir(layout: Layout) -> str:
     return f"{state_dir(layout)}/upgrades"
 
 
-def replace_command(layout: Layout, create: Command, image: str, https_port: int) -> Command:
-    """The running hub replaced by the service ``create`` makes, or put back as it was."""
+def replace_command(layout: Layout, create: Command, image: str, https_port: int, between: Command | None = None) -> Command:
+    """The running hub replaced by the service ``create`` makes, or put back as it was; ``between`` runs
+    once the old hub is gone, before the new one is made (the notebook network made again)."""
+    step = f"{between.why} (stop the relay and remove the old network first), " if between else ""
     return replace(Command(("sh", "-c", SCRIPT, "sh", layout.hub_service, layout.data_dir, upgrades_dir(layout), image, str(https_port),
-                            RECREATE, *create.argv),
+                            RECREATE, shlex.join(between.argv) if between else "", *create.argv),
                            why=REPLACE,
                            shown=f"replace {layout.hub_service}: keep its spec and databases in {upgrades_dir(layout)}/<time>, stop it, "
-                                 f"jupyterhub upgrade-db (a new image), {' '.join(create.argv[:3])} ... {image} ...; "
+                                 f"jupyterhub upgrade-db (a new image), {step}{' '.join(create.argv[:3])} ... {image} ...; "
                                  "the previous hub and databases back if the new one fails"),
-                   timeout=330)
+                   timeout=330 + (between.timeout if between and between.timeout else 0))

@@ -130,13 +130,8 @@ class SwarmFacts:
     secrets: set[str] = field(default_factory=set)
     configs: set[str] = field(default_factory=set)
     hub_spec_hash: str | None = None  # label on the running hub service; None when absent
-
-
-def network_commands(layout: Layout, facts: SwarmFacts) -> list[Command]:
-    if layout.network in facts.networks:
-        return []
-    return [cmd("docker", "network", "create", "--driver", "overlay", "--attachable", "--label", f"deployer={layout.name}", layout.network,
-                why=f"overlay network {layout.network} for the hub and notebooks")]
+    network_subnet: str | None = None  # the notebook network's subnet; None when it does not exist
+    notebook_services: int = 0  # the deployment's notebook services (running or ended): they hold the network
 
 
 def object_commands(spec: HubSpec, facts: SwarmFacts) -> list[Command]:

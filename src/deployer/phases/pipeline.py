@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import copy
 
-from deployer.phases import engine, gpus, hub, images, members, mountguard, netguard, share, swarm
+from deployer.phases import engine, gpus, hub, images, members, mountguard, netguard, notebooknet, share, swarm
 from deployer.phases.base import Context, Facts, Phase, Planned
 
 DEPLOY: tuple[Phase, ...] = (members.DRAIN_PHASE, members.LEAVE_PHASE, members.FORGET_PHASE,
-                             engine.PHASE, swarm.INIT, swarm.JOIN_PHASE, swarm.LABELS, gpus.PHASE, share.HUB, share.WORKERS,
-                             images.PHASE, netguard.PHASE, mountguard.PHASE, hub.STATE, hub.PROXY, hub.SERVICE, hub.UNUSED, members.RECORD_PHASE)
+                             engine.PHASE, swarm.INIT, swarm.SETTINGS, swarm.JOIN_PHASE, swarm.LABELS, gpus.PHASE, share.HUB, share.WORKERS,
+                             images.PHASE, notebooknet.NEIGHBOURS, netguard.PHASE, mountguard.PHASE, hub.STATE, hub.PROXY, hub.SERVICE, hub.UNUSED,
+                             members.RECORD_PHASE)
 #: update rolls out a new image or configuration onto a deployed swarm: no engines, swarm or share.
 UPDATE: tuple[Phase, ...] = (images.PHASE, netguard.PHASE, mountguard.PHASE, hub.STATE, hub.PROXY, hub.SERVICE, hub.UNUSED)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from deployer.config.hubsettings import Layout
 from deployer.config.loader import Deployment
 from deployer.errors import Problem
+from deployer.phases import notebooknet
 from deployer.phases.facts import HostFacts
 
 SWARM_PORTS = (2377, 7946)  # TCP; 7946 and 4789 (overlay) are UDP too
@@ -52,4 +53,5 @@ def problems(deployment: Deployment, facts: dict[str, HostFacts], ports: tuple[i
             problem(host, f"{host.host_id} is a manager of a swarm; only the hub may be a manager: run `docker swarm leave --force` on it")
         elif hub_facts.swarm_state == "active" and not (f.managers & hub_facts.managers):
             problem(host, f"{host.host_id} is in another swarm (managers: {', '.join(sorted(f.managers))}); run `docker swarm leave` on it")
+    found += notebooknet.decide(deployment, facts, Layout.of(deployment).network)[1]  # its subnet clear of the hosts' networks
     return found

@@ -118,6 +118,26 @@ def expect_labels(ctx: Context, facts: Facts, planned: Planned) -> None:
         node.update(dict.fromkeys(role_labels(ctx, host), "true"))
 
 
+#: Old tasks the swarm keeps per service slot (Docker's default 5): notebooks have one task each, but the hub's
+#: restarts and every update add to the manager's store, which a few hundred services fill (moby #37997, #41289).
+TASK_HISTORY = 2
+
+
+def plan_settings(ctx: Context, facts: Facts) -> Planned:
+    planned, hub = Planned(), ctx.deployment.hub
+    if facts[hub.host_id].task_history == TASK_HISTORY:
+        planned.ok(hub.host_id, f"swarm keeps {TASK_HISTORY} old tasks per service")
+    else:
+        planned.add(hub.host_id, cmd("docker", "swarm", "update", "--task-history-limit", str(TASK_HISTORY),
+                                     why=f"keep {TASK_HISTORY} old tasks per service, not Docker's 5 (a small swarm store with many servers)"))
+    return planned
+
+
+def expect_settings(ctx: Context, facts: Facts, planned: Planned) -> None:
+    facts[ctx.deployment.hub.host_id].task_history = TASK_HISTORY
+
+
 INIT = Phase("swarm: initialise it on the hub", plan_init, expect_init)
+SETTINGS = Phase("swarm: settings", plan_settings, expect_settings)
 JOIN_PHASE = Phase("swarm: the workers join", plan_join, expect_join)
 LABELS = Phase("swarm: node labels", plan_labels, expect_labels)
