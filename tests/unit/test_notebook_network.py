@@ -152,3 +152,23 @@ def test_every_auto_candidate_is_a_private_19() -> None:
     assert len(candidates) == 1024 and all(c.is_private and c.prefixlen == 19 for c in candidates)
     assert notebooknet.free_subnet([(ipaddress.IPv4Network("10.128.0.0/9"), "everything")]) is None
     assert SwarmFacts().notebook_services == 0 and copy.copy(SwarmFacts()).network_subnet is None
+
+
+def test_status_counts_every_address_the_hubs_node_sees_on_the_network() -> None:
+    from deployer.hosts.status import network_status
+
+    # `docker network inspect --verbose` as Docker 20.10 prints it on the hub's node (trimmed to what is read)
+    inspected = {
+        "IPAM": {"Config": [{"Subnet": "10.128.0.0/19", "Gateway": "10.128.0.1"}]},
+        "Containers": {"a": {"Name": "hub.1.x", "IPv4Address": "10.128.0.2/19"}, "b": {"Name": "net-endpoint", "IPv4Address": "10.128.0.3/19"}},
+        "Peers": [{"Name": "hub-node", "IP": "10.10.0.10"}, {"Name": "worker-node", "IP": "10.10.0.11"}],
+        "Services": {
+            "jupyterhub-x-hub": {"VIP": "<nil>", "Tasks": [{"Name": "hub.1.x", "EndpointIP": "10.128.0.2"}]},
+            "jupyterhub-x-nb-alice": {"VIP": "<nil>", "Tasks": [{"Name": "nb.1.y", "EndpointIP": "10.128.0.7"}]},
+            "some-vip-service": {"VIP": "10.128.0.9", "Tasks": []},
+        },
+    }
+    status = network_status(inspected)
+    # hub, its node's load balancer, alice, the VIP, and the worker's load balancer (a peer without a local endpoint entry)
+    assert (status.subnet, status.addresses, status.in_use, status.left) == ("10.128.0.0/19", 8189, 5, 8184)
+    assert network_status({"IPAM": {"Config": None}}) is None

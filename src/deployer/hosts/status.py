@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass, field
 
 from deployer.config.hubsettings import AUDIT_LOG, Layout
-from deployer.hosts.commands import cmd
+from deployer.hosts.commands import cmd, sh
 from deployer.hosts.executor import Executor
 
 
@@ -91,11 +91,11 @@ def read(ex: Executor, layout: Layout) -> Status:
     network = ex.run(cmd("docker", "network", "inspect", "--verbose", layout.network, "--format", "{{json .}}"), check=False)
     if network.code == 0 and network.stdout.strip():
         status.network = network_status(json.loads(network.stdout))
-    services = ex.run(cmd("docker", "service", "ls", "--filter", f"name={layout.notebook_prefix}-", "--format", "{{.Name}}")).stdout.split()
-    if services:
-        # Running tasks, also those Swarm marked for shutdown when their node went down (they run nowhere, but
-        # their users should be named).
-        tasks = ex.run(cmd("docker", "service", "ps", *services, "--format", "{{json .}}")).stdout
+    # Running tasks, also those Swarm marked for shutdown when their node went down (they run nowhere, but their
+    # users should be named). The names stay on the hub (xargs): thousands would not fit one ssh command line.
+    tasks = ex.run(sh('docker service ls -q --filter "name=$1" | xargs -r docker service ps --format "{{json .}}"',
+                      f"{layout.notebook_prefix}-")).stdout
+    if tasks.strip():
         for task in _json_lines(tasks):
             if not task.get("CurrentState", "").startswith("Running"):
                 continue
