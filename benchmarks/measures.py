@@ -13,6 +13,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import httpx
@@ -34,6 +35,7 @@ class Context:
     rig: Rig  # set once the rig is up (the measurements' user counts size it first)
     reps_override: int | None
     quick: bool
+    scale: Any = None  # the scale measurement's options (benchmarks/scale.py: ScaleOptions), from the command line
 
     def reps(self, default: int) -> int:
         if self.reps_override:
@@ -51,14 +53,15 @@ class Measurement:
     func: Callable[[Context], Section]
     fresh_users: Callable[[Context], int]  # users it spawns for (each used once: see Rig.take)
     logged_in: int  # users it needs logged in (any, e.g. for the load test)
+    opt_in: bool = False  # runs only when named in --only (a long one: scale)
 
 
 MEASUREMENTS: list[Measurement] = []
 
 
-def measurement(key: str, fresh_users: Callable[[Context], int] = lambda ctx: 0, logged_in: int = 0) -> Callable:
+def measurement(key: str, fresh_users: Callable[[Context], int] = lambda ctx: 0, logged_in: int = 0, opt_in: bool = False) -> Callable:
     def register(func: Callable[[Context], Section]) -> Callable[[Context], Section]:
-        MEASUREMENTS.append(Measurement(key, func, fresh_users, logged_in))
+        MEASUREMENTS.append(Measurement(key, func, fresh_users, logged_in, opt_in))
         return func
 
     return register
@@ -716,3 +719,8 @@ def profile_form(ctx: Context) -> Section:
                     "server is ready.")],
         ))
     return section
+
+
+# --- 8. scale (issue 22): benchmarks/scale.py ------------------------------------------------------------------------
+
+from . import scale  # noqa: E402,F401  (registers "scale", which uses the helpers above)

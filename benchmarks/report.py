@@ -64,6 +64,7 @@ class Target:
     value: float | None
     limit: float
     strict: bool = False  # "<" instead of "≤"
+    unit: str = "×"  # "×" (a ratio), "s" (seconds) or "" (a count or rate)
 
     @property
     def met(self) -> bool | None:
@@ -74,7 +75,13 @@ class Target:
     def row(self) -> list[str]:
         sign = "<" if self.strict else "≤"
         verdict = {True: "met", False: "MISSED", None: "not measured"}[self.met]
-        return [self.what, times(self.value), f"{sign} {self.limit:g}×", verdict]
+        if self.unit == "×":
+            value, goal = times(self.value), f"{sign} {self.limit:g}×"
+        else:
+            suffix = f" {self.unit}" if self.unit else ""
+            value = "—" if self.value is None else f"{self.value:.{1 if self.unit == 's' else 2}f}".removesuffix(".00") + suffix
+            goal = f"{sign} {self.limit:g}{suffix}"
+        return [self.what, value, goal, verdict]
 
 
 @dataclass
@@ -147,7 +154,7 @@ def print_section(console: Console, section: Section) -> None:
 def target_section(sections: list[Section]) -> Section:
     found = [t for s in sections for t in s.targets]
     return Section("Targets (shown, not asserted)", ["target", "value", "goal", ""], [t.row() for t in found],
-                   notes=["Where a target is missed, the profile tables under 1 and 2 (and 7's steps) show where the time goes."] if found else [])
+                   notes=["Where a target is missed, the profile tables under 1 and 2 (and 7's steps, 8's tables) show where the time goes."] if found else [])
 
 
 def _md_table(columns: list[str], rows: list[list[str]], numeric: bool = True) -> list[str]:

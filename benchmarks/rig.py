@@ -39,7 +39,7 @@ from deployer.config.loader import Deployment, load
 from deployer.hosts.executor import LocalExecutor
 from deployer.hosts.ssh import executor_for
 from deployer.phases import teardown, tls
-from deployer.rollout import Rollout
+from deployer.rollout import Report, Rollout
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
@@ -58,16 +58,23 @@ OURS_PORTS = (18443, 18080)
 #: notebook_profiles), deployed only for it; its names start with OURS.name too.
 PROFILED = Layout("jupyterhub-bench-sim-profiles")
 PROFILED_PORTS = (18444, 18081)
+#: The scale measurement's deployment of ours (jupyterhub.bench.sim-scale: the same files, the stand-in
+#: notebook image), deployed only for it; its names start with OURS.name too.
+SCALED = Layout("jupyterhub-bench-sim-scale")
+SCALED_PORTS = (18445, 18082)
+#: The scale measurement's stand-in for the notebook (benchmarks/standin), built from USER_IMAGE by the benchmark.
+STANDIN_IMAGE = "bench-standin:0.2.0"
 STOCK_HUB, STOCK_NET, STOCK_NB, STOCK_ROOT = "bench-stock-hub", "bench-stock-net", "bench-stock-nb", "/srv/deployer/bench-stock"
 STOCK_PORTS = (19443, 19080)
 FLOOR_NET, FLOOR_PROBE, FLOOR_NB, FLOOR_ROOT = "bench-floor-net", "bench-floor-probe", "bench-floor-nb", "/srv/deployer/bench-floor"
 #: Prefixes of everything the benchmarks make (and remove): nothing else is touched.
 MINE = (OURS.name, "bench-stock", "bench-floor")
-DIRS = (f"/srv/deployer/{OURS.name}", f"/srv/deployer/{PROFILED.name}", STOCK_ROOT, FLOOR_ROOT)
+DIRS = (f"/srv/deployer/{OURS.name}", f"/srv/deployer/{PROFILED.name}", f"/srv/deployer/{SCALED.name}", STOCK_ROOT, FLOOR_ROOT)
 
 TENANT = "sim"
 CLIENT = ("bench-hub", "bench-client-secret-xyzzy")
 PROFILED_CLIENT = ("bench-hub-profiles", "bench-client-secret-profiles-xyzzy")  # the second deployment's OAuth client
+SCALED_CLIENT = ("bench-hub-scale", "bench-client-secret-scale-xyzzy")  # the scale deployment's
 TAS_ROLE = ("bench-tas-role", "bench-tas-secret-plugh")
 STOCK_PASSWORD = "bench-shared-password"
 
@@ -113,17 +120,17 @@ def wait_gone(prefix: str | tuple[str, ...], timeout: float = 120, running_only:
     """Until no service named ``prefix``* is left, and no container of one (none running, with
     ``running_only``: the swarm deletes exited task containers some seconds later, cheaply)."""
     deadline = time.monotonic() + timeout
-    while names("service", prefix) or task_containers(prefix, running_only):
+    while (left := len(names("service", prefix)) + len(task_containers(prefix, running_only))):
         if time.monotonic() > deadline:
             raise RuntimeError(f"services or containers {prefix}* still there after {timeout:.0f} s")
-        time.sleep(0.2)
+        time.sleep(0.2 if left < 50 else 1)  # (listing hundreds is not free)
 
 
 def remove_services(prefix: str | tuple[str, ...], running_only: bool = False) -> None:
     services = names("service", prefix)
-    if services:
-        docker("service", "rm", *services, check=False)
-    wait_gone(prefix, running_only=running_only)
+    for i in range(0, len(services), 200):
+        docker("service", "rm", *services[i:i + 200], check=False)
+    wait_gone(prefix, 120 + 0.5 * len(services), running_only=running_only)  # (the scale measurement leaves hundreds)
 
 
 def remove_everything() -> None:
@@ -132,7 +139,7 @@ def remove_everything() -> None:
     for container in names("container", FLOOR_PROBE):
         docker("rm", "-f", container, check=False)
     remove_services(MINE)
-    for layout in (OURS, PROFILED):
+    for layout in (OURS, PROFILED, SCALED):
         teardown.remove(layout, LocalExecutor())  # its sidecars, secrets, configs and network
     deadline = time.monotonic() + 60
     while True:
@@ -149,6 +156,7 @@ def remove_everything() -> None:
         time.sleep(1)
     for directory in DIRS:
         shutil.rmtree(directory, ignore_errors=True)
+    docker("image", "rm", STANDIN_IMAGE, check=False)  # (built by the scale measurement; no container uses it any more)
 
 
 def gateway_ip() -> str:
@@ -215,11 +223,38 @@ def ours_site(directory: Path, ca_pem: str, agave_url: str, tas_url: str, *, sco
 
 def deploy_ours(deployment: Deployment, layout: Layout = OURS, ports: tuple[int, int] = OURS_PORTS, kind: str = "ours") -> Hub:
     """`deployer deploy` itself (the one Rollout, this machine's local executor), with one difference:
-    the hub is published on 18443/18080 (PROFILED: 18444/18081) instead of 443/80 (inside its
-    container it is on 443 and 80)."""
-    executors = {h.host_id: executor_for(h, deployment) for h in deployment.hosts}
-    Rollout(deployment, executors, "deploy", https_port=ports[0], http_port=ports[1]).deploy()
+    the hub is published on 18443/18080 (PROFILED: 18444/18081, SCALED: 18445/18082) instead of 443/80
+    (inside its container it is on 443 and 80)."""
+    rollout(deployment, ports, "deploy")
     return Hub(kind, f"https://127.0.0.1:{ports[0]}", layout.hub_service, layout.notebook_prefix)
+
+
+def rollout(deployment: Deployment, ports: tuple[int, int], action: str) -> Report:
+    """`deployer deploy` (action "deploy") or `deployer update` ("update") of ``deployment``, as deploy_ours."""
+    executors = {h.host_id: executor_for(h, deployment) for h in deployment.hosts}
+    run = Rollout(deployment, executors, action, https_port=ports[0], http_port=ports[1])
+    return run.deploy() if action == "deploy" else run.update()
+
+
+def build_standin() -> str:
+    """The scale measurement's stand-in notebook image (benchmarks/standin), FROM USER_IMAGE; its ID."""
+    context = Path(__file__).with_name("standin")
+    result = subprocess.run(["docker", "build", "--quiet", "--force-rm", "--build-arg", f"USER_IMAGE={USER_IMAGE}", "-t", STANDIN_IMAGE, str(context)],
+                            capture_output=True, text=True, timeout=600, check=False, env={**os.environ, "DOCKER_BUILDKIT": "0"})  # as scripts/build-images
+    if result.returncode != 0:
+        raise RuntimeError(f"building {STANDIN_IMAGE} failed: {result.stderr.strip()[-1000:]}")
+    return docker("image", "inspect", "--format", "{{.Id}}", STANDIN_IMAGE)
+
+
+def stock_standin(image: str | None) -> None:
+    """The stock hub spawns ``image`` instead of USER_IMAGE from now on (None: USER_IMAGE again); its
+    configuration reads the file at every spawn (benchmarks/stock_jupyterhub_config.py)."""
+    path = Path(STOCK_ROOT) / "etc" / "standin-image"
+    if image is None:
+        path.unlink(missing_ok=True)
+    else:
+        path.write_text(image + "\n")
+        os.chmod(path, 0o600)
 
 
 def start_stock(workdir: Path, user_names: list[str]) -> Hub:
@@ -480,7 +515,7 @@ class Floor:
         self.api_url = f"http://{FLOOR_PROBE}:8081/hub/api"
         self.api = dockersdk.APIClient()  # as the spawners talk to the engine
 
-    def argv(self, user: User) -> list[str]:
+    def argv(self, user: User, image: str = USER_IMAGE) -> list[str]:
         """The service as ours creates it (TenantSwarmSpawner.create_object): same image, command,
         user, mounts, memory limit, placement, network, endpoint mode and restart policy, and
         jupyterhub-singleuser's environment pointing at the stand-in hub API."""
@@ -497,7 +532,7 @@ class Floor:
             "JUPYTERHUB_SERVICE_PREFIX": prefix, "JUPYTERHUB_SERVICE_URL": f"http://0.0.0.0:{NOTEBOOK_PORT}{prefix}",
             "JUPYTERHUB_PUBLIC_URL": "", "JUPYTERHUB_PUBLIC_HUB_URL": "", "MEM_LIMIT": str(1024**3), "JUPYTERHUB_DEFAULT_URL": "/lab",
             "NB_UID": str(user.uid), "NB_GID": str(user.gid), "TAS_HOMEDIRECTORY": f"05/{user.uid}/{user.name}",
-            "JUPYTER_IMAGE_SPEC": USER_IMAGE, "HOME": "/home/jupyter", "AGAVE_CACHE_DIR": "/home/jupyter/.agave",
+            "JUPYTER_IMAGE_SPEC": image, "HOME": "/home/jupyter", "AGAVE_CACHE_DIR": "/home/jupyter/.agave",
             "TAPIS_TOKEN_FILE": "/home/jupyter/.agave/tapis.json",
         }
         # --no-resolve-image: like the spawners' API calls, no registry lookup of the image's digest
@@ -510,7 +545,7 @@ class Floor:
                 "--mount", f"type=bind,src={share}/tokens/{user.name},dst=/home/jupyter/.agave"]
         for key, value in env.items():
             argv += ["--env", f"{key}={value}"]
-        return argv + [USER_IMAGE, "jupyterhub-singleuser"]
+        return argv + [image, "jupyterhub-singleuser"]
 
     def prepare(self, people: list[User]) -> None:
         """The per-user directories ours' spawner makes (owned by the user), made beforehand."""
@@ -530,7 +565,7 @@ class Floor:
                     found[task["ServiceID"]] = attachment["Addresses"][0].split("/")[0]
         return found
 
-    async def spawn(self, people: list[User], timeout: float = 300) -> tuple[list[Spawned], float]:
+    async def spawn(self, people: list[User], timeout: float = 300, image: str = USER_IMAGE) -> tuple[list[Spawned], float]:
         """All services created at once; (results, start in epoch seconds).
 
         The prober polls each task's address (the swarm assigns it when it creates the task) rather
@@ -543,7 +578,7 @@ class Floor:
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
         assert probe.stdin is not None and probe.stdout is not None and probe.stderr is not None
         start_wall = time.time()
-        creates = [await asyncio.create_subprocess_exec("docker", *self.argv(u), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        creates = [await asyncio.create_subprocess_exec("docker", *self.argv(u, image), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
                    for u in people]
         outcomes = await asyncio.gather(*(c.communicate() for c in creates))
         errors = {u.name: "docker service create: " + err.decode()[-300:] for u, c, (_, err) in zip(people, creates, outcomes) if c.returncode != 0}
@@ -589,7 +624,8 @@ class Simulator:
         self.ca_pem = ca
         spec = {"host": host, "cert": str(directory / "cert.pem"), "key": str(directory / "key.pem"), "tenant_id": TENANT,
                 "clients": [[CLIENT[0], CLIENT[1], f"https://127.0.0.1:{OURS_PORTS[0]}/hub/oauth_callback"],
-                            [PROFILED_CLIENT[0], PROFILED_CLIENT[1], f"https://127.0.0.1:{PROFILED_PORTS[0]}/hub/oauth_callback"]],
+                            [PROFILED_CLIENT[0], PROFILED_CLIENT[1], f"https://127.0.0.1:{PROFILED_PORTS[0]}/hub/oauth_callback"],
+                            [SCALED_CLIENT[0], SCALED_CLIENT[1], f"https://127.0.0.1:{SCALED_PORTS[0]}/hub/oauth_callback"]],
                 "tas_role": list(TAS_ROLE), "users": [[u.name, u.password, u.uid, u.gid] for u in people]}
         spec_path = workdir / "sim.json"
         spec_path.write_text(json.dumps(spec))
@@ -673,12 +709,43 @@ class Rig:
         teardown.remove(PROFILED, LocalExecutor())
         shutil.rmtree(f"/srv/deployer/{PROFILED.name}", ignore_errors=True)
 
-    def take(self, count: int) -> list[User]:
-        """``count`` users who have not had a server yet, logged in to both hubs with API tokens."""
+    def scaled_site(self, name: str, extra: dict) -> Deployment:
+        """A deployment directory (workdir/<name>) of the scale measurement's deployment (SCALED): the same
+        deployment files as ours with ``extra`` settings, its own OAuth client and ports."""
+        assert self.sim is not None
+        return ours_site(self.workdir / name, self.sim.ca_pem, self.sim.agave_url, self.sim.tas_url,
+                         scope_tenant=SCALED.name.removeprefix("jupyterhub-bench-"), port=SCALED_PORTS[0], client=SCALED_CLIENT, extra=extra)
+
+    def deploy_scaled(self, deployment: Deployment, subnet: str | None = None) -> Hub:
+        """``deployment`` (of ``scaled_site``) deployed; with ``subnet``, its overlay network is made here
+        first with that subnet (deploy makes it with Docker's default, a /24: some 250 tasks at most) and
+        deploy uses it as it finds it. Removed by ``remove_scaled`` (and at the end)."""
+        started = time.monotonic()
+        if subnet:
+            docker("network", "create", "--driver", "overlay", "--attachable", "--subnet", subnet,
+                   "--label", f"deployer={SCALED.name}", SCALED.network)
+        hub = deploy_ours(deployment, SCALED, SCALED_PORTS, "ours")
+        wait_healthy(hub)
+        log(f"{SCALED.name} deployed and answering ({time.monotonic() - started:.0f} s)")
+        return hub
+
+    def remove_scaled(self) -> None:
+        remove_services(SCALED.notebook_prefix + "-")  # (hundreds: before teardown, which waits 60 s at most)
+        remove_services(SCALED.name + "-")
+        teardown.remove(SCALED, LocalExecutor())
+        shutil.rmtree(f"/srv/deployer/{SCALED.name}", ignore_errors=True)
+
+    def fresh(self, count: int) -> list[User]:
+        """``count`` users who have not had a server yet, not logged in anywhere (see ``take``)."""
         if self._next + count > len(self.people):
             raise RuntimeError(f"the pool of {len(self.people)} users is used up")
         people = self.people[self._next:self._next + count]
         self._next += count
+        return people
+
+    def take(self, count: int) -> list[User]:
+        """``count`` users who have not had a server yet, logged in to both hubs with API tokens."""
+        people = self.fresh(count)
         for hub in (self.ours, self.stock):
             assert hub is not None
             self.login(hub, people)
