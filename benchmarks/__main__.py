@@ -80,8 +80,7 @@ What runs:
   hundreds of servers fit on this machine and what is measured is the spawners, the swarm, the hub
   and its proxies, not JupyterLab. One burst through ours with the real image calibrates it. The
   stock hub spawns the stand-in too while `scale` runs (the floor creates it with ours' spec). The
-  scale deployment's overlay network is made by the benchmark with a /20 before deploy, which uses
-  it as it finds it (deploy's own is Docker's default /24: 253 addresses). The hub's calls to its
+  scale deployment's notebook network is the one deploy makes (a /19: 8,189 addresses). The hub's calls to its
   Docker proxy are counted by a relay in front of the proxy's socket (`benchmarks/callcount.py`; the
   proxy logs refusals only).
 

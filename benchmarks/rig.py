@@ -716,14 +716,10 @@ class Rig:
         return ours_site(self.workdir / name, self.sim.ca_pem, self.sim.agave_url, self.sim.tas_url,
                          scope_tenant=SCALED.name.removeprefix("jupyterhub-bench-"), port=SCALED_PORTS[0], client=SCALED_CLIENT, extra=extra)
 
-    def deploy_scaled(self, deployment: Deployment, subnet: str | None = None) -> Hub:
-        """``deployment`` (of ``scaled_site``) deployed; with ``subnet``, its overlay network is made here
-        first with that subnet (deploy makes it with Docker's default, a /24: some 250 tasks at most) and
-        deploy uses it as it finds it. Removed by ``remove_scaled`` (and at the end)."""
+    def deploy_scaled(self, deployment: Deployment) -> Hub:
+        """``deployment`` (of ``scaled_site``) deployed (its notebook network as deploy makes it: a /19 unless
+        the site sets notebook_network_subnet). Removed by ``remove_scaled`` (and at the end)."""
         started = time.monotonic()
-        if subnet:
-            docker("network", "create", "--driver", "overlay", "--attachable", "--subnet", subnet,
-                   "--label", f"deployer={SCALED.name}", SCALED.network)
         hub = deploy_ours(deployment, SCALED, SCALED_PORTS, "ours")
         wait_healthy(hub)
         log(f"{SCALED.name} deployed and answering ({time.monotonic() - started:.0f} s)")

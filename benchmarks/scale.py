@@ -46,8 +46,6 @@ from .report import Section, Target, median, quantile, ratio, secs, times
 from .rig import SCALED, STANDIN_IMAGE, Hub, Spawned, User, docker, log
 
 GIB = 2**30
-#: The scale deployment's overlay network (deploy would make a /24: 253 addresses, fewer servers than measured here).
-SUBNET = "10.231.0.0/20"
 #: Idle culling after a day (ours' files say an hour: a long run's first servers would be culled); the replacement
 #: switches to the other value, which changes the hub's configuration and nothing else.
 CULL = (86400, 86460)
@@ -449,7 +447,7 @@ def scale(ctx: Context) -> Section:
     real = Burst()
     try:
         rig.stock_standin(STANDIN_IMAGE)
-        hub = r.deploy_scaled(sites[current[0]], SUBNET)
+        hub = r.deploy_scaled(sites[current[0]])
         # --- 1. bursts
         for n in o.bursts:
             results = burst_results[n] = {k: Burst() for k in ("ours", "stock", "floor")}
@@ -569,9 +567,9 @@ def scale(ctx: Context) -> Section:
         section.notes.append(f"Calibration: a burst of {n0} through ours takes {times(ratio(median(real.walls), median(burst_results[n0]['ours'].walls)))} "
                              "as long with the real notebook image (JupyterLab's start, some 1 s of CPU each) as with the stand-in.")
         section.notes += [f"N={n0} ours, real image: {text}" for text in failures_text(real.failed)]
-    section.notes.append(f"The scale deployment's overlay network ({SCALED.network}) is made by the benchmark with the subnet {SUBNET} "
-                         "before deploy, which uses it as it finds it: deploy makes it with Docker's default, a /24 (253 addresses for "
-                         "the hub's relay and every notebook), fewer than the servers measured here.")
+    subnet = docker("network", "inspect", SCALED.network, "--format", "{{range .IPAM.Config}}{{.Subnet}}{{end}}", check=False)
+    section.notes.append(f"The scale deployment's notebook network ({SCALED.network}) is as deploy made it: {subnet or 'gone'} "
+                         "(notebook_network_subnet unset: the first free /19 of 10.128.0.0/9; Docker's default /24 held some 250 servers).")
     section.notes += problems
     if sized:
         section.extra += tables(sized, o, largest_note, counter)

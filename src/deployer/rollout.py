@@ -342,7 +342,7 @@ class Rollout:
         self.phase("the hub, the notebooks and the deployment's Docker objects")
         hub_facts = host_facts.gather_one(hub, self.hub_ex, self.d)
         if hub_facts.swarm_state == "active" and hub_facts.manager:
-            present = host_facts.read_objects(self.hub_ex, layout)
+            present = hub_facts.objects or host_facts.read_objects(self.hub_ex, layout, hub_facts.docker_subnets)
             if teardown.remove(layout, self.hub_ex):
                 self.report.results[hub.host_id].changes.append("removed the network guard")
             if present.networks or present.secrets or present.configs or present.hub_spec_hash is not None:

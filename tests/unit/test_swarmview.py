@@ -134,3 +134,18 @@ def test_a_failed_listing_fails_its_waiters_and_the_next_poll_tries_again():
     engine = Engine(1)
     start = time.monotonic()
     assert asyncio.run(look.view(PREFIX, engine)).taken >= start
+
+
+def test_a_poll_after_its_server_changed_never_reads_an_older_view():
+    engine, look = Engine(2), SharedLook(max_age=60.0)
+
+    async def scenario() -> tuple[SwarmView, SwarmView, SwarmView]:
+        before = await look.view(PREFIX, engine)
+        changed = time.monotonic()  # e.g. the server was stopped: its service is gone
+        engine.services = engine.services[1:]
+        after = await look.view(PREFIX, engine, not_before=changed)
+        return before, after, await look.view(PREFIX, engine)
+
+    before, after, later = asyncio.run(scenario())
+    assert before.server(f"{PREFIX}u0") is not None and after.server(f"{PREFIX}u0") is None
+    assert later is after and look.refreshes == 2  # the fresh view serves everyone after it

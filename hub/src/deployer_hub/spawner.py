@@ -518,7 +518,7 @@ class TenantSwarmSpawner(ServerOptions, SwarmSpawner):
     async def _observe(self) -> tuple[dict | None, dict | None, dict | None, bool]:
         """(service, its current task, the task's node, whether that node left the swarm) of this server:
         from the listing all polls share, or asked on its own when the listing does not know it."""
-        view = await self.calls.look.view(f"{self.prefix}-", self.docker)
+        view = await self.calls.look.view(f"{self.prefix}-", self.docker, self._changed_at)
         await self.calls.sweep(view, self)
         known = view.server(self.service_name, self.object_id)
         if known is not None:
@@ -578,9 +578,21 @@ class TenantSwarmSpawner(ServerOptions, SwarmSpawner):
             return None
         return pformat(status)
 
+    #: When this spawner last created or removed its service (monotonic): its polls read no listing older than that.
+    _changed_at = 0.0
+
     async def start(self):
         self.stopped_reason, self._node_down_since = "", None
-        return await super().start()
+        try:
+            return await super().start()
+        finally:
+            self._changed_at = time.monotonic()
+
+    async def stop(self, now: bool = False) -> None:
+        try:
+            await super().stop(now)
+        finally:
+            self._changed_at = time.monotonic()
 
     async def _node_name(self, node_id: str | None) -> str:
         if not node_id:

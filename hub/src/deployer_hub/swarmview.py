@@ -112,22 +112,28 @@ class SharedLook:
         self.refreshes = 0  # listings made (for the hub's log and for tests)
         self._view: SwarmView | None = None
         self._pending: asyncio.Future | None = None
+        self._pending_taken = 0.0
 
     async def view(self, prefix: str, docker: Docker, not_before: float = 0.0) -> SwarmView:
-        """A view at most ``max_age`` old and taken no earlier than ``not_before`` (monotonic)."""
+        """A view at most ``max_age`` old and taken no earlier than ``not_before`` (monotonic): a server started
+        or stopped since an older view is never judged by it."""
         view = self._view
-        now = time.monotonic()
-        if view is not None and now - view.taken < self.max_age and view.taken >= not_before:
+        if view is not None and time.monotonic() - view.taken < self.max_age and view.taken >= not_before:
             return view
-        if self._pending is None:
-            self._pending = asyncio.ensure_future(self._refresh(prefix, docker))
-            self._pending.add_done_callback(self._done)
-        return await asyncio.shield(self._pending)
+        pending = self._pending
+        if pending is None or self._pending_taken < not_before:  # (one under way since before the change will not do)
+            pending = self._pending = asyncio.ensure_future(self._refresh(prefix, docker))
+            self._pending_taken = time.monotonic()
+            pending.add_done_callback(self._done)
+        return await asyncio.shield(pending)
 
     def _done(self, future: asyncio.Future) -> None:
-        self._pending = None
+        if self._pending is future:
+            self._pending = None
         if not future.cancelled() and future.exception() is None:
-            self._view = future.result()
+            result = future.result()
+            if self._view is None or result.taken >= self._view.taken:
+                self._view = result
 
     async def _refresh(self, prefix: str, docker: Docker) -> SwarmView:
         taken = time.monotonic()
