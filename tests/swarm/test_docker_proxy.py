@@ -280,8 +280,9 @@ def test_the_real_spawner_starts_polls_and_stops_a_notebook_through_the_proxy(pr
     assert not [line for line in lines if "refused" in line], lines
     used = endpoints(lines)
     print("\nendpoints the spawner used:", *sorted(set(used)), sep="\n  ")
+    # (GET /services and GET /nodes: the listing every poll shares, deployer_hub.swarmview)
     assert set(used) == {"GET /version", "GET /services/{id}", "GET /configs/{id}", "GET /secrets/{id}", "POST /services/create",
-                         "GET /tasks", "DELETE /services/{id}", "GET /nodes/{id}"}
+                         "GET /tasks", "DELETE /services/{id}", "GET /nodes/{id}", "GET /services", "GET /nodes"}
     assert not any("s3cr3t" in line for line in proxy.log_lines())  # bodies and env values never logged
 
 
