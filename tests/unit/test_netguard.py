@@ -470,6 +470,29 @@ def test_ipv6_rules_that_do_not_load_keep_the_gate_closed_unless_the_namespace_h
         assert not any(argv[0] == "iptables-restore" and "--noflush" in argv for argv in namespace.ran)  # not even the nat table's gate chain
 
 
+def test_a_burst_of_starts_reads_the_swarm_once_and_a_sweep_reads_it_anew(monkeypatch) -> None:
+    """The surroundings (the verbose listing of the notebook network, which grows with every server) are read
+    once for starts that come within SURROUNDINGS_MAX_AGE, not once per container; a sweep always reads them."""
+    namespace = Namespace()
+    monkeypatch.setattr(netguard, "_nsenter", namespace)
+    monkeypatch.setattr(netguard, "_gate_hooked", lambda pid: True)
+    monkeypatch.setattr(netguard, "has_ipv6", lambda pid: False)
+    monkeypatch.setattr(netguard, "host_view", lambda: ((), (), ()))
+    containers = {f"/containers/{i}{'c' * 63}/json": {**CONTAINER, "Id": f"{i}{'c' * 63}"} for i in range(5)}
+    docker = FakeDocker({**SWARM, **containers, "/containers/json": [{"Id": c["Id"]} for c in containers.values()],
+                         "/networks/oth?verbose=true": {}})
+    guard = Guard(policy(), docker, resolve)  # type: ignore[arg-type]
+    for i in range(5):
+        guard.protect(f"{i}{'c' * 63}")
+    assert docker.asked.count("/networks/net?verbose=true") == 1 and len(guard.applied) == 5
+    monkeypatch.setattr(netguard, "_iptables", Iptables({"DOCKER-USER"}))
+    guard.sweep()
+    assert docker.asked.count("/networks/net?verbose=true") == 2
+    monkeypatch.setattr(netguard.time, "monotonic", lambda: 10**9)  # long after: a start reads them again
+    guard.protect(f"0{'c' * 63}")
+    assert docker.asked.count("/networks/net?verbose=true") == 3
+
+
 # --- deploy: the policy from every host's facts, and the guard's removal --------------------------
 
 

@@ -434,6 +434,10 @@ class Around(NamedTuple):
     peers: tuple[ipaddress.IPv4Address, ...]
 
 
+#: Seconds the surroundings read for one start serve the next starts (a sweep always reads them anew).
+SURROUNDINGS_MAX_AGE = 10.0
+
+
 class Guard:
     def __init__(self, policy: Policy, docker: Docker, resolve: Resolve = resolve_name):
         self.policy = policy
@@ -445,11 +449,23 @@ class Guard:
         self.interfaces: tuple[str, ...] = ()  # the engine's bridges, as last read
         self.host_text = ""  # the host rules last loaded
         self.host_error = ""  # why they could not be loaded last time (said once, not at every sweep)
+        self._recent: tuple[float, tuple[Around, Resolve]] | None = None  # (when, surroundings) last read
 
     def surroundings(self) -> tuple[Around, Resolve]:
         """This host's addresses, bridges and DNS servers, the swarm's nodes, and a resolver that asks once
         per name: read once for a sweep of every notebook, not once per container."""
-        return Around(*host_view(), self.known_peers()), functools.cache(self.resolve)
+        around = Around(*host_view(), self.known_peers()), functools.cache(self.resolve)
+        self._recent = (time.monotonic(), around)
+        return around
+
+    def recent_surroundings(self) -> tuple[Around, Resolve]:
+        """The surroundings a starting container is judged by: read again when older than SURROUNDINGS_MAX_AGE.
+        Reading them costs a verbose listing of the notebook network, which grows with every server on it: read
+        per start, a burst of starts queued behind it (four seconds a container with 900 servers running). A node
+        that joined meanwhile is refused by the next sweep, as one that joins after a container started is."""
+        if self._recent is None or time.monotonic() - self._recent[0] > SURROUNDINGS_MAX_AGE:
+            return self.surroundings()
+        return self._recent[1]
 
     def known_peers(self) -> tuple[ipaddress.IPv4Address, ...]:
         """The swarm's nodes, read again at every sweep (a node that joined since deploy is refused too);
@@ -470,7 +486,7 @@ class Guard:
         return View(tuple(networks), host.local, host.bridges, host.resolvers, host.peers)
 
     def protect(self, container_id: str, around: tuple[Around, Resolve] | None = None) -> None:
-        host, resolve = around or self.surroundings()
+        host, resolve = around or self.recent_surroundings()
         with self.lock:
             try:
                 container = self.docker.get(f"/containers/{container_id}/json")
