@@ -445,9 +445,11 @@ def scale(ctx: Context) -> Section:
     problems: list[str] = []
     largest_note = ""
     real = Burst()
+    subnet = ""
     try:
         rig.stock_standin(STANDIN_IMAGE)
         hub = r.deploy_scaled(sites[current[0]])
+        subnet = docker("network", "inspect", SCALED.network, "--format", "{{range .IPAM.Config}}{{.Subnet}}{{end}}", check=False)
         # --- 1. bursts
         for n in o.bursts:
             results = burst_results[n] = {k: Burst() for k in ("ours", "stock", "floor")}
@@ -567,8 +569,7 @@ def scale(ctx: Context) -> Section:
         section.notes.append(f"Calibration: a burst of {n0} through ours takes {times(ratio(median(real.walls), median(burst_results[n0]['ours'].walls)))} "
                              "as long with the real notebook image (JupyterLab's start, some 1 s of CPU each) as with the stand-in.")
         section.notes += [f"N={n0} ours, real image: {text}" for text in failures_text(real.failed)]
-    subnet = docker("network", "inspect", SCALED.network, "--format", "{{range .IPAM.Config}}{{.Subnet}}{{end}}", check=False)
-    section.notes.append(f"The scale deployment's notebook network ({SCALED.network}) is as deploy made it: {subnet or 'gone'} "
+    section.notes.append(f"The scale deployment's notebook network ({SCALED.network}) is as deploy made it: {subnet or 'not made'} "
                          "(notebook_network_subnet unset: the first free /19 of 10.128.0.0/9; Docker's default /24 held some 250 servers).")
     section.notes += problems
     if sized:
