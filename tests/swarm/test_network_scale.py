@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import subprocess
 import time
 
 import docker as docker_sdk
@@ -105,3 +106,40 @@ def test_a_subnet_change_is_refused_while_a_server_runs_and_made_once_none_does(
     assert subnet() == wanted
     deploy_here(site.deployment())
     assert subnet() == wanted
+
+
+def test_a_rollback_after_the_network_was_made_again_starts_the_previous_hub_on_the_new_one(tmp_path) -> None:
+    """The hub's replacement keeps the previous service's spec, which names its network by ID. Once the notebook
+    network was made again (a new subnet) and the new hub failed, that ID is gone: the rollback program
+    (hubreplace.RECREATE) names the network of the same name instead, as the real engine accepts."""
+    from deployer.phases.hubreplace import RECREATE
+
+    network, service = "rollback-test-net", "rollback-test-hub"
+    docker("network", "create", "--driver", "overlay", "--attachable", "--subnet", "10.250.0.0/24", network)
+    try:
+        docker("service", "create", "--detach", "--no-resolve-image", "--name", service, "--network", network, "--replicas", "0",
+               "deployer/jupyteruser:0.2.0", "sleep", "60")
+        kept = tmp_path / "hub-service.json"
+        kept.write_text(docker("service", "inspect", "--format", "{{json .Spec}}", service))
+        docker("service", "rm", service)
+        deadline = time.monotonic() + 60
+        while docker("network", "rm", network, check=False) != network:
+            assert time.monotonic() < deadline, "the test network was not released"
+            time.sleep(0.5)
+        deadline = time.monotonic() + 60
+        while not docker("network", "create", "--driver", "overlay", "--attachable", "--subnet", "10.250.16.0/24", network, check=False):
+            assert time.monotonic() < deadline, "the test network could not be made again"
+            time.sleep(0.5)
+        new_id = docker("network", "inspect", "--format", "{{.Id}}", network)
+        without_name = subprocess.run(["python3", "-c", RECREATE, str(kept)], capture_output=True, text=True, timeout=60)
+        assert without_name.returncode != 0 and "not found" in without_name.stderr  # the kept ID alone no longer resolves
+        done = subprocess.run(["python3", "-c", RECREATE, str(kept), network], capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        targets = json.loads(docker("service", "inspect", "--format", "{{json .Spec.TaskTemplate.Networks}}", service))
+        assert [t["Target"] for t in targets] == [new_id]
+    finally:
+        docker("service", "rm", service, check=False)
+        deadline = time.monotonic() + 60
+        while docker("network", "inspect", network, check=False) and time.monotonic() < deadline:
+            docker("network", "rm", network, check=False)
+            time.sleep(0.5)

@@ -110,7 +110,8 @@ def test_without_servers_the_network_is_made_again_inside_the_hubs_replacement(s
     assert "the overlay network jupyterhub-prod-designsafe-net made again with 10.128.0.0/18" in replace.shown
     step = replace.argv[10]  # the replacement script's $7: run once the old hub is gone
     assert "docker network rm" in step and "10.128.0.0/18" in step and Layout.of(d).hub_relay in step
-    assert replace.argv[11:14] == ("docker", "service", "create")  # then the new hub
+    assert replace.argv[11] == NETWORK  # ($8: what a rollback names the network by, once the old one is gone)
+    assert replace.argv[12:15] == ("docker", "service", "create")  # then the new hub
     # planned as run: the next plan finds it all in place
     after = settled(d, facts)
     assert after["hub1"].objects.network_subnet == "10.128.0.0/18"

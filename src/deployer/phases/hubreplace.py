@@ -24,7 +24,9 @@ REPLACE = "the hub's spec changed"
 DATABASES = tuple(f"{db}{suffix}" for db in hubsettings.DATABASES for suffix in ("", "-wal", "-shm"))
 KEEP = 5
 
-#: Creates a service again from a spec `docker service inspect` printed ($1), through the Engine API.
+#: Creates a service again from a spec `docker service inspect` printed ($1), through the Engine API. A network
+#: the spec names by an ID that no longer exists (the notebook network made again, with a new subnet, before the
+#: new hub failed) is named by $2 instead, the network of that name now.
 RECREATE = """import http.client, json, socket, sys
 class Engine(http.client.HTTPConnection):
     def connect(self):
@@ -33,6 +35,12 @@ class Engine(http.client.HTTPConnection):
         self.sock.connect("/var/run/docker.sock")
 spec = json.load(open(sys.argv[1]))
 engine = Engine("localhost", timeout=60)
+for network in (spec.get("TaskTemplate") or {}).get("Networks") or []:
+    engine.request("GET", "/networks/" + network.get("Target", ""))
+    answer = engine.getresponse()
+    answer.read()
+    if answer.status == 404 and len(sys.argv) > 2:
+        network["Target"] = sys.argv[2]
 engine.request("POST", "/services/create", json.dumps(spec), {"Content-Type": "application/json"})
 answer = engine.getresponse()
 text = answer.read().decode(errors="replace")
@@ -42,9 +50,10 @@ if answer.status != 201:
 
 # $1 service, $2 data directory, $3 where to keep the previous spec and databases, $4 the new image,
 # $5 the hub's HTTPS port, $6 the RECREATE program, $7 a shell command run once the old hub is gone (or
-# empty: the notebook network made again); then the `docker service create` command of the new hub.
+# empty: the notebook network made again), $8 the notebook network's name; then the `docker service create`
+# command of the new hub.
 SCRIPT = r"""set -u
-svc=$1 data=$2 keep=$3 image=$4 port=$5 recreate=$6 between=$7; shift 7
+svc=$1 data=$2 keep=$3 image=$4 port=$5 recreate=$6 between=$7 network=$8; shift 8
 gone() { for i in $(seq 120); do [ -z "$(docker ps -q --filter "label=com.docker.swarm.service.name=$svc")" ] && return 0; sleep 0.5; done
          echo "the old $svc container did not stop within 60 s" >&2; return 1; }
 healthy() { curl -ksf -o /dev/null "https://127.0.0.1:$port/hub/health" 2>/dev/null || python3 -c \
@@ -66,7 +75,7 @@ back() {  # $1 what failed (one line, with its last error line), $2 more of its 
   for db in DATABASES; do if [ -f "$dir/$db" ]; then cp -p "$dir/$db" "$data/$db"; else rm -f "$data/$db"; fi; done
   # (retried: the removed service's name and ports may be held for a moment while the swarm lets it go)
   for i in $(seq 30); do
-    if why=$(python3 -c "$recreate" "$dir/hub-service.json" 2>&1 >/dev/null); then
+    if why=$(python3 -c "$recreate" "$dir/hub-service.json" "$network" 2>&1 >/dev/null); then
       echo "the previous hub service and its database are back (kept in $dir); the deployment is as it was before this run" >&2
       exit 1
     fi
@@ -102,7 +111,7 @@ def replace_command(layout: Layout, create: Command, image: str, https_port: int
     once the old hub is gone, before the new one is made (the notebook network made again)."""
     step = f"{between.why} (stop the relay and remove the old network first), " if between else ""
     return replace(Command(("sh", "-c", SCRIPT, "sh", layout.hub_service, layout.data_dir, upgrades_dir(layout), image, str(https_port),
-                            RECREATE, shlex.join(between.argv) if between else "", *create.argv),
+                            RECREATE, shlex.join(between.argv) if between else "", layout.network, *create.argv),
                            why=REPLACE,
                            shown=f"replace {layout.hub_service}: keep its spec and databases in {upgrades_dir(layout)}/<time>, stop it, "
                                  f"jupyterhub upgrade-db (a new image), {step}{' '.join(create.argv[:3])} ... {image} ...; "
