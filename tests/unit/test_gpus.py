@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from conftest import SCOPE, base_hosts
-from unit.test_phase_plans import deployment_of, ready_facts
+from unit.plans import deployment_of, ready_facts
 
 from deployer.phases import gpus
 from deployer.phases.base import Context, Facts

@@ -13,7 +13,7 @@ import pytest
 from conftest import SCOPE, base_configs
 from deployer_hub import mountguard
 from deployer_hub.mounts import pattern
-from unit.test_phase_plans import deployment_of
+from unit.plans import deployment_of
 
 from deployer.config.hubsettings import Layout
 from deployer.phases import mountguard as deploy_guard

@@ -15,7 +15,7 @@ from conftest import SCOPE, base_configs
 from deployer_hub import netguard
 from deployer_hub.netguard import (ACCEPTED, ALLOW_RULES, Guard, Policy, Target, TargetError, View, filter_rules, host_chains, host_rules,
                                    restore_text)
-from unit.test_phase_plans import deployment_of, ready_facts
+from unit.plans import deployment_of, ready_facts
 
 from deployer.config.hubsettings import Layout
 from deployer.phases import members, nfs, sidecars

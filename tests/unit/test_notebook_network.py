@@ -10,7 +10,7 @@ import ipaddress
 
 import pytest
 from conftest import SCOPE, base_configs
-from unit.test_phase_plans import deployment_of, plan, ready_facts, settled
+from unit.plans import deployment_of, plan, ready_facts, settled
 
 from deployer.config.hubsettings import Layout
 from deployer.errors import PreflightError

@@ -4,7 +4,7 @@ through its own phase and parallel-work methods (no host is needed for it)."""
 from __future__ import annotations
 
 import pytest
-from unit.test_phase_plans import deployment_of
+from unit.plans import deployment_of
 
 from deployer.errors import DeployerError
 from deployer.hosts.ssh import ConnectError

@@ -12,7 +12,7 @@ import copy
 import json
 
 import pytest
-from unit.test_phase_plans import GUARD_IMAGE, HUB_IMAGE, USER_IMAGE, deployment_of, ready_facts, settled
+from unit.plans import GUARD_IMAGE, HUB_IMAGE, USER_IMAGE, deployment_of, ready_facts, settled
 
 from deployer.errors import DeployerError
 from deployer.hosts.commands import Command
