@@ -21,7 +21,7 @@ from deployer.config.loader import load
 from deployer.hosts.executor import LocalExecutor
 from deployer.phases import teardown
 from swarm.conftest import docker
-from swarm.test_notebooks import spawn
+from swarm.helpers import spawn
 
 pytestmark = pytest.mark.swarm
 

@@ -15,7 +15,7 @@ from conftest import run_cli
 
 from deployer.errors import PreflightError
 from swarm.conftest import NAME, Site, deploy_here, docker
-from swarm.test_notebooks import _stop, http_login, spawn
+from swarm.helpers import _stop, http_login, spawn
 
 pytestmark = pytest.mark.swarm
 

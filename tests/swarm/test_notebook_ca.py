@@ -15,7 +15,7 @@ import pytest
 
 from deployer_hub.spawner import NOTEBOOK_CA_BUNDLE, NOTEBOOK_TENANT_CA
 from swarm.conftest import NAME, SHARE, USERS, Site, docker
-from swarm.test_notebooks import http_login, notebook_container, spawn
+from swarm.helpers import http_login, notebook_container, spawn
 
 pytestmark = pytest.mark.swarm
 

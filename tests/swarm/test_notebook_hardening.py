@@ -10,7 +10,7 @@ import time
 import pytest
 
 from swarm.conftest import NAME, deploy_here, docker
-from swarm.test_notebooks import _stop, http_login, notebook_container, spawn
+from swarm.helpers import _stop, http_login, notebook_container, spawn
 
 pytestmark = pytest.mark.swarm
 

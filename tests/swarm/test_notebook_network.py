@@ -24,7 +24,7 @@ from netprobe import Target, probe, table, tcp, wrong
 
 from deployer.phases import nfs
 from swarm.conftest import NAME, Site, docker
-from swarm.test_notebooks import _redeploy, _stop, failure_message, http_login, notebook_container, spawn
+from swarm.helpers import _redeploy, _stop, failure_message, http_login, notebook_container, spawn
 
 pytestmark = pytest.mark.swarm
 

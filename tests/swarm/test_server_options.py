@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from swarm.conftest import NAME, SHARE, USERS, Site, deploy_here, docker, mount_sources
-from swarm.test_notebooks import ARTIFACTS, CHROMIUM_ARGS, failure_message, http_login, notebook_container
+from swarm.helpers import ARTIFACTS, CHROMIUM_ARGS, failure_message, http_login, notebook_container
 
 pytestmark = pytest.mark.swarm
 

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from swarm.conftest import NAME, SHARE, Site, deploy_here, docker
-from swarm.test_notebooks import _stop, http_login, notebook_container, spawn
+from swarm.helpers import _stop, http_login, notebook_container, spawn
 
 pytestmark = pytest.mark.swarm
 

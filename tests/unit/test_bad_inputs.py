@@ -231,7 +231,7 @@ CASES = [
     # --- validation rules that had no row (issue 23, point 6)
     Case("local-dev-short-password", [f"site.passwords: {SCOPE}/local_dev_password: must be at least 12 characters"],
          configs=conf(login="local-dev"), passwords=secret(local_dev_password="short-pw")),
-    Case("local-dev-with-tas", [f"/login: the local-dev login has no tenant identity, so TAS cannot be used: set use_tas_uid/use_tas_gid to false"],
+    Case("local-dev-with-tas", ["/login: the local-dev login has no tenant identity, so TAS cannot be used: set use_tas_uid/use_tas_gid to false"],
          configs=conf(login="local-dev", use_tas_uid=True), passwords=secret(local_dev_password="long-enough-password")),
     Case("self-signed-with-cert", [f"{P}/jupyterhub_cert: jupyterhub_tls is self-signed: remove jupyterhub_cert and jupyterhub_key, or jupyterhub_tls"],
          configs=conf(jupyterhub_tls="self-signed", jupyterhub_cert=CERT), passwords=secret(jupyterhub_key=KEY)),
