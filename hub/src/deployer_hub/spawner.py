@@ -524,7 +524,7 @@ class TenantSwarmSpawner(ServerOptions, SwarmSpawner):
         if known is not None:
             service, task = known
             self.object_id = service["ID"]
-            node_id = (task or {}).get("NodeID")
+            node_id = task.get("NodeID")  # (the view vouches only for a server with a task)
             node = view.node(node_id) if node_id else None
             return service, task, node, bool(node_id) and node is None
         service = await self.get_object()

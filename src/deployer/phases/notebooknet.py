@@ -148,15 +148,17 @@ def create_command(network: str, subnet: str, name: str) -> Command:
 
 
 def recreate_step(network: str, subnet: str, name: str, relay: str) -> Command:
-    """Once the hub is stopped: the relay removed, the old network removed (when its last endpoint is gone), the new one made."""
-    return sh('docker rm --force "$4" >/dev/null 2>&1\n'
-              'gone=""; for i in $(seq 120); do why=$(docker network rm "$1" 2>&1 >/dev/null) && { gone=1; break; }; sleep 0.5; done\n'
-              '[ -n "$gone" ] || { echo "the network $1 could not be removed within 60 s: $why" >&2; exit 1; }\n'
+    """Once the hub is stopped: the relay removed, the old network removed (when its last endpoint is gone), the
+    new one made by create_command."""
+    return sh('net=$1 relay=$2; shift 2\n'
+              'docker rm --force "$relay" >/dev/null 2>&1\n'
+              'gone=""; for i in $(seq 120); do why=$(docker network rm "$net" 2>&1 >/dev/null) && { gone=1; break; }; sleep 0.5; done\n'
+              '[ -n "$gone" ] || { echo "the network $net could not be removed within 60 s: $why" >&2; exit 1; }\n'
               '# (the swarm lets a removed network go on every node a moment later: its name may be taken again only then)\n'
-              'for i in $(seq 60); do why=$(docker network create --driver overlay --attachable --subnet "$2" --label "deployer=$3" "$1" 2>&1 >/dev/null)'
-              ' && exit 0; sleep 0.5; done\n'
-              'echo "the network $1 could not be made with $2: $why" >&2; exit 1',
-              network, subnet, name, relay, why=f"the overlay network {network} made again with {subnet} ({capacity(subnet, 0)} addresses)")
+              'for i in $(seq 60); do why=$("$@" 2>&1 >/dev/null) && exit 0; sleep 0.5; done\n'
+              'echo "the network $net could not be made: $why" >&2; exit 1',
+              network, relay, *create_command(network, subnet, name).argv,
+              why=f"the overlay network {network} made again with {subnet} ({capacity(subnet, 0)} addresses)")
 
 
 def neighbour_command(limits: tuple[int, int, int]) -> Command:
